@@ -1,0 +1,50 @@
+# All set-up for a fresh machine lives here. Every target is idempotent: a second
+# run re-uses the virtual environment and pip's wheel cache and takes seconds.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_VERSION ?= 2.13.0
+MMCV_VERSION ?= 2.1.0
+
+.PHONY: setup demo test lint format clean-venv
+
+setup: $(VENV)/.stamp-package
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip "setuptools<70" wheel
+
+# torch first, pinned, so that nothing later resolves a different (CUDA) build.
+$(VENV)/.stamp-torch: | $(BIN)/python
+	$(BIN)/pip install "torch==$(TORCH_VERSION)"
+	touch $@
+
+# mmcv 2.1.0 ships only as a source archive; its setup.py needs torch already
+# installed and pkg_resources (setuptools<70). ~15 min on 2 cores the first time,
+# then pip's wheel cache makes it seconds.
+$(VENV)/.stamp-mmcv: $(VENV)/.stamp-torch
+	$(BIN)/pip install "setuptools<70" numpy ninja
+	MMCV_WITH_OPS=1 MAX_JOBS=2 $(BIN)/pip install --no-build-isolation "mmcv==$(MMCV_VERSION)"
+	touch $@
+
+$(VENV)/.stamp-package: $(VENV)/.stamp-mmcv requirements.txt requirements-dev.txt pyproject.toml
+	$(BIN)/pip install "torch==$(TORCH_VERSION)" -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --no-build-isolation --no-deps -e .
+	touch $@
+
+demo: setup
+	$(BIN)/python tools/demo.py
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lint: setup
+	$(BIN)/ruff format --check mmseg_sam tools tests configs
+	$(BIN)/ruff check mmseg_sam tools tests configs
+
+format: setup
+	$(BIN)/ruff format mmseg_sam tools tests configs
+	$(BIN)/ruff check --fix mmseg_sam tools tests configs
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,17 @@
+default_scope = 'mmseg'
+# Registers mmseg_sam's models in mmseg's registries, so mmseg's own tools
+# (and `mim train mmseg`) work with these configs too.
+custom_imports = dict(imports=['mmseg_sam'], allow_failed_imports=False)
+env_cfg = dict(
+    cudnn_benchmark=False,
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+    dist_cfg=dict(backend='nccl'),
+)
+vis_backends = [dict(type='LocalVisBackend')]
+visualizer = dict(type='SegLocalVisualizer', vis_backends=vis_backends, name='visualizer')
+log_processor = dict(by_epoch=False)
+log_level = 'INFO'
+load_from = None
+resume = False
+tta_model = dict(type='SegTTAModel')
+custom_hooks = [dict(type='TrainableParamsHook')]

@@ -1,0 +1,31 @@
+# `SAM_CHECKPOINT=/path/sam_vit_b_01ec64.pth make demo`: SAM ViT-B (frozen) + LoRA on
+# q and v + SAM's mask decoder, fine-tuned on the synthetic demo data at 256x256
+# (pos_embed and the global rel_pos tables are resized from 1024 on load).
+_base_ = [
+    '../_base_/models/sam-vit-b_mask-decoder-binary.py',
+    '../_base_/datasets/demo_binary.py',
+    '../_base_/default_runtime.py',
+    '../_base_/schedules/adamw-linear_2k.py',
+]
+img_size = 256
+crop_size = (img_size, img_size)
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(img_size=img_size, peft=dict(type='LoRA', rank=4, alpha=4, targets=('q', 'v'))),
+)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

@@ -1,0 +1,3 @@
+from .synthetic import generate_synthetic_dataset
+
+__all__ = ['generate_synthetic_dataset']

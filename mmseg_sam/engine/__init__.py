@@ -1,0 +1,3 @@
+from .hooks import TrainableParamsHook
+
+__all__ = ['TrainableParamsHook']

@@ -1,0 +1,3 @@
+from .sam_vit import SAM_ARCHS, SAMViT
+
+__all__ = ['SAMViT', 'SAM_ARCHS']

@@ -1,0 +1,230 @@
+"""SAM's ViT image encoder as an mmseg backbone."""
+
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from mmseg.registry import MODELS
+from torch import nn
+
+from ...utils.checkpoint import load_sam_component, load_strict
+from ..peft import PEFTReport, inject_peft
+from ..sam_modeling import ImageEncoderViT
+
+__all__ = ['SAMViT', 'SAM_ARCHS']
+
+# Official SAM encoder sizes (segment_anything/build_sam.py).
+SAM_ARCHS: dict[str, dict[str, Any]] = {
+    'vit_b': dict(embed_dims=768, num_layers=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+    'vit_l': dict(embed_dims=1024, num_layers=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+    'vit_h': dict(embed_dims=1280, num_layers=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+}
+# Settings shared by every official size; a custom arch dict may override them.
+_ARCH_DEFAULTS: dict[str, Any] = dict(
+    patch_size=16, window_size=14, mlp_ratio=4.0, out_channels=256, in_channels=3, qkv_bias=True
+)
+_ARCH_REQUIRED = ('embed_dims', 'num_layers', 'num_heads')
+_ARCH_KEYS = set(_ARCH_REQUIRED) | set(_ARCH_DEFAULTS) | {'global_attn_indexes'}
+
+
+def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(arch, str):
+        if arch not in SAM_ARCHS:
+            raise ValueError(f'arch must be one of {sorted(SAM_ARCHS)} or a dict, got {arch!r}')
+        return {**_ARCH_DEFAULTS, **SAM_ARCHS[arch]}
+    if not isinstance(arch, Mapping):
+        raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+    unknown = set(arch) - _ARCH_KEYS
+    if unknown:
+        raise ValueError(f'unknown arch keys {sorted(unknown)}; allowed: {sorted(_ARCH_KEYS)}')
+    missing = [k for k in _ARCH_REQUIRED if k not in arch]
+    if missing:
+        raise ValueError(f'custom arch is missing {missing} (required: {list(_ARCH_REQUIRED)})')
+    cfg = {**_ARCH_DEFAULTS, 'global_attn_indexes': (), **arch}
+    if cfg['embed_dims'] % cfg['num_heads']:
+        raise ValueError(
+            f"arch embed_dims={cfg['embed_dims']} is not divisible by num_heads={cfg['num_heads']}"
+        )
+    bad = [i for i in cfg['global_attn_indexes'] if not 0 <= i < cfg['num_layers']]
+    if bad:
+        raise ValueError(
+            f"arch global_attn_indexes {bad} out of range for num_layers={cfg['num_layers']}"
+        )
+    return cfg
+
+
+@MODELS.register_module()
+class SAMViT(ImageEncoderViT):
+    """The image encoder of Segment Anything (ViT with windowed and global attention).
+
+    Subclasses segment_anything's ``ImageEncoderViT`` so module names stay SAM's
+    (``patch_embed``, ``pos_embed``, ``blocks.N.attn.qkv``, ``neck``): official weights
+    load after stripping ``image_encoder.``. Pretrained weights are loaded here, at
+    construction, before any PEFT module wraps the originals (MMEngine's
+    ``init_weights`` does not run in ``tools/test.py``).
+
+    Inputs of any size divisible by the patch size are accepted: the absolute position
+    embedding is resized (bicubic) to the token grid, and the global blocks' relative
+    position tables are interpolated (linearly) by segment_anything itself.
+
+    Args:
+        arch: ``'vit_b'``, ``'vit_l'``, ``'vit_h'`` or a dict with ``embed_dims``,
+            ``num_layers``, ``num_heads`` and optionally ``global_attn_indexes``,
+            ``window_size`` (14), ``patch_size`` (16), ``mlp_ratio`` (4.0),
+            ``out_channels`` (256), ``in_channels`` (3), ``qkv_bias`` (True).
+        img_size: the training input size. For sizes other than the checkpoint's
+            (1024 for SAM), ``pos_embed`` is resized bicubically and the global
+            blocks' ``rel_pos_h``/``rel_pos_w`` linearly while loading.
+        checkpoint: SAM checkpoint (official full model, encoder-only, or Hugging Face
+            ``SamModel``; ``.pth``/``.bin``/``.safetensors``). Loaded strictly.
+        peft: PEFT method config (``dict(type='LoRA', ...)``) or a list of them,
+            injected after the weights are loaded.
+        frozen: freeze every pretrained parameter (PEFT parameters stay trainable).
+            ``False`` means full fine-tuning.
+        out_indices: blocks whose outputs, as (B, C, H/p, W/p), are returned before the
+            neck output.
+    """
+
+    def __init__(
+        self,
+        arch: str | Mapping[str, Any] = 'vit_b',
+        img_size: int = 1024,
+        checkpoint: str | None = None,
+        peft: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        frozen: bool = True,
+        out_indices: Sequence[int] = (),
+    ) -> None:
+        cfg = _resolve_arch(arch)
+        patch_size = cfg['patch_size']
+        if not isinstance(img_size, int) or img_size <= 0 or img_size % patch_size:
+            raise ValueError(
+                f'img_size must be a positive multiple of the patch size {patch_size}, got {img_size!r}'
+            )
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=cfg['in_channels'],
+            embed_dim=cfg['embed_dims'],
+            depth=cfg['num_layers'],
+            num_heads=cfg['num_heads'],
+            mlp_ratio=cfg['mlp_ratio'],
+            out_chans=cfg['out_channels'],
+            qkv_bias=cfg['qkv_bias'],
+            norm_layer=partial(nn.LayerNorm, eps=1e-6),
+            act_layer=nn.GELU,
+            use_abs_pos=True,
+            use_rel_pos=True,
+            rel_pos_zero_init=True,
+            window_size=cfg['window_size'],
+            global_attn_indexes=tuple(cfg['global_attn_indexes']),
+        )
+        self.arch_settings = cfg
+        self.patch_size = patch_size
+        self.embed_dims = cfg['embed_dims']
+        self.out_channels = cfg['out_channels']
+        out_indices = tuple(out_indices)
+        bad = [i for i in out_indices if not 0 <= i < cfg['num_layers']]
+        if bad:
+            raise ValueError(f"out_indices {bad} out of range for {cfg['num_layers']} blocks")
+        self.out_indices = out_indices
+        self._register_load_state_dict_pre_hook(self._resize_position_tables)
+
+        if checkpoint is not None:
+            load_strict(self, load_sam_component(checkpoint, 'image_encoder'), source=str(checkpoint))
+            MMLogger.get_current_instance().info(f'SAMViT: loaded image encoder weights from {checkpoint}')
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+        self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
+
+    def _resize_position_tables(
+        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any
+    ) -> None:
+        """Load pre-hook: fit pos_embed / global rel_pos tables saved at another img_size."""
+        key = f'{prefix}pos_embed'
+        if self.pos_embed is not None and key in state_dict:
+            src = state_dict[key]
+            if src.dim() == 4 and src.shape[1:3] != self.pos_embed.shape[1:3]:
+                state_dict[key] = resize_pos_embed(src, tuple(self.pos_embed.shape[1:3]))
+        for i, block in enumerate(self.blocks):
+            if block.window_size:  # windowed tables depend on the window, not img_size
+                continue
+            for name in ('rel_pos_h', 'rel_pos_w'):
+                key = f'{prefix}blocks.{i}.attn.{name}'
+                target = getattr(block.attn, name, None)
+                if target is None or key not in state_dict:
+                    continue
+                src = state_dict[key]
+                if src.dim() == 2 and src.shape[0] != target.shape[0]:
+                    state_dict[key] = resize_rel_pos(src, target.shape[0])
+
+    def _pos_embed_for(self, grid: tuple[int, int]) -> torch.Tensor:
+        if tuple(self.pos_embed.shape[1:3]) == grid:
+            return self.pos_embed
+        return resize_pos_embed(self.pos_embed, grid)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Encode images.
+
+        Args:
+            x: (B, C_in, H, W) normalised images, H and W multiples of the patch size.
+
+        Returns:
+            tuple[Tensor, ...]: one (B, embed_dims, H/p, W/p) map per ``out_indices``
+            entry, then the neck embedding (B, out_channels, H/p, W/p).
+        """
+        h, w = x.shape[-2:]
+        if h % self.patch_size or w % self.patch_size:
+            raise ValueError(
+                f'input size {h}x{w} is not divisible by the patch size {self.patch_size}'
+            )
+        x = self.patch_embed(x)  # (B, C_in, H, W) -> (B, H/p, W/p, C)
+        if self.pos_embed is not None:
+            x = x + self._pos_embed_for((x.shape[1], x.shape[2]))
+        outs = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in self.out_indices:
+                outs.append(x.permute(0, 3, 1, 2))  # (B, h, w, C) -> (B, C, h, w)
+        outs.append(self.neck(x.permute(0, 3, 1, 2)))  # (B, h, w, C) -> (B, C_out, h, w)
+        return tuple(outs)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Bicubically resize an absolute position embedding.
+
+    Args:
+        pos_embed: (1, h, w, C).
+        grid: target (h', w').
+
+    Returns:
+        Tensor: (1, h', w', C).
+    """
+    resized = F.interpolate(
+        pos_embed.permute(0, 3, 1, 2).float(),  # (1, h, w, C) -> (1, C, h, w)
+        size=grid,
+        mode='bicubic',
+        align_corners=False,
+    )
+    return resized.permute(0, 2, 3, 1).to(pos_embed.dtype)  # (1, C, h', w') -> (1, h', w', C)
+
+
+def resize_rel_pos(rel_pos: torch.Tensor, length: int) -> torch.Tensor:
+    """Linearly resize a relative position table, as segment_anything's get_rel_pos does.
+
+    Args:
+        rel_pos: (L, C).
+        length: target L'.
+
+    Returns:
+        Tensor: (L', C).
+    """
+    resized = F.interpolate(
+        rel_pos.t().unsqueeze(0).float(),  # (L, C) -> (1, C, L)
+        size=length,
+        mode='linear',
+    )
+    return resized[0].t().to(rel_pos.dtype)  # (1, C, L') -> (L', C)

@@ -1,0 +1,145 @@
+"""The PEFT registry, the method interface and the injector that applies methods.
+
+A PEFT method is a strategy object built from a config (``dict(type='LoRA', rank=4)``)
+that modifies a backbone in place: it wraps matching layers or adds modules, and
+returns the parameters it made trainable. New methods are new files that register a
+:class:`BasePEFTMethod` subclass in :data:`PEFT_METHODS`; the backbone does not change.
+"""
+
+import re
+from abc import ABCMeta, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from mmengine.logging import MMLogger
+from mmengine.registry import Registry
+from torch import nn
+
+__all__ = [
+    'PEFT_METHODS',
+    'BasePEFTMethod',
+    'PEFTLayerMixin',
+    'PEFTReport',
+    'collect_aux_losses',
+    'inject_peft',
+    'match_modules',
+]
+
+PEFT_METHODS = Registry('peft method', locations=['mmseg_sam.models.peft'])
+
+
+class PEFTLayerMixin:
+    """Mixin for modules created by a PEFT method.
+
+    Gives every PEFT layer one protocol for auxiliary losses (e.g. Conv-LoRA's
+    load-balancing loss): a layer stores them during a training forward and the
+    segmentor pops them into the loss dict (see :func:`collect_aux_losses`).
+    """
+
+    def pop_aux_losses(self) -> dict[str, torch.Tensor]:
+        """Return and clear the auxiliary losses of the last forward (none by default)."""
+        losses = getattr(self, '_aux_losses', None) or {}
+        self._aux_losses = {}
+        return losses
+
+
+def collect_aux_losses(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Pop the auxiliary losses of every PEFT layer in ``model``, summed per name."""
+    total: dict[str, torch.Tensor] = {}
+    for module in model.modules():
+        if isinstance(module, PEFTLayerMixin):
+            for name, value in module.pop_aux_losses().items():
+                total[name] = total[name] + value if name in total else value
+    return total
+
+
+class BasePEFTMethod(metaclass=ABCMeta):
+    """A parameter-efficient fine-tuning method applied to a backbone in place."""
+
+    @abstractmethod
+    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """Modify ``model`` and return the parameters to train, by qualified name.
+
+        Must raise ``ValueError`` when nothing in ``model`` matched.
+        """
+
+    def __repr__(self) -> str:
+        args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
+        return f'{type(self).__name__}({args})'
+
+
+@dataclass
+class PEFTReport:
+    """What the injector did: trainable parameter counts per method and their names."""
+
+    trainable: dict[str, int] = field(default_factory=dict)
+    parameter_names: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.trainable.values())
+
+
+def match_modules(
+    model: nn.Module, pattern: str, module_type: type[nn.Module] | tuple[type[nn.Module], ...]
+) -> Iterator[tuple[str, nn.Module]]:
+    """Yield ``(name, module)`` for modules of ``module_type`` whose name fully matches."""
+    regex = re.compile(pattern)
+    for name, module in model.named_modules():
+        if isinstance(module, module_type) and regex.fullmatch(name):
+            yield name, module
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted path ``name`` inside ``model``."""
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def inject_peft(
+    model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> PEFTReport:
+    """Build the configured PEFT method(s) and apply them to ``model``.
+
+    Args:
+        model: the backbone, with pretrained weights already loaded.
+        cfg: one method config or a list of them, applied in order.
+
+    Returns:
+        PEFTReport: trainable parameter counts per method (keyed ``Type`` or
+        ``Type#i`` when a type repeats).
+    """
+    cfgs = [cfg] if isinstance(cfg, Mapping) else list(cfg)
+    report = PEFTReport()
+    for i, method_cfg in enumerate(cfgs):
+        if not isinstance(method_cfg, Mapping) or 'type' not in method_cfg:
+            raise TypeError(f'a PEFT config must be a dict with a "type" key, got {method_cfg!r}')
+        method_type = method_cfg['type']
+        if PEFT_METHODS.get(method_type) is None:
+            raise ValueError(
+                f'unknown PEFT type {method_type!r}; registered: {sorted(PEFT_METHODS.module_dict)}'
+            )
+        method: BasePEFTMethod = PEFT_METHODS.build(dict(method_cfg))
+        params = method.inject(model)
+        if not params:
+            raise ValueError(f'{method!r} made no parameter trainable')
+        for p in params.values():
+            p.requires_grad_(True)
+        key = method_type if method_type not in report.trainable else f'{method_type}#{i}'
+        report.trainable[key] = sum(p.numel() for p in params.values())
+        report.parameter_names[key] = sorted(params)
+        MMLogger.get_current_instance().info(
+            f'PEFT {method!r}: {report.trainable[key]:,} trainable parameters in {len(params)} tensors'
+        )
+    return report
+
+
+def check_choices(name: str, values: Iterable[str], allowed: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the values of ``name`` that are not ``allowed``."""
+    allowed = list(allowed)
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ValueError(f'{name} {bad} not allowed; choose from {allowed}')

@@ -1,0 +1,219 @@
+"""LoRA (Hu et al., 2021) for SAM's ViT: low-rank updates of frozen linear layers."""
+
+import math
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, check_choices, match_modules, replace_module
+
+__all__ = ['LoRA', 'LoRALinear']
+
+# Target name -> (module path inside a block, slice of the output features in thirds
+# of the fused qkv, or None for the whole output).
+_TARGETS: dict[str, tuple[str, int | None]] = {
+    'qkv': ('attn.qkv', None),
+    'q': ('attn.qkv', 0),
+    'k': ('attn.qkv', 1),
+    'v': ('attn.qkv', 2),
+    'proj': ('attn.proj', None),
+    'lin1': ('mlp.lin1', None),
+    'lin2': ('mlp.lin2', None),
+}
+_INITS = ('kaiming', 'xavier')
+
+
+class LoRALinear(nn.Linear, PEFTLayerMixin):
+    """A frozen ``nn.Linear`` plus low-rank updates of (slices of) its output.
+
+    It takes over the wrapped layer's ``weight`` and ``bias`` tensors under the same
+    names, so state-dict keys of the base weights do not change
+    (``blocks.0.attn.qkv.weight``) and pretrained checkpoints still load by key. Each
+    adapted slice ``s`` (e.g. ``'q'`` and ``'v'`` of a fused qkv) adds
+    ``scaling * B_s(A_s(dropout(x)))`` to its part of the output.
+
+    Args:
+        base: the linear layer to adapt.
+        slices: adapted output ranges by name, e.g. ``{'q': slice(0, C)}``.
+        rank: rank of each update.
+        alpha: ``scaling = alpha / rank``.
+        dropout: dropout on the input of the update.
+        init: ``'kaiming'`` (A kaiming-uniform, B zero: the update starts at zero) or
+            ``'xavier'`` (A and B xavier-normal, as the COBOT reference).
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        slices: dict[str, slice],
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        init: str = 'kaiming',
+    ) -> None:
+        nn.Module.__init__(self)
+        self.in_features = base.in_features
+        self.out_features = base.out_features
+        self.weight = base.weight
+        self.bias = base.bias
+        self.rank = rank
+        self.scaling = alpha / rank
+        self.slices = dict(slices)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.ModuleDict(
+            {name: nn.Linear(self.in_features, rank, bias=False) for name in self.slices}
+        )
+        self.lora_B = nn.ModuleDict(
+            {name: nn.Linear(rank, s.stop - s.start, bias=False) for name, s in self.slices.items()}
+        )
+        self.merged = False
+        self.reset_lora_parameters(init)
+
+    def reset_lora_parameters(self, init: str = 'kaiming') -> None:
+        for name in self.slices:
+            a, b = self.lora_A[name].weight, self.lora_B[name].weight
+            if init == 'kaiming':
+                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+                nn.init.zeros_(b)
+            else:
+                nn.init.xavier_normal_(a)
+                nn.init.xavier_normal_(b)
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """The update of slice ``name`` as a (slice_out, in) matrix."""
+        return (self.lora_B[name].weight @ self.lora_A[name].weight) * self.scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out)
+        if self.merged:
+            return out
+        x = self.lora_dropout(x)
+        deltas = {
+            name: self.lora_B[name](self.lora_A[name](x)) * self.scaling for name in self.slices
+        }
+        if len(self.slices) == 1:
+            (name, s), = self.slices.items()
+            if s.start == 0 and s.stop == self.out_features:
+                return out + deltas[name]
+        # Rebuild the output from its slices: adapted ones get their update.
+        pieces, cursor = [], 0
+        for name, s in sorted(self.slices.items(), key=lambda item: item[1].start):
+            if s.start > cursor:
+                pieces.append(out[..., cursor:s.start])
+            pieces.append(out[..., s] + deltas[name])
+            cursor = s.stop
+        if cursor < self.out_features:
+            pieces.append(out[..., cursor:])
+        return torch.cat(pieces, dim=-1)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add the updates into ``weight`` (exact: LoRA is linear in the input)."""
+        if self.merged:
+            return
+        for name, s in self.slices.items():
+            self.weight[s] += self.delta_weight(name).to(self.weight.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the updates from ``weight`` again."""
+        if not self.merged:
+            return
+        for name, s in self.slices.items():
+            self.weight[s] -= self.delta_weight(name).to(self.weight.dtype)
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return (
+            f'in_features={self.in_features}, out_features={self.out_features}, '
+            f'rank={self.rank}, scaling={self.scaling:g}, slices={list(self.slices)}'
+        )
+
+
+@PEFT_METHODS.register_module()
+class LoRA(BasePEFTMethod):
+    """Low-rank adaptation of SAM ViT linear layers.
+
+    Args:
+        rank: rank of every update (> 0).
+        alpha: scaling numerator; the update is multiplied by ``alpha / rank``.
+            Defaults to ``rank`` (scaling 1).
+        dropout: dropout probability on the update's input, in [0, 1).
+        targets: which linears of each block to adapt: ``'qkv'`` (the fused
+            projection as one matrix), or any of its slices ``'q'``, ``'k'``, ``'v'``
+            (one update each), and optionally ``'proj'``, ``'lin1'``, ``'lin2'``.
+        blocks: block indices to adapt; all blocks when None.
+        init: ``'kaiming'`` (A kaiming-uniform, B zero) or ``'xavier'`` (both
+            xavier-normal, the COBOT reference's init).
+    """
+
+    def __init__(
+        self,
+        rank: int = 4,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        targets: Sequence[str] = ('q', 'v'),
+        blocks: Sequence[int] | None = None,
+        init: str = 'kaiming',
+    ) -> None:
+        if not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f'LoRA rank must be a positive int, got {rank!r}')
+        if alpha is not None and alpha <= 0:
+            raise ValueError(f'LoRA alpha must be > 0, got {alpha!r}')
+        if not 0 <= dropout < 1:
+            raise ValueError(f'LoRA dropout must be in [0, 1), got {dropout!r}')
+        targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        if not targets:
+            raise ValueError('LoRA targets must name at least one layer')
+        check_choices('LoRA targets', targets, _TARGETS)
+        if 'qkv' in targets and {'q', 'k', 'v'} & set(targets):
+            raise ValueError(f"LoRA targets {list(targets)}: 'qkv' already covers 'q', 'k' and 'v'")
+        check_choices('LoRA init', [init], _INITS)
+        self.rank = rank
+        self.alpha = float(rank if alpha is None else alpha)
+        self.dropout = dropout
+        self.targets = targets
+        self.blocks = None if blocks is None else tuple(blocks)
+        self.init = init
+
+    def _block_pattern(self) -> str:
+        if self.blocks is None:
+            return r'\d+'
+        return '(?:' + '|'.join(str(i) for i in self.blocks) + ')'
+
+    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        # Group targets by the linear they live in: q/k/v share attn.qkv.
+        by_path: dict[str, list[str]] = {}
+        for target in self.targets:
+            by_path.setdefault(_TARGETS[target][0], []).append(target)
+        params: dict[str, nn.Parameter] = {}
+        blocks = self._block_pattern()
+        for path, names in by_path.items():
+            pattern = rf'blocks\.{blocks}\.' + re.escape(path)
+            matches = list(match_modules(model, pattern, nn.Linear))
+            if not matches:
+                raise ValueError(
+                    f'LoRA found no nn.Linear matching {pattern!r} for targets {names} '
+                    f'(blocks={self.blocks})'
+                )
+            for module_name, linear in matches:
+                if isinstance(linear, LoRALinear):
+                    raise ValueError(f'{module_name} is already adapted by LoRA')
+                third = linear.out_features // 3
+                slices = {}
+                for name in names:
+                    part = _TARGETS[name][1]
+                    if part is None:
+                        slices[name] = slice(0, linear.out_features)
+                    else:
+                        slices[name] = slice(part * third, (part + 1) * third)
+                wrapped = LoRALinear(linear, slices, self.rank, self.alpha, self.dropout, self.init)
+                replace_module(model, module_name, wrapped)
+                for pname, p in wrapped.named_parameters():
+                    if pname.startswith('lora_'):
+                        params[f'{module_name}.{pname}'] = p
+        return params

@@ -1,0 +1,3 @@
+from .sam_encoder_decoder import SAMEncoderDecoder
+
+__all__ = ['SAMEncoderDecoder']

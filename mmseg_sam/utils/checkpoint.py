@@ -1,0 +1,276 @@
+"""Reading SAM checkpoints in their published formats, and all key renaming.
+
+Formats understood:
+
+- official segment_anything ``Sam.state_dict()`` (``sam_vit_b_01ec64.pth`` & co.):
+  ``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``;
+- an encoder-only state dict (``ImageEncoderViT.state_dict()``: ``patch_embed.*``,
+  ``blocks.*``, ``neck.*``);
+- Hugging Face ``SamModel`` state dicts (``vision_encoder.*``, ``prompt_encoder.*``,
+  ``mask_decoder.*`` with HF module names), as ``.bin``/``.pth`` or ``.safetensors``,
+  or a ``save_pretrained`` folder holding one of them.
+
+Every format is normalised to the official key names (:func:`to_sam_state_dict`), so
+modules that keep SAM's attribute names load them after a prefix strip.
+"""
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    'SAM_COMPONENTS',
+    'detect_format',
+    'hf_to_sam_state_dict',
+    'load_sam_component',
+    'load_state_dict_file',
+    'load_strict',
+    'to_sam_state_dict',
+]
+
+SAM_COMPONENTS = ('image_encoder', 'prompt_encoder', 'mask_decoder')
+# Buffers that some exports include; they are constants, not weights.
+_IGNORED_KEYS = ('pixel_mean', 'pixel_std')
+_HF_WEIGHT_FILES = ('model.safetensors', 'pytorch_model.bin')
+_ENCODER_ONLY_ROOTS = ('patch_embed.', 'pos_embed', 'blocks.', 'neck.')
+
+StateDict = dict[str, torch.Tensor]
+
+
+def load_state_dict_file(path: str | os.PathLike) -> StateDict:
+    """Read a flat state dict from a checkpoint file without running pickled code.
+
+    ``.safetensors`` files are read with safetensors; anything else with
+    ``torch.load(weights_only=True)``. A Hugging Face ``save_pretrained`` folder is
+    accepted and its ``model.safetensors`` / ``pytorch_model.bin`` read. A top-level
+    ``state_dict`` or ``model`` entry (training checkpoints) is unwrapped.
+
+    Args:
+        path: file or folder.
+
+    Returns:
+        dict[str, Tensor]: the state dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file cannot be read as a checkpoint (names the file).
+    """
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / name for name in _HF_WEIGHT_FILES if (path / name).is_file()]
+        if not candidates:
+            raise FileNotFoundError(
+                f'checkpoint folder {path} holds none of {list(_HF_WEIGHT_FILES)}'
+            )
+        path = candidates[0]
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device='cpu')
+        else:
+            state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # corrupt, truncated, or not a checkpoint at all
+        raise ValueError(
+            f'cannot read checkpoint {path}: {type(err).__name__}: {err}'
+        ) from err
+    if isinstance(state, Mapping):
+        for wrapper_key in ('state_dict', 'model'):
+            if wrapper_key in state and isinstance(state[wrapper_key], Mapping):
+                state = state[wrapper_key]
+                break
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise ValueError(f'checkpoint {path} does not hold a state dict of tensors')
+    return dict(state)
+
+
+def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """Tell which published layout a state dict uses.
+
+    Returns:
+        str: ``'sam'`` (official full model), ``'sam_encoder'`` (encoder only) or
+        ``'hf'`` (Hugging Face ``SamModel``).
+
+    Raises:
+        ValueError: the keys match none of them.
+    """
+    keys = list(state_dict)
+    if any(k.startswith('vision_encoder.') for k in keys):
+        return 'hf'
+    if any(k.startswith(f'{c}.') for k in keys for c in SAM_COMPONENTS):
+        return 'sam'
+    if any(k.startswith(_ENCODER_ONLY_ROOTS) for k in keys):
+        return 'sam_encoder'
+    raise ValueError(
+        'unrecognised checkpoint layout: expected keys starting with image_encoder./'
+        'mask_decoder. (official SAM), patch_embed./blocks. (encoder only) or '
+        f'vision_encoder. (Hugging Face SamModel); first keys are {keys[:5]}'
+    )
+
+
+# Hugging Face SamModel -> official segment_anything key names. Each rule applies to
+# the part of the key after the component prefix; rules are tried in order and the
+# first match wins (they are disjoint).
+_HF_RULES: dict[str, list[tuple[str, str]]] = {
+    'image_encoder': [
+        (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
+        (r'^layers\.(\d+)\.layer_norm(\d)\.', r'blocks.\1.norm\2.'),
+        (r'^layers\.(\d+)\.', r'blocks.\1.'),
+        (r'^neck\.conv1\.', 'neck.0.'),
+        (r'^neck\.layer_norm1\.', 'neck.1.'),
+        (r'^neck\.conv2\.', 'neck.2.'),
+        (r'^neck\.layer_norm2\.', 'neck.3.'),
+    ],
+    'prompt_encoder': [
+        (r'^shared_embedding\.positional_embedding$', 'pe_layer.positional_encoding_gaussian_matrix'),
+        (r'^point_embed\.', 'point_embeddings.'),
+        (r'^mask_embed\.conv1\.', 'mask_downscaling.0.'),
+        (r'^mask_embed\.layer_norm1\.', 'mask_downscaling.1.'),
+        (r'^mask_embed\.conv2\.', 'mask_downscaling.3.'),
+        (r'^mask_embed\.layer_norm2\.', 'mask_downscaling.4.'),
+        (r'^mask_embed\.conv3\.', 'mask_downscaling.6.'),
+    ],
+    'mask_decoder': [
+        (r'^upscale_conv1\.', 'output_upscaling.0.'),
+        (r'^upscale_layer_norm\.', 'output_upscaling.1.'),
+        (r'^upscale_conv2\.', 'output_upscaling.3.'),
+        (r'^(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.proj_in\.', r'\1.layers.0.'),
+        (r'^(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.layers\.0\.', r'\1.layers.1.'),
+        (r'^(output_hypernetworks_mlps\.\d+|iou_prediction_head)\.proj_out\.', r'\1.layers.2.'),
+        (r'^transformer\.layers\.(\d+)\.layer_norm(\d)\.', r'transformer.layers.\1.norm\2.'),
+        (r'^transformer\.layer_norm_final_attn\.', 'transformer.norm_final_attn.'),
+    ],
+}
+_HF_PREFIXES = {
+    'vision_encoder.': 'image_encoder',
+    'prompt_encoder.': 'prompt_encoder',
+    'mask_decoder.': 'mask_decoder',
+}
+# HF keeps a copy of the prompt encoder's Gaussian matrix at the top level.
+_HF_DUPLICATES = {
+    'shared_image_embedding.positional_embedding': 'prompt_encoder.shared_embedding.positional_embedding'
+}
+
+
+def hf_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Rename a Hugging Face ``SamModel`` state dict to official SAM key names.
+
+    Raises:
+        ValueError: a key belongs to no SAM component, or a duplicated tensor differs
+            from its original.
+    """
+    converted: StateDict = {}
+    for key, value in state_dict.items():
+        if key in _IGNORED_KEYS:
+            continue
+        if key in _HF_DUPLICATES:
+            original = state_dict.get(_HF_DUPLICATES[key])
+            if original is not None and not torch.equal(original, value):
+                raise ValueError(f'{key} differs from {_HF_DUPLICATES[key]} in the HF checkpoint')
+            continue
+        prefix = next((p for p in _HF_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            raise ValueError(f'key {key!r} belongs to no SAM component (expected one of {list(_HF_PREFIXES)})')
+        component = _HF_PREFIXES[prefix]
+        rest = key[len(prefix):]
+        for pattern, replacement in _HF_RULES[component]:
+            renamed, count = re.subn(pattern, replacement, rest)
+            if count:
+                rest = renamed
+                break
+        converted[f'{component}.{rest}'] = value
+    return converted
+
+
+def to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Normalise any supported layout to official full-model SAM key names."""
+    fmt = detect_format(state_dict)
+    if fmt == 'hf':
+        return hf_to_sam_state_dict(state_dict)
+    if fmt == 'sam_encoder':
+        return {f'image_encoder.{k}': v for k, v in state_dict.items() if k not in _IGNORED_KEYS}
+    return {k: v for k, v in state_dict.items() if k not in _IGNORED_KEYS}
+
+
+def load_sam_component(path: str | os.PathLike, component: str) -> StateDict:
+    """Read one SAM component's weights from a checkpoint in any supported format.
+
+    Args:
+        path: checkpoint file or Hugging Face folder.
+        component: ``'image_encoder'``, ``'prompt_encoder'`` or ``'mask_decoder'``.
+
+    Returns:
+        dict[str, Tensor]: the component's state dict with the component prefix stripped.
+
+    Raises:
+        ValueError: unknown component, or the checkpoint does not contain it.
+    """
+    if component not in SAM_COMPONENTS:
+        raise ValueError(f'component must be one of {SAM_COMPONENTS}, got {component!r}')
+    state = to_sam_state_dict(load_state_dict_file(path))
+    prefix = f'{component}.'
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not part:
+        present = sorted({k.split('.', 1)[0] for k in state})
+        raise ValueError(f'checkpoint {path} has no {component} weights (it holds: {present})')
+    return part
+
+
+def load_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    allowed_missing: Callable[[str], bool] | None = None,
+    allowed_missing_reason: str = '',
+) -> list[str]:
+    """Load a state dict and fail on any key mismatch, except documented ones.
+
+    Missing keys for which ``allowed_missing(key)`` is true are tolerated (for example
+    parameters a module adds on top of SAM) and returned; every other missing key, and
+    every unexpected key, is an error that names the keys. Shape mismatches raise
+    through ``load_state_dict``.
+
+    Args:
+        module: the module to load into.
+        state_dict: weights, already renamed to ``module``'s key names.
+        source: where the weights come from (named in errors).
+        allowed_missing: predicate for keys that may be absent from ``state_dict``.
+        allowed_missing_reason: why those keys may be absent (named in errors).
+
+    Returns:
+        list[str]: the tolerated missing keys.
+    """
+    expected = set(module.state_dict())
+    given = set(state_dict)
+    missing = sorted(expected - given)
+    unexpected = sorted(given - expected)
+    tolerated = [k for k in missing if allowed_missing is not None and allowed_missing(k)]
+    missing = [k for k in missing if k not in tolerated]
+    if missing or unexpected:
+        lines = [f'cannot load {source} into {type(module).__name__}:']
+        if missing:
+            lines.append(f'  missing keys ({len(missing)}): {_abbrev(missing)}')
+        if unexpected:
+            lines.append(f'  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}')
+        if allowed_missing_reason:
+            lines.append(f'  ({allowed_missing_reason})')
+        raise ValueError('\n'.join(lines))
+    try:
+        module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f'cannot load {source} into {type(module).__name__}: {err}') from err
+    return tolerated
+
+
+def _abbrev(keys: Iterable[str], limit: int = 12) -> str:
+    keys = list(keys)
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '')

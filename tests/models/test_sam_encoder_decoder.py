@@ -1,0 +1,99 @@
+import pytest
+import torch
+from mmengine.structures import PixelData
+from mmseg.structures import SegDataSample
+from torch import nn
+
+from mmseg_sam.engine.hooks import summarize_parameters
+from mmseg_sam.models.peft import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin
+from mmseg_sam.models.segmentors import SAMEncoderDecoder
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+
+
+class _ScaledIdentity(nn.Module, PEFTLayerMixin):
+    """Test PEFT layer that reports an auxiliary loss on every training forward."""
+
+    def __init__(self, inner: nn.Module, name: str) -> None:
+        super().__init__()
+        self.inner = inner
+        self.scale = nn.Parameter(torch.ones(()))
+        self.loss_name = name
+
+    def forward(self, x):
+        if self.training:
+            self._aux_losses = {self.loss_name: self.scale * 0 + 0.5}
+        return self.inner(x) * self.scale
+
+
+@PEFT_METHODS.register_module(force=True)
+class _AuxLossMethod(BasePEFTMethod):
+    def __init__(self, loss_name: str = 'loss_aux_test') -> None:
+        self.loss_name = loss_name
+
+    def inject(self, model):
+        params = {}
+        for i, block in enumerate(model.blocks):
+            block.mlp = _ScaledIdentity(block.mlp, self.loss_name)
+            params[f'blocks.{i}.mlp.scale'] = block.mlp.scale
+        return params
+
+
+def _segmentor(checkpoint=None, peft=None, out_channels=1):
+    return SAMEncoderDecoder(
+        sam_checkpoint=checkpoint and str(checkpoint),
+        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
+        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, peft=peft),
+        decode_head=dict(type='SAMMaskDecoderHead', num_classes=2, out_channels=out_channels, threshold=0.5,
+                         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True), **TINY_HEAD),
+    )
+
+
+def _batch(n=2):
+    samples = []
+    for _ in range(n):
+        shape = (TINY_IMG, TINY_IMG)
+        s = SegDataSample(metainfo=dict(img_shape=shape, pad_shape=shape, ori_shape=shape))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 2, (1, TINY_IMG, TINY_IMG)))
+        samples.append(s)
+    return torch.randn(n, 3, TINY_IMG, TINY_IMG), samples
+
+
+def test_sam_checkpoint_fills_both_parts(reference_sam, sam_checkpoint):
+    model = _segmentor(sam_checkpoint)
+    assert torch.equal(model.backbone.pos_embed, reference_sam.image_encoder.pos_embed)
+    assert torch.equal(model.decode_head.mask_decoder.iou_token.weight,
+                       reference_sam.mask_decoder.iou_token.weight)
+
+
+def test_aux_losses_reach_the_loss_dict():
+    model = _segmentor(peft=dict(type='_AuxLossMethod')).train()
+    losses = model.loss(*_batch())
+    assert set(losses) >= {'decode.loss_ce', 'decode.acc_seg', 'loss_aux_test'}
+    assert losses['loss_aux_test'].item() == pytest.approx(0.5 * TINY_ARCH["num_layers"])  # summed over blocks
+    # popped: nothing lingers for the next (eval) forward
+    assert all(not m.pop_aux_losses() for m in model.modules() if isinstance(m, PEFTLayerMixin))
+
+
+def test_aux_loss_name_clash():
+    model = _segmentor(peft=dict(type='_AuxLossMethod', loss_name='decode.loss_ce')).train()
+    with pytest.raises(KeyError, match="auxiliary loss 'decode.loss_ce' clashes"):
+        model.loss(*_batch())
+
+
+def test_parameter_summary():
+    model = _segmentor(peft=dict(type='LoRA', rank=4, targets=('q', 'v')))
+    rows = {name: (trainable, total) for name, trainable, total in summarize_parameters(model)}
+    lora = 2 * 2 * (32 * 4 + 4 * 32)
+    assert rows['backbone (LoRA)'] == (lora, lora)
+    assert rows['backbone (pretrained)'][0] == 0
+    head_trainable = sum(p.numel() for p in model.decode_head.parameters() if p.requires_grad)
+    assert rows['decode_head'][0] == head_trainable > 0
+    assert rows['total'] == (lora + head_trainable, sum(p.numel() for p in model.parameters()))
+
+
+def test_predict_binary():
+    model = _segmentor().eval()
+    inputs, samples = _batch(1)
+    [result] = model.predict(inputs, samples)
+    assert result.pred_sem_seg.data.shape == (1, TINY_IMG, TINY_IMG)
+    assert set(result.pred_sem_seg.data.unique().tolist()) <= {0, 1}

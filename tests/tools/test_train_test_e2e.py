@@ -1,0 +1,87 @@
+"""tools/train.py then tools/test.py in subprocesses, on generated data, tiny SAM."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmseg_sam.datasets import generate_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_2k_demo-binary-128x128.py'
+
+
+def _tiny_config(tmp_path: Path, data_root: Path, checkpoint: Path) -> Path:
+    cfg = tmp_path / 'tiny_e2e.py'
+    cfg.write_text(f"""
+_base_ = [{str(DEMO_CONFIG)!r}]
+data_root = {str(data_root)!r}
+model = dict(
+    sam_checkpoint={str(checkpoint)!r},
+    data_preprocessor=dict(size=(64, 64)),
+    backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=2, num_heads=2, global_attn_indexes=(1,),
+                            window_size=3, out_channels=32), img_size=64),
+    decode_head=dict(embed_dims=32, decoder_num_heads=2, decoder_mlp_dims=64))
+pipeline_size = (64, 64)
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+    dict(type='Resize', scale=pipeline_size, keep_ratio=False), dict(type='PackSegInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale=pipeline_size, keep_ratio=False),
+    dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=4, val_interval=4)
+param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end=4, by_epoch=False)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=4))
+""")
+    return cfg
+
+
+def _run(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def test_train_then_test(tmp_path, sam_checkpoint):
+    data = tmp_path / 'data'
+    generate_synthetic_dataset(data, num_train=4, num_val=2, img_size=(64, 80), mode='binary')
+    cfg = _tiny_config(tmp_path, data, sam_checkpoint)
+    work = tmp_path / 'work'
+
+    log = _run([str(REPO / 'tools/train.py'), str(cfg), '--work-dir', str(work)], cwd=tmp_path)
+    ckpt = work / 'iter_4.pth'
+    assert ckpt.is_file()
+    assert 'SAMViT: loaded image encoder weights from' in log
+    assert 'backbone (LoRA)' in log and 'decode_head' in log  # the parameter table
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    assert 'backbone.blocks.0.attn.qkv.lora_A.q.weight' in state
+
+    out, show = tmp_path / 'pred', tmp_path / 'show'
+    log = _run([str(REPO / 'tools/test.py'), str(cfg), str(ckpt), '--work-dir', str(tmp_path / 'test'),
+                '--out', str(out), '--show-dir', str(show)], cwd=tmp_path)
+    assert 'mIoU' in log
+    [scalars] = list((tmp_path / 'test').glob('*/*.json'))
+    metrics = json.loads(scalars.read_text().splitlines()[-1])
+    assert {'aAcc', 'mIoU', 'mDice'} <= set(metrics)
+    preds = sorted(out.glob('*.png'))
+    assert len(preds) == 2
+    pred = np.array(Image.open(preds[0]))
+    assert pred.shape == (64, 80) and set(np.unique(pred)) <= {0, 1}  # original image size
+    assert len(list(show.rglob('*.png'))) == 2
+
+
+@pytest.mark.parametrize('tool', ['train.py', 'test.py'])
+def test_tools_help(tool):
+    out = _run([str(REPO / 'tools' / tool), '--help'], cwd=REPO)
+    for flag in ('--work-dir', '--cfg-options', '--launcher'):
+        assert flag in out

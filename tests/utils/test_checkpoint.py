@@ -1,0 +1,96 @@
+import pickle
+
+import pytest
+import torch
+
+from mmseg_sam.models.backbones import SAMViT
+from mmseg_sam.models.decode_heads import SAMMaskDecoderHead
+from mmseg_sam.utils.checkpoint import (detect_format, hf_to_sam_state_dict, load_sam_component,
+                                        load_state_dict_file, to_sam_state_dict)
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_
+
+
+@pytest.fixture(scope='module')
+def hf_sam():
+    """A tiny Hugging Face SamModel with perturbed weights."""
+    import transformers  # a dev requirement: a missing install must fail, not skip
+
+    vision = transformers.SamVisionConfig(
+        hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
+        image_size=TINY_IMG, patch_size=16, window_size=3, global_attn_indexes=[1], mlp_dim=128,
+        num_pos_feats=16)
+    config = transformers.SamConfig(
+        vision_config=vision,
+        prompt_encoder_config=transformers.SamPromptEncoderConfig(
+            hidden_size=32, image_size=TINY_IMG, patch_size=16, mask_input_channels=16),
+        mask_decoder_config=transformers.SamMaskDecoderConfig(
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32))
+    torch.manual_seed(0)
+    model = transformers.SamModel(config).eval()
+    perturb_(model, std=0.05)
+    with torch.no_grad():  # HF keeps a top-level copy of the prompt encoder's matrix
+        model.shared_image_embedding.positional_embedding.copy_(
+            model.prompt_encoder.shared_embedding.positional_embedding)
+    return model
+
+
+def test_hf_checkpoint_loads_and_matches_hf_encoder(hf_sam, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / 'model.safetensors'
+    save_file({k: v.clone().contiguous() for k, v in hf_sam.state_dict().items()}, str(path))
+    assert detect_format(load_state_dict_file(path)) == 'hf'
+    encoder = SAMViT(arch=TINY_ARCH, img_size=TINY_IMG, checkpoint=str(tmp_path)).eval()  # HF folder
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        ref = hf_sam.get_image_embeddings(x)
+        ours = encoder(x)[-1]
+    assert (ours - ref).abs().max().item() <= 1e-5
+    # the decoder and prompt encoder load strictly from the same file
+    SAMMaskDecoderHead(num_classes=2, out_channels=1, threshold=0.5, checkpoint=str(path), **TINY_HEAD,
+                       loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True))
+
+
+def test_hf_keys_map_onto_official_keys(hf_sam, reference_sam):
+    converted = hf_to_sam_state_dict(hf_sam.state_dict())
+    official = reference_sam.state_dict()
+    assert set(converted) == set(official)
+    assert all(converted[k].shape == official[k].shape for k in official)
+
+
+def test_formats(reference_sam, tmp_path):
+    full = reference_sam.state_dict()
+    encoder_only = reference_sam.image_encoder.state_dict()
+    assert detect_format(full) == 'sam'
+    assert detect_format(encoder_only) == 'sam_encoder'
+    assert to_sam_state_dict(encoder_only).keys() == {f'image_encoder.{k}' for k in encoder_only}
+    with pytest.raises(ValueError, match='unrecognised checkpoint layout'):
+        detect_format({'backbone.layers.0.weight': torch.zeros(1)})
+    torch.save({'state_dict': full, 'meta': {}}, tmp_path / 'wrapped.pth')
+    assert load_state_dict_file(tmp_path / 'wrapped.pth').keys() == full.keys()
+
+
+def test_unreadable_checkpoints(tmp_path):
+    bad = tmp_path / 'corrupt.pth'
+    bad.write_bytes(b'not a checkpoint at all')
+    with pytest.raises(ValueError, match=f'cannot read checkpoint {bad}'):
+        load_state_dict_file(bad)
+    with pytest.raises(FileNotFoundError, match='checkpoint file not found'):
+        load_state_dict_file(tmp_path / 'nope.pth')
+    with pytest.raises(FileNotFoundError, match='holds none of'):
+        load_state_dict_file(tmp_path)
+    with pytest.raises(ValueError, match='component must be one of'):
+        load_sam_component(bad, 'neck')
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ('pwned',))
+
+
+def test_code_running_checkpoint_is_refused(tmp_path):
+    path = tmp_path / 'evil.pth'
+    with open(path, 'wb') as f:
+        pickle.dump({'image_encoder.pos_embed': _Exploit()}, f)
+    with pytest.raises(ValueError, match='cannot read checkpoint .*evil.pth.*Unpickl'):
+        load_state_dict_file(path)
