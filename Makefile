@@ -1,6 +1,6 @@
 # All set-up for a fresh machine lives here. Every target is idempotent: a second
 # run re-uses the virtual environment and pip's wheel cache and takes seconds.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from mmseg.utils import register_all_modules
+from torch import nn
 
 from mmseg_sam.models.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
@@ -18,10 +17,12 @@ register_all_modules(init_default_scope=True)
 # 32-dim, 2 blocks, 2 heads; window 3 on the 4x4 grid of a 64x64 input, so the
 # windowed block pads (4 -> 6) and block 1 attends globally.
 TINY_IMG = 64
-TINY_ARCH = dict(embed_dims=32, num_layers=2, num_heads=2, global_attn_indexes=(1,), window_size=3,
-                 out_channels=32)
-TINY_HEAD = dict(embed_dims=32, decoder_depth=2, decoder_num_heads=2, decoder_mlp_dims=64,
-                 mask_in_channels=16)
+TINY_ARCH = dict(
+    embed_dims=32, num_layers=2, num_heads=2, global_attn_indexes=(1,), window_size=3, out_channels=32
+)
+TINY_HEAD = dict(
+    embed_dims=32, decoder_depth=2, decoder_num_heads=2, decoder_mlp_dims=64, mask_in_channels=16
+)
 
 
 def build_reference_sam(img_size: int = TINY_IMG, arch: dict | None = None, seed: int = 0):
@@ -36,22 +37,43 @@ def build_reference_sam(img_size: int = TINY_IMG, arch: dict | None = None, seed
     torch.manual_seed(seed)
     patch = arch.get('patch_size', 16)
     encoder = ImageEncoderViT(
-        img_size=img_size, patch_size=patch, embed_dim=arch['embed_dims'], depth=arch['num_layers'],
-        num_heads=arch['num_heads'], out_chans=arch['out_channels'], qkv_bias=True,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-        window_size=arch['window_size'], global_attn_indexes=arch['global_attn_indexes'])
+        img_size=img_size,
+        patch_size=patch,
+        embed_dim=arch['embed_dims'],
+        depth=arch['num_layers'],
+        num_heads=arch['num_heads'],
+        out_chans=arch['out_channels'],
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=arch['window_size'],
+        global_attn_indexes=arch['global_attn_indexes'],
+    )
     dims = TINY_HEAD['embed_dims']
     prompt_encoder = PromptEncoder(
-        embed_dim=dims, image_embedding_size=(img_size // patch, img_size // patch),
-        input_image_size=(img_size, img_size), mask_in_chans=TINY_HEAD['mask_in_channels'])
+        embed_dim=dims,
+        image_embedding_size=(img_size // patch, img_size // patch),
+        input_image_size=(img_size, img_size),
+        mask_in_chans=TINY_HEAD['mask_in_channels'],
+    )
     mask_decoder = MaskDecoder(
         transformer_dim=dims,
-        transformer=TwoWayTransformer(depth=TINY_HEAD['decoder_depth'], embedding_dim=dims,
-                                      mlp_dim=TINY_HEAD['decoder_mlp_dims'],
-                                      num_heads=TINY_HEAD['decoder_num_heads']),
-        num_multimask_outputs=3, iou_head_hidden_dim=dims)
-    sam = Sam(encoder, prompt_encoder, mask_decoder, pixel_mean=[123.675, 116.28, 103.53],
-              pixel_std=[58.395, 57.12, 57.375])
+        transformer=TwoWayTransformer(
+            depth=TINY_HEAD['decoder_depth'],
+            embedding_dim=dims,
+            mlp_dim=TINY_HEAD['decoder_mlp_dims'],
+            num_heads=TINY_HEAD['decoder_num_heads'],
+        ),
+        num_multimask_outputs=3,
+        iou_head_hidden_dim=dims,
+    )
+    sam = Sam(
+        encoder,
+        prompt_encoder,
+        mask_decoder,
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
     perturb_(sam, seed)
     return sam.eval()
 

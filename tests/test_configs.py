@@ -37,3 +37,23 @@ def test_config_builds_and_runs(path):
         out = model(torch.randn(1, 3, 64, 64), mode='tensor')
     assert out.shape[0] == 1 and out.shape[1] == model_cfg.decode_head.out_channels
     assert out.shape[-2:] == (16, 16)
+
+
+def test_binary_base_losses_reward_the_foreground():
+    """Each loss of the binary base prefers the right mask over its inverse.
+
+    Guards against mmseg 1.2.2's DiceLoss, which with one output channel scores the
+    background mask as the target.
+    """
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(REPO / 'configs/_base_/models/sam-vit-b_mask-decoder-binary.py')
+    losses = cfg.model.decode_head.loss_decode
+    losses = losses if isinstance(losses, list) else [losses]
+    label = torch.zeros(2, 16, 16, dtype=torch.long)
+    label[:, 4:12, 4:12] = 1
+    label[0, 0, 0] = 255  # ignored pixel
+    good = (label == 1).float().unsqueeze(1) * 20 - 10  # (B, 1, H, W) logits
+    for loss_cfg in losses:
+        loss = MODELS.build(loss_cfg)
+        # as BaseDecodeHead.loss_by_feat calls it
+        assert loss(good, label, ignore_index=255) < loss(-good, label, ignore_index=255), loss_cfg

@@ -21,16 +21,21 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SMALL_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_2k_demo-binary-128x128.py'
-VIT_B_CONFIG = REPO / 'configs/sam_lora/sam-vit-b_lora-qv-r4_2k_demo-binary-256x256.py'
+SMALL_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+VIT_B_CONFIG = REPO / 'configs/sam_lora/sam-vit-b_lora-qv-r4_1k_demo-binary-256x256.py'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('--data-root', default=str(REPO / 'data/demo_binary'))
     parser.add_argument('--work-dir', default=str(REPO / 'work_dirs/demo'))
-    parser.add_argument('--checkpoint', default=os.environ.get('SAM_CHECKPOINT') or None,
-                        help='SAM ViT-B checkpoint (default: $SAM_CHECKPOINT)')
+    parser.add_argument(
+        '--checkpoint',
+        default=os.environ.get('SAM_CHECKPOINT') or None,
+        help='SAM ViT-B checkpoint (default: $SAM_CHECKPOINT)',
+    )
     parser.add_argument('--iters', type=int, default=None, help='override the number of training iterations')
     parser.add_argument('--num-train', type=int, default=200)
     parser.add_argument('--num-val', type=int, default=40)
@@ -39,8 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def foreground_scores(pred_dir: Path, ann_dir: Path) -> tuple[float, float, int]:
     """Dataset-level foreground IoU and Dice (mmseg's IoUMetric arithmetic) of label PNGs."""
-    from mmseg.evaluation.metrics import IoUMetric
     import torch
+    from mmseg.evaluation.metrics import IoUMetric
 
     totals = [torch.zeros(2, dtype=torch.float64) for _ in range(4)]
     files = sorted(pred_dir.glob('*.png'))
@@ -67,14 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     from mmseg_sam.datasets import generate_synthetic_dataset
 
     start = time.time()
-    data = generate_synthetic_dataset(args.data_root, num_train=args.num_train, num_val=args.num_val,
-                                      img_size=128, mode='binary', seed=0)
-    print(f"demo data: {data['num_train']} train / {data['num_val']} val images in {data['root']}")
+    data = generate_synthetic_dataset(
+        args.data_root, num_train=args.num_train, num_val=args.num_val, img_size=128, mode='binary', seed=0
+    )
+    print(f'demo data: {data["num_train"]} train / {data["num_val"]} val images in {data["root"]}')
 
     work_dir = Path(args.work_dir)
-    options = [f'train_dataloader.dataset.data_root={args.data_root}',
-               f'val_dataloader.dataset.data_root={args.data_root}',
-               f'test_dataloader.dataset.data_root={args.data_root}']
+    options = [
+        f'train_dataloader.dataset.data_root={args.data_root}',
+        f'val_dataloader.dataset.data_root={args.data_root}',
+        f'test_dataloader.dataset.data_root={args.data_root}',
+    ]
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f'SAM checkpoint not found: {args.checkpoint}')
@@ -83,24 +91,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f'fine-tuning SAM ViT-B from {args.checkpoint}')
     else:
         config = SMALL_CONFIG
-        print('SAM_CHECKPOINT is not set: training a SMALL SAM-architecture model from RANDOM weights '
-              '(frozen encoder + LoRA + mask decoder). Set SAM_CHECKPOINT=/path/sam_vit_b_01ec64.pth '
-              'to fine-tune real SAM ViT-B.')
+        print(
+            'SAM_CHECKPOINT is not set: training a SMALL SAM-architecture model from RANDOM weights '
+            '(frozen encoder + LoRA + mask decoder). Set SAM_CHECKPOINT=/path/sam_vit_b_01ec64.pth '
+            'to fine-tune real SAM ViT-B.'
+        )
     if args.iters:
-        options += [f'train_cfg.max_iters={args.iters}', f'train_cfg.val_interval={args.iters}',
-                    f'param_scheduler.0.end={args.iters}', f'default_hooks.checkpoint.interval={args.iters}']
+        options += [
+            f'train_cfg.max_iters={args.iters}',
+            f'train_cfg.val_interval={args.iters}',
+            f'param_scheduler.0.end={args.iters}',
+            f'default_hooks.checkpoint.interval={args.iters}',
+        ]
 
     py = sys.executable
     run([py, 'tools/train.py', str(config), '--work-dir', str(work_dir), '--cfg-options', *options])
     last = (work_dir / 'last_checkpoint').read_text().strip()
     pred_dir = work_dir / 'predictions'
-    run([py, 'tools/test.py', str(config), last, '--work-dir', str(work_dir / 'test'),
-         '--out', str(pred_dir), '--show-dir', str(work_dir / 'overlays'), '--cfg-options', *options])
+    run(
+        [
+            py,
+            'tools/test.py',
+            str(config),
+            last,
+            '--work-dir',
+            str(work_dir / 'test'),
+            '--out',
+            str(pred_dir),
+            '--show-dir',
+            str(work_dir / 'overlays'),
+            '--cfg-options',
+            *options,
+        ]
+    )
 
     iou, dice, n = foreground_scores(pred_dir, Path(args.data_root) / 'ann_dir/val')
-    print(f'\ndemo finished in {time.time() - start:.0f} s: foreground IoU {iou:.4f}, Dice {dice:.4f} '
-          f'on {n} validation images')
-    print(f"checkpoint: {last}\noverlays:   {work_dir / 'overlays'}")
+    print(
+        f'\ndemo finished in {time.time() - start:.0f} s: foreground IoU {iou:.4f}, Dice {dice:.4f} '
+        f'on {n} validation images'
+    )
+    print(f'checkpoint: {last}\noverlays:   {work_dir / "overlays"}')
     return 0
 
 

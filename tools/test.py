@@ -20,13 +20,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
     parser.add_argument(
-        '--show-interval', type=int, default=1,
-        help='draw every N-th test image with --show/--show-dir (mmseg defaults to 50; here 1: all)')
+        '--show-interval',
+        type=int,
+        default=1,
+        help='draw every N-th test image with --show/--show-dir (mmseg defaults to 50; here 1: all)',
+    )
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value pairs')
+        '--cfg-options', nargs='+', action=DictAction, help='override settings in the config, key=value pairs'
+    )
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher'
+    )
     parser.add_argument('--tta', action='store_true', help='Test time augmentation')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -41,7 +45,8 @@ def trigger_visualization_hook(cfg: Config, args: argparse.Namespace) -> Config:
     if 'visualization' not in default_hooks:
         raise RuntimeError(
             'VisualizationHook must be included in default_hooks; refer to usage '
-            '"visualization=dict(type=\'VisualizationHook\')"')
+            '"visualization=dict(type=\'VisualizationHook\')"'
+        )
     hook = default_hooks['visualization']
     hook['draw'] = True
     hook['interval'] = args.show_interval

@@ -8,9 +8,9 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg.registry import RUNNERS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -18,17 +18,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
-        '--resume', action='store_true', default=False,
-        help='resume from the latest checkpoint in the work_dir automatically')
+        '--resume',
+        action='store_true',
+        default=False,
+        help='resume from the latest checkpoint in the work_dir automatically',
+    )
     parser.add_argument(
-        '--amp', action='store_true', default=False,
-        help='enable automatic-mixed-precision training')
+        '--amp', action='store_true', default=False, help='enable automatic-mixed-precision training'
+    )
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings in the config, key=value pairs (e.g. model.sam_checkpoint=...)')
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value pairs (e.g. model.sam_checkpoint=...)',
+    )
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
-        help='job launcher')
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher'
+    )
     # torchrun passes LOCAL_RANK in the environment; torch.distributed.launch passes --local-rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -52,8 +58,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in your config.', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                'AMP training is already enabled in your config.', logger='current', level=logging.WARNING
+            )
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'

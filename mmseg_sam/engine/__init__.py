@@ -1,3 +1,4 @@
 from .hooks import TrainableParamsHook
+from .optimizers import PEFTOptimWrapperConstructor
 
-__all__ = ['TrainableParamsHook']
+__all__ = ['PEFTOptimWrapperConstructor', 'TrainableParamsHook']

@@ -41,9 +41,7 @@ def _import_modeling() -> tuple[types.ModuleType, bool]:
         init_error = err
     spec = importlib.util.find_spec('segment_anything')
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(
-            'segment_anything is not installed: pip install segment-anything'
-        ) from init_error
+        raise ImportError('segment_anything is not installed: pip install segment-anything') from init_error
     # Drop whatever the failed import left behind, then register a bare package.
     for name in [n for n in sys.modules if n == 'segment_anything' or n.startswith('segment_anything.')]:
         del sys.modules[name]

@@ -63,9 +63,7 @@ def load_state_dict_file(path: str | os.PathLike) -> StateDict:
     if path.is_dir():
         candidates = [path / name for name in _HF_WEIGHT_FILES if (path / name).is_file()]
         if not candidates:
-            raise FileNotFoundError(
-                f'checkpoint folder {path} holds none of {list(_HF_WEIGHT_FILES)}'
-            )
+            raise FileNotFoundError(f'checkpoint folder {path} holds none of {list(_HF_WEIGHT_FILES)}')
         path = candidates[0]
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint file not found: {path}')
@@ -77,17 +75,13 @@ def load_state_dict_file(path: str | os.PathLike) -> StateDict:
         else:
             state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # corrupt, truncated, or not a checkpoint at all
-        raise ValueError(
-            f'cannot read checkpoint {path}: {type(err).__name__}: {err}'
-        ) from err
+        raise ValueError(f'cannot read checkpoint {path}: {type(err).__name__}: {err}') from err
     if isinstance(state, Mapping):
         for wrapper_key in ('state_dict', 'model'):
             if wrapper_key in state and isinstance(state[wrapper_key], Mapping):
                 state = state[wrapper_key]
                 break
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f'checkpoint {path} does not hold a state dict of tensors')
     return dict(state)
 
@@ -178,9 +172,11 @@ def hf_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             continue
         prefix = next((p for p in _HF_PREFIXES if key.startswith(p)), None)
         if prefix is None:
-            raise ValueError(f'key {key!r} belongs to no SAM component (expected one of {list(_HF_PREFIXES)})')
+            raise ValueError(
+                f'key {key!r} belongs to no SAM component (expected one of {list(_HF_PREFIXES)})'
+            )
         component = _HF_PREFIXES[prefix]
-        rest = key[len(prefix):]
+        rest = key[len(prefix) :]
         for pattern, replacement in _HF_RULES[component]:
             renamed, count = re.subn(pattern, replacement, rest)
             if count:
@@ -217,7 +213,7 @@ def load_sam_component(path: str | os.PathLike, component: str) -> StateDict:
         raise ValueError(f'component must be one of {SAM_COMPONENTS}, got {component!r}')
     state = to_sam_state_dict(load_state_dict_file(path))
     prefix = f'{component}.'
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not part:
         present = sorted({k.split('.', 1)[0] for k in state})
         raise ValueError(f'checkpoint {path} has no {component} weights (it holds: {present})')

@@ -29,8 +29,20 @@ def _numpy_globals() -> list:
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = {
         type(np.dtype(t))
-        for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
-                  np.uint32, np.uint64, np.float16, np.float32, np.float64)
+        for t in (
+            np.bool_,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.uint8,
+            np.uint16,
+            np.uint32,
+            np.uint64,
+            np.float16,
+            np.float32,
+            np.float64,
+        )
     }
     return [_reconstruct, scalar, np.ndarray, np.dtype, *sorted(dtype_classes, key=str)]
 
@@ -53,7 +65,8 @@ def history_buffer_getattr(obj: object, name: str) -> object:
         return getattr(HistoryBuffer, name)
     raise pickle.UnpicklingError(
         f'checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer statistics methods '
-        f'({sorted(allowed)}) may be looked up while loading')
+        f'({sorted(allowed)}) may be looked up while loading'
+    )
 
 
 def _mmengine_globals() -> list:

@@ -100,17 +100,20 @@ def test_xavier_init_is_nonzero(tiny_arch):
     assert model.blocks[0].attn.qkv.lora_B['q'].weight.abs().sum() > 0
 
 
-@pytest.mark.parametrize('cfg, error, message', [
-    (dict(type='LoRA', rank=0), ValueError, 'LoRA rank must be a positive int, got 0'),
-    (dict(type='LoRA', rank=2.5), ValueError, 'LoRA rank must be a positive int, got 2.5'),
-    (dict(type='LoRA', targets=('q', 'o')), ValueError, r"LoRA targets \['o'\] not allowed"),
-    (dict(type='LoRA', targets=('qkv', 'q')), ValueError, "'qkv' already covers"),
-    (dict(type='LoRA', dropout=1.0), ValueError, r'dropout must be in \[0, 1\), got 1.0'),
-    (dict(type='LoRA', init='normal'), ValueError, r"LoRA init \['normal'\] not allowed"),
-    (dict(type='LoRA', blocks=(7,)), ValueError, 'LoRA found no nn.Linear matching'),
-    (dict(type='LoRAX'), ValueError, "unknown PEFT type 'LoRAX'; registered: .*'LoRA'"),
-    (dict(rank=4), TypeError, 'must be a dict with a "type" key'),
-])
+@pytest.mark.parametrize(
+    'cfg, error, message',
+    [
+        (dict(type='LoRA', rank=0), ValueError, 'LoRA rank must be a positive int, got 0'),
+        (dict(type='LoRA', rank=2.5), ValueError, 'LoRA rank must be a positive int, got 2.5'),
+        (dict(type='LoRA', targets=('q', 'o')), ValueError, r"LoRA targets \['o'\] not allowed"),
+        (dict(type='LoRA', targets=('qkv', 'q')), ValueError, "'qkv' already covers"),
+        (dict(type='LoRA', dropout=1.0), ValueError, r'dropout must be in \[0, 1\), got 1.0'),
+        (dict(type='LoRA', init='normal'), ValueError, r"LoRA init \['normal'\] not allowed"),
+        (dict(type='LoRA', blocks=(7,)), ValueError, 'LoRA found no nn.Linear matching'),
+        (dict(type='LoRAX'), ValueError, "unknown PEFT type 'LoRAX'; registered: .*'LoRA'"),
+        (dict(rank=4), TypeError, 'must be a dict with a "type" key'),
+    ],
+)
 def test_bad_config(tiny_arch, cfg, error, message):
     with pytest.raises(error, match=message):
         _model(tiny_arch, cfg)

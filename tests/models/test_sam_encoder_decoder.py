@@ -43,8 +43,14 @@ def _segmentor(checkpoint=None, peft=None, out_channels=1):
         sam_checkpoint=checkpoint and str(checkpoint),
         data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
         backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, peft=peft),
-        decode_head=dict(type='SAMMaskDecoderHead', num_classes=2, out_channels=out_channels, threshold=0.5,
-                         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True), **TINY_HEAD),
+        decode_head=dict(
+            type='SAMMaskDecoderHead',
+            num_classes=2,
+            out_channels=out_channels,
+            threshold=0.5,
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+            **TINY_HEAD,
+        ),
     )
 
 
@@ -61,15 +67,18 @@ def _batch(n=2):
 def test_sam_checkpoint_fills_both_parts(reference_sam, sam_checkpoint):
     model = _segmentor(sam_checkpoint)
     assert torch.equal(model.backbone.pos_embed, reference_sam.image_encoder.pos_embed)
-    assert torch.equal(model.decode_head.mask_decoder.iou_token.weight,
-                       reference_sam.mask_decoder.iou_token.weight)
+    assert torch.equal(
+        model.decode_head.mask_decoder.iou_token.weight, reference_sam.mask_decoder.iou_token.weight
+    )
 
 
 def test_aux_losses_reach_the_loss_dict():
     model = _segmentor(peft=dict(type='_AuxLossMethod')).train()
     losses = model.loss(*_batch())
     assert set(losses) >= {'decode.loss_ce', 'decode.acc_seg', 'loss_aux_test'}
-    assert losses['loss_aux_test'].item() == pytest.approx(0.5 * TINY_ARCH["num_layers"])  # summed over blocks
+    assert losses['loss_aux_test'].item() == pytest.approx(
+        0.5 * TINY_ARCH['num_layers']
+    )  # summed over blocks
     # popped: nothing lingers for the next (eval) forward
     assert all(not m.pop_aux_losses() for m in model.modules() if isinstance(m, PEFTLayerMixin))
 

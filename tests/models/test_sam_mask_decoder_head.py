@@ -26,7 +26,9 @@ def _reference_masks(reference_sam, head, embedding):
     ref = MaskDecoder(
         transformer_dim=32,
         transformer=TwoWayTransformer(depth=2, embedding_dim=32, mlp_dim=64, num_heads=2),
-        num_multimask_outputs=head.num_mask_tokens - 1, iou_head_hidden_dim=32)
+        num_multimask_outputs=head.num_mask_tokens - 1,
+        iou_head_hidden_dim=32,
+    )
     missing, unexpected = ref.load_state_dict(head.mask_decoder.state_dict(), strict=False)
     assert not unexpected and all(k.startswith('iou_prediction_head.') for k in missing)
     pe = reference_sam.prompt_encoder.pe_layer(embedding.shape[-2:]).unsqueeze(0)
@@ -47,13 +49,21 @@ def test_binary_equals_segment_anything_decoder(reference_sam, sam_checkpoint, t
 
 
 def test_per_class_tokens_start_from_token_zero(reference_sam, sam_checkpoint, tiny_head):
-    head = _head(tiny_head, sam_checkpoint, num_classes=4, out_channels=4, threshold=None,
-                 loss_decode=dict(type='CrossEntropyLoss'))
+    head = _head(
+        tiny_head,
+        sam_checkpoint,
+        num_classes=4,
+        out_channels=4,
+        threshold=None,
+        loss_decode=dict(type='CrossEntropyLoss'),
+    )
     sam_decoder = reference_sam.mask_decoder
     for i in range(4):
         assert torch.equal(head.mask_decoder.mask_tokens.weight[i], sam_decoder.mask_tokens.weight[0])
-        for ours, theirs in zip(head.mask_decoder.output_hypernetworks_mlps[i].parameters(),
-                                sam_decoder.output_hypernetworks_mlps[0].parameters()):
+        for ours, theirs in zip(
+            head.mask_decoder.output_hypernetworks_mlps[i].parameters(),
+            sam_decoder.output_hypernetworks_mlps[0].parameters(),
+        ):
             assert torch.equal(ours, theirs)
     embedding = torch.randn(1, 32, 4, 4)
     with torch.no_grad():
@@ -75,14 +85,19 @@ def test_trainable_parts(tiny_head):
 
 def test_sam_sized_binary_decoder_trainable_count():
     """The Conv-LoRA paper's binary decoder: 3,505,536 trainable parameters."""
-    head = SAMMaskDecoderHead(num_classes=2, out_channels=1, threshold=0.5,
-                              loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True))
+    head = SAMMaskDecoderHead(
+        num_classes=2,
+        out_channels=1,
+        threshold=0.5,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+    )
     assert sum(p.numel() for p in head.parameters() if p.requires_grad) == 3_505_536
 
 
 def test_every_trainable_parameter_gets_a_gradient(tiny_head):
-    head = _head(tiny_head, num_classes=3, out_channels=3, threshold=None,
-                 loss_decode=dict(type='CrossEntropyLoss')).train()
+    head = _head(
+        tiny_head, num_classes=3, out_channels=3, threshold=None, loss_decode=dict(type='CrossEntropyLoss')
+    ).train()
     samples = []
     for _ in range(2):
         sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64)))

@@ -33,9 +33,18 @@ def test_vit_b_equals_segment_anything(tmp_path):
     """Official ViT-B sizes (at 256 px to stay fast), encoder-only checkpoint format."""
     torch.manual_seed(0)
     ref = ImageEncoderViT(
-        img_size=256, patch_size=16, embed_dim=768, depth=12, num_heads=12, out_chans=256,
-        qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-        window_size=14, global_attn_indexes=(2, 5, 8, 11)).eval()
+        img_size=256,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        out_chans=256,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=(2, 5, 8, 11),
+    ).eval()
     perturb_(ref, std=0.02)
     path = tmp_path / 'encoder.pth'
     torch.save(ref.state_dict(), path)
@@ -47,13 +56,26 @@ def test_vit_b_equals_segment_anything(tmp_path):
     assert _n_params(model) == _n_params(ref)
 
 
-@pytest.mark.parametrize('arch, dims, depth, heads, glob', [
-    ('vit_b', 768, 12, 12, (2, 5, 8, 11)),
-])
+@pytest.mark.parametrize(
+    'arch, dims, depth, heads, glob',
+    [
+        ('vit_b', 768, 12, 12, (2, 5, 8, 11)),
+    ],
+)
 def test_official_parameter_counts(arch, dims, depth, heads, glob):
-    ref = ImageEncoderViT(img_size=1024, patch_size=16, embed_dim=dims, depth=depth, num_heads=heads,
-                          out_chans=256, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6),
-                          use_rel_pos=True, window_size=14, global_attn_indexes=glob)
+    ref = ImageEncoderViT(
+        img_size=1024,
+        patch_size=16,
+        embed_dim=dims,
+        depth=depth,
+        num_heads=heads,
+        out_chans=256,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        global_attn_indexes=glob,
+    )
     assert _n_params(SAMViT(arch=arch)) == _n_params(ref)
 
 
@@ -70,8 +92,9 @@ def test_other_input_size_uses_resized_pos_embed(tiny_arch):
     with torch.no_grad():
         model.pos_embed.normal_()
     resized = resize_pos_embed(model.pos_embed, (6, 4))
-    expected = F.interpolate(model.pos_embed.permute(0, 3, 1, 2), size=(6, 4), mode='bicubic',
-                             align_corners=False).permute(0, 2, 3, 1)
+    expected = F.interpolate(
+        model.pos_embed.permute(0, 3, 1, 2), size=(6, 4), mode='bicubic', align_corners=False
+    ).permute(0, 2, 3, 1)
     assert torch.allclose(resized, expected)
     assert torch.equal(model._pos_embed_for((4, 4)), model.pos_embed)
 
@@ -124,20 +147,25 @@ def test_checkpoint_of_another_arch(sam_checkpoint, tiny_arch):
         SAMViT(arch=tiny_arch, img_size=TINY_IMG, checkpoint=str(sam_checkpoint))
 
 
-@pytest.mark.parametrize('arch, message', [
-    ('vit_x', r"arch must be one of \['vit_b', 'vit_h', 'vit_l'\]"),
-    (dict(embed_dims=32, num_layers=2), r"custom arch is missing \['num_heads'\]"),
-    (dict(embed_dims=32, num_layers=2, num_heads=3), 'not divisible by num_heads=3'),
-    (dict(embed_dims=32, num_layers=2, num_heads=2, depth=3), r"unknown arch keys \['depth'\]"),
-    (dict(embed_dims=32, num_layers=2, num_heads=2, global_attn_indexes=(5,)), r'\[5\] out of range'),
-])
+@pytest.mark.parametrize(
+    'arch, message',
+    [
+        ('vit_x', r"arch must be one of \['vit_b', 'vit_h', 'vit_l'\]"),
+        (dict(embed_dims=32, num_layers=2), r"custom arch is missing \['num_heads'\]"),
+        (dict(embed_dims=32, num_layers=2, num_heads=3), 'not divisible by num_heads=3'),
+        (dict(embed_dims=32, num_layers=2, num_heads=2, depth=3), r"unknown arch keys \['depth'\]"),
+        (dict(embed_dims=32, num_layers=2, num_heads=2, global_attn_indexes=(5,)), r'\[5\] out of range'),
+    ],
+)
 def test_bad_arch(arch, message):
     with pytest.raises(ValueError, match=message):
         SAMViT(arch=arch, img_size=TINY_IMG)
 
 
 def test_bad_img_size(tiny_arch):
-    with pytest.raises(ValueError, match='img_size must be a positive multiple of the patch size 16, got 100'):
+    with pytest.raises(
+        ValueError, match='img_size must be a positive multiple of the patch size 16, got 100'
+    ):
         SAMViT(arch=tiny_arch, img_size=100)
 
 
@@ -146,7 +174,9 @@ def test_segment_anything_import_with_and_without_torchvision(tmp_path, torchvis
     """segment_anything's package init needs torchvision; the modeling code must not."""
     stub = tmp_path / 'torchvision'
     (stub / 'transforms').mkdir(parents=True)
-    (stub / '__init__.py').write_text('' if torchvision_works else 'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    (stub / '__init__.py').write_text(
+        '' if torchvision_works else 'raise RuntimeError("operator torchvision::nms does not exist")\n'
+    )
     (stub / 'transforms' / '__init__.py').write_text('')
     (stub / 'transforms' / 'functional.py').write_text('def resize(*a): pass\ndef to_pil_image(*a): pass\n')
     (stub / 'ops').mkdir()
@@ -161,5 +191,7 @@ def test_segment_anything_import_with_and_without_torchvision(tmp_path, torchvis
         import segment_anything
         print(hasattr(segment_anything, 'SamPredictor'))
     """)
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == [str(torchvision_works), 'segment_anything.modeling.image_encoder', str(torchvision_works)]

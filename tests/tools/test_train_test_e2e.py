@@ -13,7 +13,7 @@ from PIL import Image
 from mmseg_sam.datasets import generate_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_2k_demo-binary-128x128.py'
+DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 
 
 def _tiny_config(tmp_path: Path, data_root: Path, checkpoint: Path) -> Path:
@@ -67,8 +67,20 @@ def test_train_then_test(tmp_path, sam_checkpoint):
     assert 'backbone.blocks.0.attn.qkv.lora_A.q.weight' in state
 
     out, show = tmp_path / 'pred', tmp_path / 'show'
-    log = _run([str(REPO / 'tools/test.py'), str(cfg), str(ckpt), '--work-dir', str(tmp_path / 'test'),
-                '--out', str(out), '--show-dir', str(show)], cwd=tmp_path)
+    log = _run(
+        [
+            str(REPO / 'tools/test.py'),
+            str(cfg),
+            str(ckpt),
+            '--work-dir',
+            str(tmp_path / 'test'),
+            '--out',
+            str(out),
+            '--show-dir',
+            str(show),
+        ],
+        cwd=tmp_path,
+    )
     assert 'mIoU' in log
     [scalars] = list((tmp_path / 'test').glob('*/*.json'))
     metrics = json.loads(scalars.read_text().splitlines()[-1])
@@ -85,3 +97,19 @@ def test_tools_help(tool):
     out = _run([str(REPO / 'tools' / tool), '--help'], cwd=REPO)
     for flag in ('--work-dir', '--cfg-options', '--launcher'):
         assert flag in out
+
+
+def test_mmseg_own_train_tool_uses_custom_imports(tmp_path, sam_checkpoint):
+    """mmseg's tools/train.py knows nothing of mmseg_sam: the config's custom_imports do it."""
+    import mmseg
+
+    data = tmp_path / 'data'
+    generate_synthetic_dataset(data, num_train=2, num_val=1, img_size=64, mode='binary')
+    cfg = _tiny_config(tmp_path, data, sam_checkpoint)
+    mmseg_train = Path(mmseg.__file__).parent / '.mim/tools/train.py'
+    options = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2']
+    _run(
+        [str(mmseg_train), str(cfg), '--work-dir', str(tmp_path / 'work'), '--cfg-options', *options],
+        cwd=tmp_path,
+    )
+    assert (tmp_path / 'work/iter_2.pth').is_file()

@@ -5,8 +5,13 @@ import torch
 
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.decode_heads import SAMMaskDecoderHead
-from mmseg_sam.utils.checkpoint import (detect_format, hf_to_sam_state_dict, load_sam_component,
-                                        load_state_dict_file, to_sam_state_dict)
+from mmseg_sam.utils.checkpoint import (
+    detect_format,
+    hf_to_sam_state_dict,
+    load_sam_component,
+    load_state_dict_file,
+    to_sam_state_dict,
+)
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_
 
 
@@ -16,21 +21,33 @@ def hf_sam():
     import transformers  # a dev requirement: a missing install must fail, not skip
 
     vision = transformers.SamVisionConfig(
-        hidden_size=32, output_channels=32, num_hidden_layers=2, num_attention_heads=2,
-        image_size=TINY_IMG, patch_size=16, window_size=3, global_attn_indexes=[1], mlp_dim=128,
-        num_pos_feats=16)
+        hidden_size=32,
+        output_channels=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=TINY_IMG,
+        patch_size=16,
+        window_size=3,
+        global_attn_indexes=[1],
+        mlp_dim=128,
+        num_pos_feats=16,
+    )
     config = transformers.SamConfig(
         vision_config=vision,
         prompt_encoder_config=transformers.SamPromptEncoderConfig(
-            hidden_size=32, image_size=TINY_IMG, patch_size=16, mask_input_channels=16),
+            hidden_size=32, image_size=TINY_IMG, patch_size=16, mask_input_channels=16
+        ),
         mask_decoder_config=transformers.SamMaskDecoderConfig(
-            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32))
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+    )
     torch.manual_seed(0)
     model = transformers.SamModel(config).eval()
     perturb_(model, std=0.05)
     with torch.no_grad():  # HF keeps a top-level copy of the prompt encoder's matrix
         model.shared_image_embedding.positional_embedding.copy_(
-            model.prompt_encoder.shared_embedding.positional_embedding)
+            model.prompt_encoder.shared_embedding.positional_embedding
+        )
     return model
 
 
@@ -47,8 +64,14 @@ def test_hf_checkpoint_loads_and_matches_hf_encoder(hf_sam, tmp_path):
         ours = encoder(x)[-1]
     assert (ours - ref).abs().max().item() <= 1e-5
     # the decoder and prompt encoder load strictly from the same file
-    SAMMaskDecoderHead(num_classes=2, out_channels=1, threshold=0.5, checkpoint=str(path), **TINY_HEAD,
-                       loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True))
+    SAMMaskDecoderHead(
+        num_classes=2,
+        out_channels=1,
+        threshold=0.5,
+        checkpoint=str(path),
+        **TINY_HEAD,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+    )
 
 
 def test_hf_keys_map_onto_official_keys(hf_sam, reference_sam):

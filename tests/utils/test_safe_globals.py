@@ -25,6 +25,7 @@ def test_mmengine_message_hub_content_loads_with_weights_only(tmp_path):
 
 def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
     """A crafted pickle using getattr to reach anything else is refused."""
+
     class _Lookup:
         def __init__(self, name):
             self.name = name
@@ -43,6 +44,7 @@ def test_getattr_is_restricted_to_history_buffer_statistics(tmp_path):
 class _RunsCode:
     def __reduce__(self):
         import os
+
         return (os.getcwd, ())
 
 

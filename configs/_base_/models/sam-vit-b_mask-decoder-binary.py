@@ -22,10 +22,10 @@ model = dict(
         num_classes=2,
         out_channels=1,
         threshold=0.5,
-        loss_decode=[
-            dict(type='CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True, loss_weight=1.0),
-            dict(type='DiceLoss', loss_weight=1.0),
-        ],
+        # Sigmoid BCE on the single foreground logit. Do not add mmseg 1.2.2's DiceLoss
+        # here: with one output channel it one-hot encodes channel 0 as `label == 0`,
+        # i.e. it pulls the foreground probability towards the background mask.
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True, avg_non_ignore=True, loss_weight=1.0),
     ),
     train_cfg=dict(),
     test_cfg=dict(mode='whole'),

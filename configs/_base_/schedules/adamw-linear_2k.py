@@ -2,6 +2,7 @@
 # not on biases and norms, eps 1e-6), linear decay to 0, no warm-up, grad clip 1.0.
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='PEFTOptimWrapperConstructor',  # frozen SAM weights: one log line, not hundreds
     optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), eps=1e-6, weight_decay=1e-4),
     clip_grad=dict(max_norm=1.0, norm_type=2),
     paramwise_cfg=dict(bias_decay_mult=0.0, norm_decay_mult=0.0),

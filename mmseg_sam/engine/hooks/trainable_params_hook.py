@@ -52,7 +52,7 @@ class TrainableParamsHook(Hook):
     def before_train(self, runner) -> None:
         rows = summarize_parameters(runner.model)
         width = max(len(r[0]) for r in rows)
-        lines = [f"{'component':<{width}}  {'trainable':>13}  {'total':>13}  {'%':>7}"]
+        lines = [f'{"component":<{width}}  {"trainable":>13}  {"total":>13}  {"%":>7}']
         for name, trainable, total in rows:
             pct = 100.0 * trainable / total if total else 0.0
             lines.append(f'{name:<{width}}  {trainable:>13,}  {total:>13,}  {pct:>6.2f}%')

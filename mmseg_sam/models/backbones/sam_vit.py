@@ -46,13 +46,11 @@ def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
     cfg = {**_ARCH_DEFAULTS, 'global_attn_indexes': (), **arch}
     if cfg['embed_dims'] % cfg['num_heads']:
         raise ValueError(
-            f"arch embed_dims={cfg['embed_dims']} is not divisible by num_heads={cfg['num_heads']}"
+            f'arch embed_dims={cfg["embed_dims"]} is not divisible by num_heads={cfg["num_heads"]}'
         )
     bad = [i for i in cfg['global_attn_indexes'] if not 0 <= i < cfg['num_layers']]
     if bad:
-        raise ValueError(
-            f"arch global_attn_indexes {bad} out of range for num_layers={cfg['num_layers']}"
-        )
+        raise ValueError(f'arch global_attn_indexes {bad} out of range for num_layers={cfg["num_layers"]}')
     return cfg
 
 
@@ -128,7 +126,7 @@ class SAMViT(ImageEncoderViT):
         out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not 0 <= i < cfg['num_layers']]
         if bad:
-            raise ValueError(f"out_indices {bad} out of range for {cfg['num_layers']} blocks")
+            raise ValueError(f'out_indices {bad} out of range for {cfg["num_layers"]} blocks')
         self.out_indices = out_indices
         self._register_load_state_dict_pre_hook(self._resize_position_tables)
 
@@ -140,9 +138,7 @@ class SAMViT(ImageEncoderViT):
             self.requires_grad_(False)
         self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
 
-    def _resize_position_tables(
-        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any
-    ) -> None:
+    def _resize_position_tables(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         """Load pre-hook: fit pos_embed / global rel_pos tables saved at another img_size."""
         key = f'{prefix}pos_embed'
         if self.pos_embed is not None and key in state_dict:
@@ -178,9 +174,7 @@ class SAMViT(ImageEncoderViT):
         """
         h, w = x.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
-            raise ValueError(
-                f'input size {h}x{w} is not divisible by the patch size {self.patch_size}'
-            )
+            raise ValueError(f'input size {h}x{w} is not divisible by the patch size {self.patch_size}')
         x = self.patch_embed(x)  # (B, C_in, H, W) -> (B, H/p, W/p, C)
         if self.pos_embed is not None:
             x = x + self._pos_embed_for((x.shape[1], x.shape[2]))

@@ -71,8 +71,7 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             raise ValueError(f'mode must be one of {_MODES}, got {mode!r}')
         if embed_dims % 8 or embed_dims % decoder_num_heads:
             raise ValueError(
-                f'embed_dims={embed_dims} must be divisible by 8 and by decoder_num_heads='
-                f'{decoder_num_heads}'
+                f'embed_dims={embed_dims} must be divisible by 8 and by decoder_num_heads={decoder_num_heads}'
             )
         kwargs.pop('init_cfg', None)  # weights come from SAM, not an mmseg init
         super().__init__(
@@ -125,8 +124,11 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         if 'mask_tokens.weight' not in decoder:
             raise ValueError(f'checkpoint {checkpoint} has no mask_decoder.mask_tokens.weight')
         state['mask_tokens.weight'] = decoder['mask_tokens.weight'][:1].repeat(self.num_mask_tokens, 1)
-        mlp0 = {k[len('output_hypernetworks_mlps.0.'):]: v for k, v in decoder.items()
-                if k.startswith('output_hypernetworks_mlps.0.')}
+        mlp0 = {
+            k[len('output_hypernetworks_mlps.0.') :]: v
+            for k, v in decoder.items()
+            if k.startswith('output_hypernetworks_mlps.0.')
+        }
         for i in range(self.num_mask_tokens):
             state.update({f'output_hypernetworks_mlps.{i}.{k}': v.clone() for k, v in mlp0.items()})
         load_strict(self.mask_decoder, state, str(checkpoint))
@@ -154,7 +156,7 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
         tokens = tokens.unsqueeze(0).expand(b, -1, -1)  # (1 + T, C) -> (B, 1 + T, C)
         hs, src = decoder.transformer(x + dense, image_pe, tokens)  # (B, 1+T, C), (B, h*w, C)
-        mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]  # (B, T, C)
+        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]  # (B, T, C)
         src = src.transpose(1, 2).reshape(b, c, h, w)  # (B, h*w, C) -> (B, C, h, w)
         upscaled = decoder.output_upscaling(src)  # (B, C/8, 4h, 4w)
         hyper_in = torch.stack(
@@ -172,4 +174,3 @@ class SAMMaskDecoderHead(BaseDecodeHead):
 
     def extra_repr(self) -> str:
         return f'mode={self.mode!r}, num_mask_tokens={self.num_mask_tokens}'
-

@@ -1,8 +1,22 @@
-from .base import (PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, PEFTReport,
-                   collect_aux_losses, inject_peft, match_modules)
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    PEFTLayerMixin,
+    PEFTReport,
+    collect_aux_losses,
+    inject_peft,
+    match_modules,
+)
 from .lora import LoRA, LoRALinear
 
 __all__ = [
-    'PEFT_METHODS', 'BasePEFTMethod', 'PEFTLayerMixin', 'PEFTReport', 'collect_aux_losses',
-    'inject_peft', 'match_modules', 'LoRA', 'LoRALinear',
+    'PEFT_METHODS',
+    'BasePEFTMethod',
+    'PEFTLayerMixin',
+    'PEFTReport',
+    'collect_aux_losses',
+    'inject_peft',
+    'match_modules',
+    'LoRA',
+    'LoRALinear',
 ]

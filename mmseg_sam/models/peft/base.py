@@ -99,9 +99,7 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def inject_peft(
-    model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]]
-) -> PEFTReport:
+def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> PEFTReport:
     """Build the configured PEFT method(s) and apply them to ``model``.
 
     Args:

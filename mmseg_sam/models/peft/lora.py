@@ -91,18 +91,16 @@ class LoRALinear(nn.Linear, PEFTLayerMixin):
         if self.merged:
             return out
         x = self.lora_dropout(x)
-        deltas = {
-            name: self.lora_B[name](self.lora_A[name](x)) * self.scaling for name in self.slices
-        }
+        deltas = {name: self.lora_B[name](self.lora_A[name](x)) * self.scaling for name in self.slices}
         if len(self.slices) == 1:
-            (name, s), = self.slices.items()
+            ((name, s),) = self.slices.items()
             if s.start == 0 and s.stop == self.out_features:
                 return out + deltas[name]
         # Rebuild the output from its slices: adapted ones get their update.
         pieces, cursor = [], 0
         for name, s in sorted(self.slices.items(), key=lambda item: item[1].start):
             if s.start > cursor:
-                pieces.append(out[..., cursor:s.start])
+                pieces.append(out[..., cursor : s.start])
             pieces.append(out[..., s] + deltas[name])
             cursor = s.stop
         if cursor < self.out_features:
@@ -197,8 +195,7 @@ class LoRA(BasePEFTMethod):
             matches = list(match_modules(model, pattern, nn.Linear))
             if not matches:
                 raise ValueError(
-                    f'LoRA found no nn.Linear matching {pattern!r} for targets {names} '
-                    f'(blocks={self.blocks})'
+                    f'LoRA found no nn.Linear matching {pattern!r} for targets {names} (blocks={self.blocks})'
                 )
             for module_name, linear in matches:
                 if isinstance(linear, LoRALinear):

@@ -29,3 +29,6 @@ test_pipeline = [
 train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# 1000 iterations (the demo must finish in minutes on a CPU), linear decay to 0.
+train_cfg = dict(max_iters=1000, val_interval=500)
+param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end=1000, by_epoch=False)]
