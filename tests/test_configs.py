@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
@@ -13,17 +14,19 @@ from tests.conftest import TINY_ARCH, TINY_HEAD
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
+MODEL_BASES = sorted((REPO / 'configs/_base_/models').glob('*.py'))
 
 
 def test_there_are_configs():
     assert len(CONFIGS) >= 2
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize('path', CONFIGS + MODEL_BASES, ids=lambda p: p.name)
 def test_config_builds_and_runs(path):
     register_all_modules(init_default_scope=True)
     cfg = Config.fromfile(path)
-    assert cfg.custom_imports['imports'] == ['mmseg_sam']
+    if path not in MODEL_BASES:
+        assert cfg.custom_imports['imports'] == ['mmseg_sam']
     model_cfg = cfg.model
     model_cfg.sam_checkpoint = None
     # assignment, not ConfigDict.update (which merges nested dicts)
@@ -33,10 +36,14 @@ def test_config_builds_and_runs(path):
         model_cfg.decode_head[k] = v
     model_cfg.data_preprocessor.size = (64, 64)
     model = MODELS.build(model_cfg).eval()
+    sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 64, 64), mode='tensor')
-    assert out.shape[0] == 1 and out.shape[1] == model_cfg.decode_head.out_channels
-    assert out.shape[-2:] == (16, 16)
+        [result] = model(torch.randn(1, 3, 64, 64), [sample], mode='predict')
+    num_classes = model_cfg.decode_head.num_classes
+    scores = result.seg_logits.data
+    assert scores.shape == (1 if model.decode_head.out_channels == 1 else num_classes, 64, 64)
+    assert result.pred_sem_seg.data.shape == (1, 64, 64)
+    assert int(result.pred_sem_seg.data.max()) < num_classes
 
 
 def test_binary_base_losses_reward_the_foreground():

@@ -3,16 +3,19 @@
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
+from mmseg.utils import SampleList
+from torch import Tensor, nn
 
 from ...utils.checkpoint import load_sam_component, load_strict
 from ..sam_modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
 __all__ = ['SAMMaskDecoderHead']
 
-_MODES = ('per_class_tokens',)
+_MODES = ('per_class_tokens', 'mask_classification')
 
 
 @MODELS.register_module()
@@ -22,24 +25,32 @@ class SAMMaskDecoderHead(BaseDecodeHead):
     The decoder sees no sparse prompts and, as dense prompt, the frozen
     ``no_mask_embed`` broadcast over the image embedding, as SAM does when given no
     mask. It is built from segment_anything's ``MaskDecoder`` / ``TwoWayTransformer``
-    / ``PromptEncoder`` and can start from the decoder of the SAM checkpoint.
+    / ``PromptEncoder`` and can start from the decoder of the SAM checkpoint; every
+    mask token starts from SAM's mask token 0 (its single-mask output).
 
-    Mode ``'per_class_tokens'`` gives each output channel its own mask token and
-    hypernetwork MLP, all initialised from SAM's token 0 (its single-mask output):
+    Modes:
 
-    - binary: ``out_channels=1`` (with ``num_classes=2``), sigmoid + ``threshold``;
-    - multi-class: ``out_channels=num_classes``, softmax over the class masks.
+    - ``'per_class_tokens'``: one mask token and hypernetwork MLP per output channel.
+      Binary: ``out_channels=1`` (with ``num_classes=2``), sigmoid + ``threshold``;
+      multi-class: ``out_channels=num_classes``, softmax over the class masks.
+    - ``'mask_classification'`` (Mask2Former-style, the Conv-LoRA reference's
+      multi-class head): ``num_queries`` mask tokens, one shared hypernetwork MLP and
+      a classification branch ``Linear(embed_dims, num_classes + 1)`` (the extra
+      class is "no object"). Train with ``MaskClassificationLoss``; the prediction is
+      ``semseg[c] = sum_q softmax(cls_q)[c] * sigmoid(mask_q)`` over the real classes.
 
-    The low-resolution masks (4x the embedding grid) are returned as logits; mmseg
-    resizes them bilinearly to the label size for the loss and to the input size for
-    prediction. The prompt encoder is frozen; SAM's IoU head is not built (no IoU is
-    predicted), its checkpoint weights are skipped on load. ``conv_seg`` of
-    BaseDecodeHead is removed so that no parameter is unused under DDP.
+    Masks are predicted at 4x the embedding grid. In ``per_class_tokens`` mode mmseg
+    resizes the logits bilinearly to the label size for the loss and to the input
+    size for prediction; in ``mask_classification`` mode the mask logits are resized
+    to the input size before they are combined. The prompt encoder is frozen; SAM's
+    IoU head is not built (no IoU is predicted) and its checkpoint weights are skipped.
+    ``conv_seg`` of BaseDecodeHead is removed so that no parameter is unused under DDP.
 
     Args:
-        num_classes: classes of the dataset (2 for binary).
-        out_channels: 1 for binary, else ``num_classes``.
-        mode: ``'per_class_tokens'``.
+        num_classes: classes of the dataset, background included (2 for binary).
+        out_channels: 1 for binary, else ``num_classes`` (the default).
+        mode: ``'per_class_tokens'`` or ``'mask_classification'``.
+        num_queries: mask tokens in ``'mask_classification'`` mode.
         embed_dims: transformer width; must equal the backbone's ``out_channels``
             (256 for SAM).
         decoder_depth: two-way transformer depth (2 for SAM).
@@ -49,7 +60,7 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         checkpoint: SAM checkpoint (official or Hugging Face) to initialise the mask
             decoder and prompt encoder from.
         **kwargs: BaseDecodeHead arguments (``loss_decode``, ``threshold``,
-            ``in_index``, ``align_corners``, ...).
+            ``ignore_index``, ``align_corners``, ...).
     """
 
     def __init__(
@@ -57,6 +68,7 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         num_classes: int,
         out_channels: int | None = None,
         mode: str = 'per_class_tokens',
+        num_queries: int = 20,
         embed_dims: int = 256,
         decoder_depth: int = 2,
         decoder_num_heads: int = 8,
@@ -73,6 +85,15 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             raise ValueError(
                 f'embed_dims={embed_dims} must be divisible by 8 and by decoder_num_heads={decoder_num_heads}'
             )
+        if mode == 'mask_classification':
+            if out_channels not in (None, num_classes):
+                raise ValueError(
+                    f"mode='mask_classification' predicts one score map per class: out_channels must be "
+                    f'num_classes={num_classes}, got {out_channels}'
+                )
+            if not isinstance(num_queries, int) or num_queries < 1:
+                raise ValueError(f'num_queries must be a positive int, got {num_queries!r}')
+            kwargs['loss_decode'] = _with_num_classes(kwargs.get('loss_decode'), num_classes)
         kwargs.pop('init_cfg', None)  # weights come from SAM, not an mmseg init
         super().__init__(
             in_channels=embed_dims,
@@ -86,8 +107,11 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         )
         del self.conv_seg
         self.mode = mode
-        self.num_mask_tokens = self.out_channels
         self.embed_dims = embed_dims
+        if mode == 'mask_classification':
+            self.num_mask_tokens, num_mlps = num_queries, 1  # one shared hypernetwork MLP
+        else:
+            self.num_mask_tokens = num_mlps = self.out_channels
 
         self.prompt_encoder = PromptEncoder(
             embed_dim=embed_dims,
@@ -103,33 +127,34 @@ class SAMMaskDecoderHead(BaseDecodeHead):
                 mlp_dim=decoder_mlp_dims,
                 num_heads=decoder_num_heads,
             ),
-            num_multimask_outputs=self.num_mask_tokens - 1,
+            num_multimask_outputs=num_mlps - 1,
         )
         del self.mask_decoder.iou_prediction_head  # unused without prompts
+        self.mask_decoder.mask_tokens = nn.Embedding(self.num_mask_tokens, embed_dims)
+        self.mask_decoder.num_mask_tokens = self.num_mask_tokens
+        if mode == 'mask_classification':
+            self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
 
         if checkpoint is not None:
             self._load_sam_decoder(checkpoint)
         self.prompt_encoder.requires_grad_(False)
 
     def _load_sam_decoder(self, checkpoint: str) -> None:
-        """Load SAM's decoder; every class token starts from SAM's mask token 0."""
+        """Load SAM's decoder; every token starts from SAM's mask token 0, every MLP from MLP 0."""
         decoder = load_sam_component(checkpoint, 'mask_decoder')
         load_strict(self.prompt_encoder, load_sam_component(checkpoint, 'prompt_encoder'), str(checkpoint))
-        state: dict[str, torch.Tensor] = {}
-        token_keys = ('mask_tokens.weight',)
-        for key, value in decoder.items():
-            if key.startswith(('iou_prediction_head.', 'output_hypernetworks_mlps.')) or key in token_keys:
-                continue
-            state[key] = value
         if 'mask_tokens.weight' not in decoder:
             raise ValueError(f'checkpoint {checkpoint} has no mask_decoder.mask_tokens.weight')
-        state['mask_tokens.weight'] = decoder['mask_tokens.weight'][:1].repeat(self.num_mask_tokens, 1)
-        mlp0 = {
-            k[len('output_hypernetworks_mlps.0.') :]: v
+        state = {
+            k: v
             for k, v in decoder.items()
-            if k.startswith('output_hypernetworks_mlps.0.')
+            if not k.startswith(('iou_prediction_head.', 'output_hypernetworks_mlps.'))
+            and k != 'mask_tokens.weight'
         }
-        for i in range(self.num_mask_tokens):
+        state['mask_tokens.weight'] = decoder['mask_tokens.weight'][:1].repeat(self.num_mask_tokens, 1)
+        prefix = 'output_hypernetworks_mlps.0.'
+        mlp0 = {k[len(prefix) :]: v for k, v in decoder.items() if k.startswith(prefix)}
+        for i in range(len(self.mask_decoder.output_hypernetworks_mlps)):
             state.update({f'output_hypernetworks_mlps.{i}.{k}': v.clone() for k, v in mlp0.items()})
         load_strict(self.mask_decoder, state, str(checkpoint))
         MMLogger.get_current_instance().info(
@@ -137,16 +162,16 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             'initialised from mask token 0; IoU head weights skipped (not used without prompts)'
         )
 
-    def forward(self, inputs: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Decode masks from the image embedding.
+    def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Run SAM's two-way transformer and hypernetworks without prompts.
 
         Args:
-            inputs: backbone outputs; ``inputs[in_index]`` is the (B, C, h, w) embedding.
+            x: (B, C, h, w) image embedding.
 
         Returns:
-            Tensor: (B, out_channels, 4h, 4w) mask logits.
+            tuple[Tensor, Tensor]: mask token outputs (B, T, C) and mask logits
+            (B, T, 4h, 4w).
         """
-        x = self._transform_inputs(inputs)
         b, c, h, w = x.shape
         if c != self.embed_dims:
             raise ValueError(f'image embedding has {c} channels, the decoder expects {self.embed_dims}')
@@ -159,13 +184,54 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens]  # (B, T, C)
         src = src.transpose(1, 2).reshape(b, c, h, w)  # (B, h*w, C) -> (B, C, h, w)
         upscaled = decoder.output_upscaling(src)  # (B, C/8, 4h, 4w)
-        hyper_in = torch.stack(
-            [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
-            dim=1,
-        )  # (B, T, C/8)
+        mlps = decoder.output_hypernetworks_mlps
+        if len(mlps) == 1:
+            hyper_in = mlps[0](mask_tokens_out)  # shared MLP: (B, T, C) -> (B, T, C/8)
+        else:
+            hyper_in = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(mlps)], dim=1)
         _, c8, uh, uw = upscaled.shape
         masks = hyper_in @ upscaled.reshape(b, c8, uh * uw)  # (B, T, C/8) @ (B, C/8, 4h*4w)
-        return masks.reshape(b, self.num_mask_tokens, uh, uw)
+        return mask_tokens_out, masks.reshape(b, self.num_mask_tokens, uh, uw)
+
+    def forward(self, inputs: list[Tensor] | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, Tensor]:
+        """Decode masks from the image embedding ``inputs[in_index]`` (B, C, h, w).
+
+        Returns:
+            ``per_class_tokens``: (B, out_channels, 4h, 4w) mask logits.
+            ``mask_classification``: class logits (B, Q, num_classes + 1) and mask
+            logits (B, Q, 4h, 4w).
+        """
+        tokens, masks = self._decode(self._transform_inputs(inputs))
+        if self.mode == 'mask_classification':
+            return self.cls_embed(tokens), masks
+        return masks
+
+    def loss_by_feat(
+        self, seg_logits: Tensor | tuple[Tensor, Tensor], batch_data_samples: SampleList
+    ) -> dict:
+        if self.mode != 'mask_classification':
+            return super().loss_by_feat(seg_logits, batch_data_samples)
+        cls_logits, mask_logits = seg_logits
+        seg_label = self._stack_batch_gt(batch_data_samples).squeeze(1)  # (B, 1, H, W) -> (B, H, W)
+        losses = {}
+        for loss_module in (
+            self.loss_decode if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
+        ):
+            terms = loss_module(cls_logits, mask_logits, seg_label, ignore_index=self.ignore_index)
+            for name, value in terms.items():
+                losses[name] = losses[name] + value if name in losses else value
+        return losses
+
+    def predict_by_feat(
+        self, seg_logits: Tensor | tuple[Tensor, Tensor], batch_img_metas: list[dict]
+    ) -> Tensor:
+        if self.mode != 'mask_classification':
+            return super().predict_by_feat(seg_logits, batch_img_metas)
+        cls_logits, mask_logits = seg_logits
+        meta = batch_img_metas[0]
+        size = meta['pad_shape'][:2] if 'pad_shape' in meta else meta['img_shape'][:2]
+        mask_logits = F.interpolate(mask_logits, size=size, mode='bilinear', align_corners=self.align_corners)
+        return semantic_inference(cls_logits, mask_logits)
 
     def train(self, mode: bool = True) -> 'SAMMaskDecoderHead':
         super().train(mode)
@@ -174,3 +240,35 @@ class SAMMaskDecoderHead(BaseDecodeHead):
 
     def extra_repr(self) -> str:
         return f'mode={self.mode!r}, num_mask_tokens={self.num_mask_tokens}'
+
+
+def _with_num_classes(loss_decode: Any, num_classes: int) -> Any:
+    """Fill ``num_classes`` into MaskClassificationLoss configs; refuse a different value."""
+    if loss_decode is None:
+        raise ValueError("mode='mask_classification' needs loss_decode=dict(type='MaskClassificationLoss')")
+    cfgs = [loss_decode] if isinstance(loss_decode, dict) else list(loss_decode)
+    filled = []
+    for cfg in cfgs:
+        cfg = dict(cfg)
+        if cfg.get('type') == 'MaskClassificationLoss':
+            given = cfg.setdefault('num_classes', num_classes)
+            if given != num_classes:
+                raise ValueError(
+                    f'MaskClassificationLoss num_classes={given} differs from the head num_classes={num_classes}'
+                )
+        filled.append(cfg)
+    return filled[0] if isinstance(loss_decode, dict) else filled
+
+
+def semantic_inference(cls_logits: Tensor, mask_logits: Tensor) -> Tensor:
+    """Per-class scores from mask classification outputs.
+
+    Args:
+        cls_logits: (B, Q, C + 1) class logits, the last class being "no object".
+        mask_logits: (B, Q, H, W) mask logits.
+
+    Returns:
+        Tensor: (B, C, H, W) with ``out[b, c] = sum_q softmax(cls[b, q])[c] * sigmoid(mask[b, q])``.
+    """
+    probs = cls_logits.float().softmax(dim=-1)[..., :-1]  # drop no-object: (B, Q, C)
+    return torch.einsum('bqc,bqhw->bchw', probs, mask_logits.float().sigmoid())
