@@ -129,3 +129,37 @@ def test_blocks_option(tiny_arch):
     model = _model(tiny_arch, dict(type='LoRA', targets=('q',), blocks=(1,)))
     assert isinstance(model.blocks[1].attn.qkv, LoRALinear)
     assert not isinstance(model.blocks[0].attn.qkv, LoRALinear)
+
+
+class _Scale(torch.nn.Module):
+    """A linear slot transform, as COBOT installs them."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.m = torch.nn.Parameter(torch.randn(width, width))
+
+    def forward(self, z):
+        return z @ self.m.T
+
+    def matrix(self):
+        return self.m
+
+
+def test_slot_transforms_apply_and_merge(tiny_arch):
+    model = _model(tiny_arch, dict(type='LoRA', rank=3, targets=('q', 'v')))
+    _randomize_lora(model)
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        plain = model(x)[-1]
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                assert m.bottleneck_slots() == {'q': 3, 'v': 3}
+                for name in m.slices:
+                    m.slot_transforms[name] = _Scale(3)
+        transformed = model(x)[-1]
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.merge()
+        merged = model(x)[-1]
+    assert not torch.allclose(plain, transformed)
+    assert torch.allclose(transformed, merged, atol=1e-5)

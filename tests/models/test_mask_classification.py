@@ -2,7 +2,6 @@ import itertools
 
 import pytest
 import torch
-import torch.nn.functional as F
 from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
@@ -191,10 +190,31 @@ def test_head_mask_classification_errors(tiny_head):
         loss(torch.randn(1, 2, 4), torch.randn(1, 2, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long))
 
 
-def test_reduce_zero_label_style_labels():
-    """Datasets with reduce_zero_label give 0..C-1 and 255: the loss handles them like any labels."""
-    label = torch.full((1, 16, 16), 255)
-    label[0, :8] = 0
-    out = MaskClassificationLoss(2, num_points=128)(torch.randn(1, 3, 3), torch.randn(1, 3, 16, 16), label)
-    assert all(torch.isfinite(v) for v in out.values())
-    assert F is not None
+def test_reduce_zero_label_through_mmseg_loading(tmp_path):
+    """Labels loaded with reduce_zero_label (0 -> 255, c -> c - 1): old class 0 is ignored."""
+    import numpy as np
+    from mmcv import imwrite
+    from mmseg.datasets.transforms import LoadAnnotations
+
+    raw = np.zeros((16, 16), dtype=np.uint8)  # 0 = "other", reduced away
+    raw[:8, :8], raw[8:, 8:] = 1, 3  # classes 1 and 3 -> 0 and 2
+    imwrite(raw, str(tmp_path / 'label.png'))
+    results = LoadAnnotations(reduce_zero_label=True)(
+        dict(seg_map_path=str(tmp_path / 'label.png'), reduce_zero_label=True, seg_fields=[])
+    )
+    label = torch.from_numpy(results['gt_seg_map']).long()
+    assert set(label.unique().tolist()) == {0, 2, 255}
+    classes, masks, valid = semantic_targets(label, num_classes=3, ignore_index=255)
+    assert classes.tolist() == [0, 2] and valid.sum() == 128
+    torch.manual_seed(0)
+    cls_logits, mask_logits = torch.randn(1, 3, 4), torch.randn(1, 3, 16, 16)
+    changed = mask_logits.clone()
+    changed[..., :8, 8:] += 30  # only where the reduced class 0 was (now ignored)
+    changed[..., 8:, :8] -= 30
+    loss = MaskClassificationLoss(3, num_points=256)
+    torch.manual_seed(1)
+    before = loss(cls_logits, mask_logits, label[None])
+    torch.manual_seed(1)
+    after = loss(cls_logits, changed, label[None])
+    for name in before:
+        assert before[name].item() == pytest.approx(after[name].item(), rel=1e-6), name

@@ -38,6 +38,18 @@ class PEFTLayerMixin:
     segmentor pops them into the loss dict (see :func:`collect_aux_losses`).
     """
 
+    def bottleneck_slots(self) -> dict[str, int]:
+        """Named low-rank bottlenecks of this layer and their widths (none by default).
+
+        A layer with slots (LoRA's A -> B, an adapter's down -> up) applies
+        ``self.slot_transforms[name]`` (an ``nn.ModuleDict``, empty = identity) to the
+        output of the down-projection of slot ``name``, before anything else. Methods
+        that act across blocks (COBOT) install their transforms there. A transform that
+        is linear exposes ``matrix()`` (``transform(z) == z @ matrix().T``) so that
+        mergeable layers stay mergeable.
+        """
+        return {}
+
     def pop_aux_losses(self) -> dict[str, torch.Tensor]:
         """Return and clear the auxiliary losses of the last forward (none by default)."""
         losses = getattr(self, '_aux_losses', None) or {}

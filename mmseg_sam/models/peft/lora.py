@@ -69,6 +69,8 @@ class LoRALinear(nn.Linear, PEFTLayerMixin):
         self.lora_B = nn.ModuleDict(
             {name: nn.Linear(rank, s.stop - s.start, bias=False) for name, s in self.slices.items()}
         )
+        # Bottleneck slots (see PEFTLayerMixin): transforms of A's output, by slice name.
+        self.slot_transforms = nn.ModuleDict()
         self.merged = False
         self.reset_lora_parameters(init)
 
@@ -82,16 +84,30 @@ class LoRALinear(nn.Linear, PEFTLayerMixin):
                 nn.init.xavier_normal_(a)
                 nn.init.xavier_normal_(b)
 
+    def bottleneck_slots(self) -> dict[str, int]:
+        """One slot per adapted slice, of width ``rank``."""
+        return {name: self.rank for name in self.slices}
+
+    def _bottleneck(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        transform = self.slot_transforms[name] if name in self.slot_transforms else None
+        return z if transform is None else transform(z)
+
     def delta_weight(self, name: str) -> torch.Tensor:
         """The update of slice ``name`` as a (slice_out, in) matrix."""
-        return (self.lora_B[name].weight @ self.lora_A[name].weight) * self.scaling
+        a, b = self.lora_A[name].weight, self.lora_B[name].weight
+        if name in self.slot_transforms:
+            a = self.slot_transforms[name].matrix() @ a  # linear slot transform z -> M z
+        return (b @ a) * self.scaling
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out)
         if self.merged:
             return out
         x = self.lora_dropout(x)
-        deltas = {name: self.lora_B[name](self.lora_A[name](x)) * self.scaling for name in self.slices}
+        deltas = {
+            name: self.lora_B[name](self._bottleneck(name, self.lora_A[name](x))) * self.scaling
+            for name in self.slices
+        }
         if len(self.slices) == 1:
             ((name, s),) = self.slices.items()
             if s.start == 0 and s.stop == self.out_features:
