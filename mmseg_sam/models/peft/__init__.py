@@ -7,6 +7,8 @@ from .base import (
     inject_peft,
     match_modules,
 )
+from .cobot import COBOT
+from .conv_lora import ConvLoRA, ConvLoRALinear
 from .lora import LoRA, LoRALinear
 
 __all__ = [
@@ -17,6 +19,9 @@ __all__ = [
     'collect_aux_losses',
     'inject_peft',
     'match_modules',
+    'COBOT',
+    'ConvLoRA',
+    'ConvLoRALinear',
     'LoRA',
     'LoRALinear',
 ]

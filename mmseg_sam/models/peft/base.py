@@ -104,6 +104,13 @@ def match_modules(
             yield name, module
 
 
+def block_pattern(blocks: Sequence[int] | None) -> str:
+    """Regex for the block indices to adapt (all blocks when None)."""
+    if blocks is None:
+        return r'\d+'
+    return '(?:' + '|'.join(str(int(i)) for i in blocks) + ')'
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` at the dotted path ``name`` inside ``model``."""
     parent_name, _, child = name.rpartition('.')

@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, check_choices, match_modules, replace_module
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    PEFTLayerMixin,
+    block_pattern,
+    check_choices,
+    match_modules,
+    replace_module,
+)
 
 __all__ = ['LoRA', 'LoRALinear']
 
@@ -194,18 +202,13 @@ class LoRA(BasePEFTMethod):
         self.blocks = None if blocks is None else tuple(blocks)
         self.init = init
 
-    def _block_pattern(self) -> str:
-        if self.blocks is None:
-            return r'\d+'
-        return '(?:' + '|'.join(str(i) for i in self.blocks) + ')'
-
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
         # Group targets by the linear they live in: q/k/v share attn.qkv.
         by_path: dict[str, list[str]] = {}
         for target in self.targets:
             by_path.setdefault(_TARGETS[target][0], []).append(target)
         params: dict[str, nn.Parameter] = {}
-        blocks = self._block_pattern()
+        blocks = block_pattern(self.blocks)
         for path, names in by_path.items():
             pattern = rf'blocks\.{blocks}\.' + re.escape(path)
             matches = list(match_modules(model, pattern, nn.Linear))

@@ -1,0 +1,282 @@
+"""Conv-LoRA (Zhong et al., ICLR 2024): LoRA with a mixture of multi-scale convolution experts."""
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions.normal import Normal
+
+from .base import PEFT_METHODS, BasePEFTMethod, block_pattern, check_choices, match_modules, replace_module
+from .lora import LoRALinear
+
+__all__ = ['ConvLoRA', 'ConvLoRALinear', 'ConvExpert', 'NoisyTopKGate', 'cv_squared']
+
+
+def cv_squared(x: Tensor) -> Tensor:
+    """Squared coefficient of variation, ``var(x) / (mean(x)^2 + 1e-10)`` (unbiased var; 0 for one value)."""
+    if x.numel() <= 1:
+        return x.new_zeros(())
+    x = x.float()
+    return x.var() / (x.mean() ** 2 + 1e-10)
+
+
+class ConvExpert(nn.Module):
+    """Resample the low-rank map by ``scale``, 3x3 conv + GELU, resample back (bicubic).
+
+    Args:
+        rank: channels of the low-rank map.
+        scale: upsampling factor; 1 means no resampling.
+    """
+
+    def __init__(self, rank: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(rank, rank, kernel_size=3, padding=1)
+        nn.init.zeros_(self.conv.bias)
+        self.act = nn.GELU()
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(N, r, H, W) -> (N, r, H, W)."""
+        if self.scale == 1:
+            return self.act(self.conv(z))
+        h, w = z.shape[-2:]
+        y = F.interpolate(z, scale_factor=self.scale, mode='bicubic', align_corners=False)
+        y = self.act(self.conv(y))
+        return F.interpolate(y, size=(h, w), mode='bicubic', align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f'scale={self.scale}'
+
+
+class NoisyTopKGate(nn.Module):
+    """Noisy top-k gating (Shazeer et al., 2017) on a pooled low-rank map.
+
+    ``clean = g @ w_gate``; in training ``noisy = clean + N(0, 1) * (softplus(g @ w_noise) + 0.01)``
+    and the top-k of the noisy logits route; in eval the top-k of the clean logits.
+    Both matrices start at zero. Always computed in fp32.
+
+    Args:
+        rank: width of the gate input.
+        num_experts: number of experts M.
+        k: experts per sample.
+        gate_grad: False (the reference): gates are the softmax over the k selected
+            logits, so with k = 1 the gate value is exactly 1 and the task loss never
+            reaches the gate (only the load-balancing loss trains it). True: gates
+            are the softmax over all M logits, taken at the selected experts, so the
+            task loss trains the gate too.
+    """
+
+    def __init__(self, rank: int, num_experts: int, k: int = 1, gate_grad: bool = False) -> None:
+        super().__init__()
+        self.num_experts = num_experts
+        self.k = k
+        self.gate_grad = gate_grad
+        self.w_gate = nn.Parameter(torch.zeros(rank, num_experts))
+        self.w_noise = nn.Parameter(torch.zeros(rank, num_experts))
+
+    def forward(self, g: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Route samples.
+
+        Args:
+            g: (N, r) pooled low-rank map.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: gates (N, M) (zero for unselected experts),
+            selected experts (N, k), and the per-expert load (M,) used by the
+            balancing loss.
+        """
+        with torch.autocast(device_type=g.device.type, enabled=False):
+            g = g.float()
+            clean = g @ self.w_gate.float()  # (N, M)
+            noisy_training = self.training and self.k < self.num_experts
+            if noisy_training:
+                noise_std = F.softplus(g @ self.w_noise.float()) + 0.01
+                logits = clean + torch.randn_like(clean) * noise_std
+            else:
+                logits = clean
+            top_logits, top_index = logits.topk(min(self.k + 1, self.num_experts), dim=1)
+            index = top_index[:, : self.k]
+            if self.gate_grad:
+                top_gates = logits.softmax(dim=1).gather(1, index)
+            else:
+                top_gates = top_logits[:, : self.k].softmax(dim=1)
+            gates = torch.zeros_like(logits).scatter(1, index, top_gates)
+            if noisy_training:
+                load = self._prob_in_top_k(clean, logits, noise_std, top_logits).sum(0)
+            else:
+                load = (gates > 0).float().sum(0)
+        return gates, index, load
+
+    def _prob_in_top_k(self, clean: Tensor, noisy: Tensor, noise_std: Tensor, top_logits: Tensor) -> Tensor:
+        """Differentiable probability that each expert is in the top-k under fresh noise (Shazeer)."""
+        # Threshold to beat: the k-th largest noisy logit for experts already in, the
+        # (k+1)-th for experts outside (for M = k there is no (k+1)-th: gated above).
+        threshold_in = top_logits[:, self.k : self.k + 1]  # (N, 1)
+        threshold_out = top_logits[:, self.k - 1 : self.k]
+        is_in = noisy > threshold_in
+        normal = Normal(torch.zeros((), device=clean.device), torch.ones((), device=clean.device))
+        prob_in = normal.cdf((clean - threshold_in) / noise_std)
+        prob_out = normal.cdf((clean - threshold_out) / noise_std)
+        return torch.where(is_in, prob_in, prob_out)
+
+
+class ConvLoRALinear(LoRALinear):
+    """LoRA on a fused projection with a mixture of convolution experts in the bottleneck.
+
+    For an input x of shape (N, H, W, C) (a batch of windows or of whole images, as
+    SAM's attention feeds ``qkv``): ``z = W_e x`` (N, H, W, r), then
+    ``h = W0 x + scaling * W_d(z + E_{e(n)}(z))`` with one expert e(n) per element n
+    of the batch. Bottleneck slot transforms (COBOT) apply to z before the experts.
+    Under ``self.training`` the layer stores its load-balancing loss
+    ``balance_weight * (cv2(importance) + cv2(load))`` for the segmentor to collect
+    (``pop_aux_losses``).
+
+    Args:
+        base: the frozen linear layer.
+        rank: low-rank width r.
+        alpha: ``scaling = alpha / rank``.
+        scales: one expert per entry, upsampling factor of its resampling.
+        k: experts per sample.
+        balance_weight: weight of the load-balancing loss (0.01 in the reference).
+        gate_grad: let the gate value carry task gradient (see :class:`NoisyTopKGate`).
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        rank: int,
+        alpha: float,
+        scales: Sequence[float],
+        k: int = 1,
+        balance_weight: float = 0.01,
+        gate_grad: bool = False,
+    ) -> None:
+        super().__init__(base, {'qkv': slice(0, base.out_features)}, rank, alpha, dropout=0.0, init='kaiming')
+        self.experts = nn.ModuleList(ConvExpert(rank, s) for s in scales)
+        self.gate = NoisyTopKGate(rank, len(self.experts), k=k, gate_grad=gate_grad)
+        self.balance_weight = balance_weight
+        self.last_routing: Tensor | None = None  # (N, k) experts chosen in the last forward
+
+    def moe(self, z: Tensor) -> Tensor:
+        """Route each batch element to its expert(s) and return the weighted expert outputs.
+
+        Args:
+            z: (N, H, W, r) low-rank map.
+
+        Returns:
+            Tensor: (N, H, W, r).
+        """
+        zc = z.permute(0, 3, 1, 2)  # (N, H, W, r) -> (N, r, H, W)
+        gates, index, load = self.gate(zc.mean(dim=(2, 3)))  # pooled: (N, r)
+        self.last_routing = index.detach()
+        if self.training:
+            loss = self.balance_weight * (cv_squared(gates.sum(0)) + cv_squared(load))
+            self._aux_losses = {'loss_moe': loss}
+        out = torch.zeros_like(zc)
+        # Dispatch: each selected expert runs once on the samples routed to it.
+        for e in index.unique().tolist():
+            rows = (index == e).any(dim=1).nonzero(as_tuple=True)[0]
+            y = self.experts[e](zc[rows])
+            out = out.index_add(0, rows, y * gates[rows, e].to(y.dtype)[:, None, None, None])
+        return out.permute(0, 2, 3, 1)  # (N, r, H, W) -> (N, H, W, r)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(
+                f'Conv-LoRA needs (N, H, W, C) inputs (the spatial map of a SAM block), got shape {tuple(x.shape)}'
+            )
+        out = F.linear(x, self.weight, self.bias)  # (N, H, W, C) -> (N, H, W, 3C)
+        z = self._bottleneck('qkv', self.lora_A['qkv'](x))  # (N, H, W, r)
+        z = z + self.moe(z)  # residual inside the bottleneck
+        return out + self.lora_B['qkv'](z) * self.scaling
+
+    def merge(self) -> None:
+        raise NotImplementedError(
+            'Conv-LoRA cannot be merged into the linear weight: its experts are convolutions with '
+            'input-dependent routing'
+        )
+
+    unmerge = merge
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, experts={len(self.experts)}, k={self.gate.k}'
+
+
+@PEFT_METHODS.register_module()
+class ConvLoRA(BasePEFTMethod):
+    """Conv-LoRA on SAM ViT blocks (defaults: the reference's qkv, r=3, alpha=32, 8 experts).
+
+    Args:
+        rank: low-rank width r (> 0).
+        alpha: scaling numerator (``alpha / rank``); reference 32.
+        num_experts: number of experts when ``scales`` is None: scales 1..num_experts.
+        scales: explicit expert scales (each >= 1), overrides ``num_experts``.
+        k: experts per sample, 1 <= k <= number of experts.
+        balance_weight: weight of the load-balancing loss per block (0.01).
+        gate_grad: let the gate value carry task gradient (off in the reference).
+        targets: linears to adapt: ``'qkv'`` (the reference) and/or ``'proj'``,
+            ``'lin1'``, ``'lin2'``; each gets its own bottleneck and experts.
+        blocks: block indices to adapt; all when None.
+
+    Note:
+        Experts not selected in a step get no gradient; multi-GPU training needs
+        ``find_unused_parameters = True`` in the config.
+    """
+
+    _LINEAR_PATHS = {'qkv': 'attn.qkv', 'proj': 'attn.proj', 'lin1': 'mlp.lin1', 'lin2': 'mlp.lin2'}
+
+    def __init__(
+        self,
+        rank: int = 3,
+        alpha: float = 32,
+        num_experts: int = 8,
+        scales: Sequence[float] | None = None,
+        k: int = 1,
+        balance_weight: float = 0.01,
+        gate_grad: bool = False,
+        targets: Sequence[str] = ('qkv',),
+        blocks: Sequence[int] | None = None,
+    ) -> None:
+        if not isinstance(rank, int) or rank <= 0:
+            raise ValueError(f'ConvLoRA rank must be a positive int, got {rank!r}')
+        if alpha <= 0:
+            raise ValueError(f'ConvLoRA alpha must be > 0, got {alpha!r}')
+        if scales is None:
+            if not isinstance(num_experts, int) or num_experts < 1:
+                raise ValueError(f'ConvLoRA num_experts must be a positive int, got {num_experts!r}')
+            scales = tuple(range(1, num_experts + 1))
+        scales = tuple(scales)
+        if not scales or any(not isinstance(s, (int, float)) or s < 1 or math.isnan(s) for s in scales):
+            raise ValueError(f'ConvLoRA scales must be a non-empty list of numbers >= 1, got {list(scales)}')
+        if not isinstance(k, int) or not 1 <= k <= len(scales):
+            raise ValueError(f'ConvLoRA k must be in [1, {len(scales)}] (the number of experts), got {k!r}')
+        if balance_weight < 0:
+            raise ValueError(f'ConvLoRA balance_weight must be >= 0, got {balance_weight!r}')
+        targets = (targets,) if isinstance(targets, str) else tuple(targets)
+        check_choices('ConvLoRA targets', targets, self._LINEAR_PATHS)
+        self.rank, self.alpha, self.scales, self.k = rank, float(alpha), scales, k
+        self.balance_weight, self.gate_grad = balance_weight, gate_grad
+        self.targets = targets
+        self.blocks = None if blocks is None else tuple(blocks)
+
+    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        blocks = block_pattern(self.blocks)
+        params: dict[str, nn.Parameter] = {}
+        for target in self.targets:
+            pattern = rf'blocks\.{blocks}\.' + self._LINEAR_PATHS[target].replace('.', r'\.')
+            matches = list(match_modules(model, pattern, nn.Linear))
+            if not matches:
+                raise ValueError(f'ConvLoRA found no nn.Linear matching {pattern!r} (blocks={self.blocks})')
+            for name, linear in matches:
+                if isinstance(linear, LoRALinear):
+                    raise ValueError(f'{name} is already adapted by {type(linear).__name__}')
+                layer = ConvLoRALinear(
+                    linear, self.rank, self.alpha, self.scales, self.k, self.balance_weight, self.gate_grad
+                )
+                replace_module(model, name, layer)
+                for pname, p in layer.named_parameters():
+                    if pname not in ('weight', 'bias'):
+                        params[f'{name}.{pname}'] = p
+        return params

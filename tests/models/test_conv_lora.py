@@ -1,0 +1,206 @@
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from mmseg_sam.models.backbones import SAMViT
+from mmseg_sam.models.peft import ConvLoRALinear, collect_aux_losses
+from mmseg_sam.models.peft.conv_lora import NoisyTopKGate, cv_squared
+from tests.conftest import TINY_IMG, perturb_
+
+
+def _model(arch, **cfg):
+    return SAMViT(arch=arch, img_size=TINY_IMG, peft=dict(type='ConvLoRA', **cfg))
+
+
+def _layers(model):
+    return [m for m in model.modules() if isinstance(m, ConvLoRALinear)]
+
+
+def test_parameter_counts_match_the_paper():
+    """r=3, 8 experts: +720 per block over LoRA; ViT-B encoder 119,232; ViT-H 514,560."""
+    vit_b = _model('vit_b')
+    assert vit_b.peft_report.trainable['ConvLoRA'] == 119_232
+    lora_per_block = 3 * 768 + 2304 * 3
+    assert 119_232 // 12 - lora_per_block == 720
+    one_vit_h_block = _model(dict(embed_dims=1280, num_layers=1, num_heads=16))
+    assert one_vit_h_block.peft_report.trainable['ConvLoRA'] * 32 == 514_560
+
+
+def test_routing_per_window_and_per_image(tiny_arch):
+    model = _model(tiny_arch, num_experts=4).eval()
+    model(torch.randn(2, 3, TINY_IMG, TINY_IMG))
+    windowed, global_ = _layers(model)
+    assert windowed.last_routing.shape == (2 * 4, 1)  # 4x4 grid padded to 6x6: 4 windows of 3x3
+    assert global_.last_routing.shape == (2, 1)
+
+
+def test_zero_init_up_projection_gives_frozen_output(tiny_arch, sam_checkpoint):
+    base = SAMViT(arch=tiny_arch, img_size=TINY_IMG, checkpoint=str(sam_checkpoint)).eval()
+    model = SAMViT(
+        arch=tiny_arch, img_size=TINY_IMG, checkpoint=str(sam_checkpoint), peft=dict(type='ConvLoRA')
+    ).eval()
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        assert torch.equal(base(x)[-1], model(x)[-1])
+
+
+def _layer(num_experts=4, rank=3, **kwargs):
+    torch.manual_seed(0)
+    layer = ConvLoRALinear(torch.nn.Linear(8, 24), rank, alpha=6, scales=range(1, num_experts + 1), **kwargs)
+    perturb_(layer.lora_B, std=0.5)
+    return layer
+
+
+def test_forward_is_the_reference_formula_with_residual():
+    layer = _layer().eval()
+    with torch.no_grad():
+        layer.gate.w_gate.normal_()
+    x = torch.randn(5, 6, 7, 8)
+    with torch.no_grad():
+        out = layer(x)
+        z = layer.lora_A['qkv'](x).permute(0, 3, 1, 2)  # (N, r, H, W)
+        chosen = (z.mean((2, 3)) @ layer.gate.w_gate).argmax(1)
+        expected = []
+        for n in range(5):
+            e = layer.experts[chosen[n].item()](z[n : n + 1])
+            bottleneck = (z[n : n + 1] + e).permute(0, 2, 3, 1)
+            expected.append(
+                F.linear(x[n : n + 1], layer.weight, layer.bias) + layer.lora_B['qkv'](bottleneck) * 2.0
+            )
+    assert torch.equal(layer.last_routing[:, 0], chosen)
+    assert torch.allclose(out, torch.cat(expected), atol=1e-6)
+
+
+def test_eval_routing_is_deterministic_training_is_noisy():
+    layer = _layer()
+    with torch.no_grad():
+        layer.gate.w_noise.fill_(2.0)
+    x = torch.randn(16, 5, 5, 8)
+    layer.eval()
+    with torch.no_grad():
+        assert torch.equal(layer(x), layer(x))
+    layer.train()
+    routes = set()
+    for _ in range(5):
+        layer(x)
+        routes.add(tuple(layer.last_routing[:, 0].tolist()))
+    assert len(routes) > 1
+
+
+def test_experts_resample_at_their_scale():
+    layer = _layer(num_experts=3)
+    assert [e.scale for e in layer.experts] == [1, 2, 3]
+    z = torch.randn(2, 3, 5, 7)
+    assert layer.experts[2](z).shape == z.shape
+    assert all((e.conv.bias == 0).all() for e in layer.experts)
+
+
+def test_load_balancing_loss_by_hand():
+    """Samples routed to experts [0, 0, 1, 3] of 4: counts [2, 1, 0, 1]."""
+    layer = _layer(num_experts=4, rank=4).train()
+    with torch.no_grad():
+        layer.gate.w_gate.copy_(torch.eye(4) * 50)  # pooled one-hot g -> that expert, by a wide margin
+        layer.gate.w_noise.fill_(-20.0)  # noise std ~ 0.01
+    z = torch.zeros(4, 3, 3, 4)
+    for n, e in enumerate([0, 0, 1, 3]):
+        z[n, ..., e] = 1.0
+    layer.moe(z)
+    counts = torch.tensor([2.0, 1.0, 0.0, 1.0])
+    cv2 = counts.var() / counts.mean() ** 2  # unbiased: (1 + 0 + 1 + 0) / 3 = 2/3
+    assert cv2.item() == pytest.approx(2 / 3)
+    loss = layer.pop_aux_losses()['loss_moe']
+    assert loss.item() == pytest.approx(0.01 * 2 * 2 / 3, rel=1e-4)  # importance and load both = counts
+    assert not layer.pop_aux_losses()
+    assert cv_squared(torch.tensor([3.0])).item() == 0.0
+
+
+def test_only_load_term_trains_the_gate_by_default():
+    layer = _layer().train()
+    with torch.no_grad():
+        layer.gate.w_noise.fill_(0.5)
+    out = layer(torch.randn(6, 4, 4, 8))
+    grads = torch.autograd.grad(
+        out.square().sum(), [layer.gate.w_gate, layer.gate.w_noise], allow_unused=True
+    )
+    assert all(g is None or g.abs().sum() == 0 for g in grads)  # task loss: no gate gradient
+    layer(torch.randn(6, 4, 4, 8))
+    loss = layer.pop_aux_losses()['loss_moe']
+    assert torch.autograd.grad(loss, layer.gate.w_gate)[0].abs().sum() > 0
+
+
+def test_gate_grad_option_lets_task_loss_reach_the_gate():
+    layer = _layer(gate_grad=True).train()
+    out = layer(torch.randn(6, 4, 4, 8))
+    grad = torch.autograd.grad(out.square().sum(), layer.gate.w_gate)[0]
+    assert grad.abs().sum() > 0
+
+
+def test_grouped_dispatch_equals_per_sample_computation():
+    layer = _layer(num_experts=4).train()
+    with torch.no_grad():
+        layer.gate.w_gate.normal_()
+    z = torch.randn(9, 4, 4, 3, requires_grad=True)
+    torch.manual_seed(3)
+    grouped = layer.moe(z)
+    routing = layer.last_routing[:, 0]
+    zc = z.permute(0, 3, 1, 2)
+    per_sample = torch.cat([layer.experts[routing[n]](zc[n : n + 1]) for n in range(9)]).permute(0, 2, 3, 1)
+    assert torch.allclose(grouped, per_sample, atol=1e-6)
+    g1 = torch.autograd.grad(grouped.sum(), z, retain_graph=True)[0]
+    g2 = torch.autograd.grad(per_sample.sum(), z)[0]
+    assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_gate_stays_fp32_under_autocast():
+    gate = NoisyTopKGate(3, 4).train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        gates, _, load = gate(torch.randn(5, 3).bfloat16())
+        layer = _layer().train()
+        out = layer(torch.randn(4, 3, 3, 8))
+    assert gates.dtype == load.dtype == torch.float32
+    loss = layer.pop_aux_losses()['loss_moe']
+    assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(out).all()
+
+
+def test_loss_moe_reaches_the_segmentor_loss(tiny_arch):
+    from tests.models.test_sam_encoder_decoder import _batch, _segmentor
+
+    model = _segmentor(peft=dict(type='ConvLoRA', num_experts=3)).train()
+    losses = model.loss(*_batch())
+    assert 'loss_moe' in losses and losses['loss_moe'].requires_grad
+    model.eval()
+    with torch.no_grad():
+        model.backbone(torch.randn(1, 3, TINY_IMG, TINY_IMG))
+    assert not collect_aux_losses(model.backbone)  # eval forwards store nothing
+
+
+def test_unused_experts_under_ddp(tmp_path, tiny_arch):
+    """Experts not routed to get no gradient; DDP with find_unused_parameters handles it."""
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
+    try:
+        model = _model(tiny_arch, num_experts=8).train()
+        ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        for _ in range(2):
+            ddp(torch.randn(1, 3, TINY_IMG, TINY_IMG))[-1].sum().backward()
+        layer = _layers(model)[1]  # global block: one routing decision for the single image
+        unused = [e for i, e in enumerate(layer.experts) if i not in layer.last_routing.tolist()]
+        assert unused
+    finally:
+        dist.destroy_process_group()
+
+
+def test_merge_is_refused_and_bad_configs(tiny_arch):
+    with pytest.raises(NotImplementedError, match='Conv-LoRA cannot be merged'):
+        _layers(_model(tiny_arch))[0].merge()
+    for cfg, message in [
+        (dict(rank=0), 'ConvLoRA rank must be a positive int, got 0'),
+        (dict(scales=(1, 0.5)), r'scales must be a non-empty list of numbers >= 1, got \[1, 0.5\]'),
+        (dict(num_experts=3, k=4), r'k must be in \[1, 3\]'),
+        (dict(targets=('q',)), r"ConvLoRA targets \['q'\] not allowed"),
+        (dict(blocks=(5,)), 'ConvLoRA found no nn.Linear'),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            _model(tiny_arch, **cfg)
+    with pytest.raises(ValueError, match=r'needs \(N, H, W, C\) inputs'):
+        _layer()(torch.randn(4, 8))
