@@ -11,6 +11,9 @@ from torch import nn
 
 from mmseg_sam.models.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
+# Tiny ops are ~100x slower with 2 threads on a loaded 2-core machine.
+torch.set_num_threads(1)
+
 # Components built directly (not through a config) resolve mmseg types like tools do.
 register_all_modules(init_default_scope=True)
 

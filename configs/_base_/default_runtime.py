@@ -14,4 +14,6 @@ log_level = 'INFO'
 load_from = None
 resume = False
 tta_model = dict(type='SegTTAModel')
-custom_hooks = [dict(type='TrainableParamsHook')]
+# SAMCheckpointHook saves only what the SAM checkpoint does not hold (PEFT, head,
+# optimizer state) and checks every load strictly; save_frozen=True keeps full files.
+custom_hooks = [dict(type='TrainableParamsHook'), dict(type='SAMCheckpointHook', save_frozen=False)]

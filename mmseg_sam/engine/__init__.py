@@ -1,4 +1,4 @@
-from .hooks import TrainableParamsHook
+from .hooks import SAMCheckpointHook, TrainableParamsHook
 from .optimizers import PEFTOptimWrapperConstructor
 
-__all__ = ['PEFTOptimWrapperConstructor', 'TrainableParamsHook']
+__all__ = ['SAMCheckpointHook', 'PEFTOptimWrapperConstructor', 'TrainableParamsHook']

@@ -121,7 +121,7 @@ def test_bad_config(tiny_arch, cfg, error, message):
 
 def test_double_injection_is_refused(tiny_arch):
     model = _model(tiny_arch, dict(type='LoRA', targets=('q',)))
-    with pytest.raises(ValueError, match='blocks.0.attn.qkv is already adapted by LoRA'):
+    with pytest.raises(ValueError, match='blocks.0.attn.qkv is already adapted by LoRALinear'):
         inject_peft(model, dict(type='LoRA', targets=('v',)))
 
 
@@ -163,3 +163,9 @@ def test_slot_transforms_apply_and_merge(tiny_arch):
         merged = model(x)[-1]
     assert not torch.allclose(plain, transformed)
     assert torch.allclose(transformed, merged, atol=1e-5)
+
+
+def test_lora_refuses_to_replace_another_methods_wrapper(tiny_arch):
+    model = SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=dict(type='SSF', targets=('qkv',)))
+    with pytest.raises(ValueError, match='blocks.0.attn.qkv is already adapted by SSFLinear'):
+        inject_peft(model, dict(type='LoRA', targets=('q',)))

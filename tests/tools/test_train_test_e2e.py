@@ -63,8 +63,12 @@ def test_train_then_test(tmp_path, sam_checkpoint):
     assert ckpt.is_file()
     assert 'SAMViT: loaded image encoder weights from' in log
     assert 'backbone (LoRA)' in log and 'decode_head' in log  # the parameter table
-    state = torch.load(ckpt, map_location='cpu', weights_only=True)['state_dict']
+    saved = torch.load(ckpt, map_location='cpu', weights_only=True)
+    state = saved['state_dict']
     assert 'backbone.blocks.0.attn.qkv.lora_A.q.weight' in state
+    # trainable-only: the frozen SAM weights come from model.sam_checkpoint
+    assert 'backbone.blocks.0.attn.qkv.weight' not in state
+    assert saved['meta']['mmseg_sam']['trainable_only']
 
     out, show = tmp_path / 'pred', tmp_path / 'show'
     log = _run(
@@ -113,3 +117,20 @@ def test_mmseg_own_train_tool_uses_custom_imports(tmp_path, sam_checkpoint):
         cwd=tmp_path,
     )
     assert (tmp_path / 'work/iter_2.pth').is_file()
+
+
+def test_resume_from_a_trainable_only_checkpoint(tmp_path, sam_checkpoint):
+    data = tmp_path / 'data'
+    generate_synthetic_dataset(data, num_train=2, num_val=1, img_size=64, mode='binary')
+    cfg = _tiny_config(tmp_path, data, sam_checkpoint)
+    work = tmp_path / 'work'
+    first = ['train_cfg.max_iters=2', 'train_cfg.val_interval=10', 'default_hooks.checkpoint.interval=2']
+    _run(
+        [str(REPO / 'tools/train.py'), str(cfg), '--work-dir', str(work), '--cfg-options', *first],
+        cwd=tmp_path,
+    )
+    assert (work / 'iter_2.pth').is_file()
+    log = _run([str(REPO / 'tools/train.py'), str(cfg), '--work-dir', str(work), '--resume'], cwd=tmp_path)
+    assert 'resumed epoch: 0, iter: 2' in log
+    assert 'keep the weights loaded from' in log
+    assert (work / 'iter_4.pth').is_file()

@@ -128,6 +128,7 @@ class SAMViT(ImageEncoderViT):
         if bad:
             raise ValueError(f'out_indices {bad} out of range for {cfg["num_layers"]} blocks')
         self.out_indices = out_indices
+        self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
         self._register_load_state_dict_pre_hook(self._resize_position_tables)
 
         if checkpoint is not None:

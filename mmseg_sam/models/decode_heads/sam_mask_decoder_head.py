@@ -135,6 +135,7 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         if mode == 'mask_classification':
             self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
 
+        self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
         if checkpoint is not None:
             self._load_sam_decoder(checkpoint)
         self.prompt_encoder.requires_grad_(False)

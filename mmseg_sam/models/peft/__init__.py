@@ -1,3 +1,5 @@
+from .adapter import Adapter, AdapterLayer, BottleneckAdapter
+from .adaptformer import AdaptFormer, AdaptFormerLayer
 from .base import (
     PEFT_METHODS,
     BasePEFTMethod,
@@ -7,9 +9,14 @@ from .base import (
     inject_peft,
     match_modules,
 )
+from .bitfit import BitFit
 from .cobot import COBOT
 from .conv_lora import ConvLoRA, ConvLoRALinear
 from .lora import LoRA, LoRALinear
+from .lst import LST, LadderSideNetwork
+from .sam_adapter import SAMAdapter
+from .ssf import SSF, SSFLayerNorm, SSFLinear
+from .vpt import VPT, PromptedAttention
 
 __all__ = [
     'PEFT_METHODS',
@@ -19,9 +26,23 @@ __all__ = [
     'collect_aux_losses',
     'inject_peft',
     'match_modules',
+    'Adapter',
+    'AdapterLayer',
+    'AdaptFormer',
+    'AdaptFormerLayer',
+    'BitFit',
+    'BottleneckAdapter',
     'COBOT',
     'ConvLoRA',
     'ConvLoRALinear',
     'LoRA',
     'LoRALinear',
+    'LST',
+    'LadderSideNetwork',
+    'PromptedAttention',
+    'SAMAdapter',
+    'SSF',
+    'SSFLayerNorm',
+    'SSFLinear',
+    'VPT',
 ]

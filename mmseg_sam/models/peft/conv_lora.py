@@ -270,7 +270,7 @@ class ConvLoRA(BasePEFTMethod):
             if not matches:
                 raise ValueError(f'ConvLoRA found no nn.Linear matching {pattern!r} (blocks={self.blocks})')
             for name, linear in matches:
-                if isinstance(linear, LoRALinear):
+                if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
                     raise ValueError(f'{name} is already adapted by {type(linear).__name__}')
                 layer = ConvLoRALinear(
                     linear, self.rank, self.alpha, self.scales, self.k, self.balance_weight, self.gate_grad

@@ -217,8 +217,8 @@ class LoRA(BasePEFTMethod):
                     f'LoRA found no nn.Linear matching {pattern!r} for targets {names} (blocks={self.blocks})'
                 )
             for module_name, linear in matches:
-                if isinstance(linear, LoRALinear):
-                    raise ValueError(f'{module_name} is already adapted by LoRA')
+                if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
+                    raise ValueError(f'{module_name} is already adapted by {type(linear).__name__}')
                 third = linear.out_features // 3
                 slices = {}
                 for name in names:

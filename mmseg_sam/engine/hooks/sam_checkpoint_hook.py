@@ -1,0 +1,105 @@
+"""Trainable-only checkpoints, and strict checks when a checkpoint is loaded."""
+
+import re
+
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmseg.registry import HOOKS
+from torch import nn
+
+__all__ = ['SAMCheckpointHook']
+
+_META_KEY = 'mmseg_sam'
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if is_model_wrapper(model) else model
+
+
+def _frozen_from_sam(model: nn.Module) -> dict[str, str]:
+    """Frozen parameters whose values come from a SAM checkpoint, with that checkpoint.
+
+    A part (backbone, decode head) counts when it was built with ``checkpoint`` set:
+    its frozen parameters are then restored from that file at construction.
+    """
+    frozen = {}
+    for part_name in ('backbone', 'decode_head'):
+        part = getattr(model, part_name, None)
+        source = getattr(part, 'checkpoint', None) if part is not None else None
+        if source is None:
+            continue
+        for name, param in part.named_parameters():
+            if not param.requires_grad:
+                frozen[f'{part_name}.{name}'] = source
+    return frozen
+
+
+@HOOKS.register_module()
+class SAMCheckpointHook(Hook):
+    """Save only what the SAM checkpoint does not hold; check every load strictly.
+
+    Saving (``save_frozen=False``, the default): frozen parameters that were loaded
+    from a SAM checkpoint at construction are dropped from the saved state dict, so
+    a ViT-B Conv-LoRA checkpoint holds the PEFT parameters, the head and the
+    optimizer state (a few MB) instead of 375 MB. The checkpoint's
+    ``meta['mmseg_sam']`` records that and which SAM checkpoint supplies the rest;
+    ``tools/test.py``, ``--resume`` and ``load_from`` work with it because the config
+    names the same SAM checkpoint. ``save_frozen=True`` keeps full checkpoints.
+
+    Loading (``load_from``, ``--resume``, ``tools/test.py``): MMEngine loads
+    non-strictly; this hook first compares the checkpoint with the model and raises
+    on any unexpected key, and on any missing key that is not a frozen parameter
+    restored from a SAM checkpoint, naming the keys and the reason.
+
+    Args:
+        save_frozen: keep the frozen SAM weights in saved checkpoints.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, save_frozen: bool = False) -> None:
+        self.save_frozen = save_frozen
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if self.save_frozen:
+            return
+        frozen = _frozen_from_sam(_unwrap(runner.model))
+        state = checkpoint['state_dict']
+        dropped = [k for k in state if k in frozen]
+        for key in dropped:
+            del state[key]
+        checkpoint.setdefault('meta', {})[_META_KEY] = dict(
+            trainable_only=True, dropped_keys=len(dropped), sam_checkpoints=sorted(set(frozen.values()))
+        )
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        model = _unwrap(runner.model)
+        state = checkpoint.get('state_dict', checkpoint)
+        given = {re.sub(r'^module\.', '', k) for k in state}
+        expected = set(model.state_dict())
+        unexpected = sorted(given - expected)
+        missing = sorted(expected - given)
+        frozen = _frozen_from_sam(model)
+        unexplained = [k for k in missing if k not in frozen]
+        if unexpected or unexplained:
+            lines = ['the checkpoint does not fit the model built from the config:']
+            if unexpected:
+                lines.append(f'  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}')
+            if unexplained:
+                lines.append(
+                    f'  missing keys ({len(unexplained)}): {_abbrev(unexplained)} '
+                    '(only frozen weights restored from a SAM checkpoint may be absent; '
+                    'is model.sam_checkpoint set as when the checkpoint was saved?)'
+                )
+            raise ValueError('\n'.join(lines))
+        if missing:
+            sources = sorted({frozen[k] for k in missing})
+            runner.logger.info(
+                f'checkpoint holds no values for {len(missing)} frozen parameters: '
+                f'they keep the weights loaded from {sources}'
+            )
+
+
+def _abbrev(keys: list[str], limit: int = 10) -> str:
+    shown = ', '.join(keys[:limit])
+    return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '')

@@ -1,0 +1,102 @@
+"""BitFit (Zaken et al., 2021) for SAM's ViT: train only the encoder's bias terms."""
+
+import re
+from collections.abc import Sequence
+
+from torch import nn
+
+from .base import PEFT_METHODS, BasePEFTMethod, block_pattern, check_choices, match_modules
+
+__all__ = ['BitFit']
+
+# Target name -> module path inside a block.
+_TARGETS: dict[str, str] = {
+    'qkv': 'attn.qkv',
+    'proj': 'attn.proj',
+    'lin1': 'mlp.lin1',
+    'lin2': 'mlp.lin2',
+    'norm1': 'norm1',
+    'norm2': 'norm2',
+}
+# Modules outside the blocks whose biases `include_neck_and_patch_embed` trains.
+_OUTSIDE_BLOCKS = r'patch_embed\.proj|neck\.\d+'
+# Set on a module whose bias BitFit made trainable, to refuse a second injection.
+_MARK = '_bitfit_trained'
+
+
+def _bias_of(module: nn.Module) -> nn.Parameter | None:
+    bias = module._parameters.get('bias')
+    return bias if isinstance(bias, nn.Parameter) else None
+
+
+@PEFT_METHODS.register_module()
+class BitFit(BasePEFTMethod):
+    """Make existing bias terms of the encoder trainable; add nothing.
+
+    No parameter is created and no module is wrapped, so state-dict keys are SAM's
+    and a BitFit model is always "merged": there is nothing to merge or unmerge, and
+    its checkpoint is a plain SAM encoder checkpoint with new biases. Layers without a
+    bias (``qkv`` when ``qkv_bias=False``; the neck's convolutions) are skipped.
+
+    Args:
+        targets: which biases of each block: any of ``'qkv'``, ``'proj'``,
+            ``'lin1'``, ``'lin2'`` (linears) and ``'norm1'``, ``'norm2'``
+            (LayerNorms). Defaults to all.
+        blocks: block indices whose biases train; all blocks when None.
+        include_neck_and_patch_embed: also train ``patch_embed.proj``'s bias and
+            every bias in the neck (SAM's: its two ``LayerNorm2d``; its convolutions
+            have none).
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[str] = tuple(_TARGETS),
+        blocks: Sequence[int] | None = None,
+        include_neck_and_patch_embed: bool = True,
+    ) -> None:
+        targets = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
+        if not targets:
+            raise ValueError('BitFit targets must name at least one layer')
+        check_choices('BitFit targets', targets, _TARGETS)
+        if blocks is not None:
+            blocks = tuple(blocks)
+            if not blocks or not all(isinstance(i, int) and i >= 0 for i in blocks):
+                raise ValueError(f'BitFit blocks must be None or non-negative ints, got {blocks!r}')
+        self.targets = targets
+        self.blocks = blocks
+        self.include_neck_and_patch_embed = bool(include_neck_and_patch_embed)
+
+    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        paths = '|'.join(re.escape(_TARGETS[t]) for t in self.targets)
+        pattern = rf'blocks\.{block_pattern(self.blocks)}\.(?:{paths})'
+        matches = list(match_modules(model, pattern, nn.Module))
+        if not matches:
+            raise ValueError(
+                f'BitFit found no module matching {pattern!r} for targets {list(self.targets)} '
+                f'(blocks={self.blocks})'
+            )
+        if self.blocks is not None:
+            missing = sorted(set(self.blocks) - {int(name.split('.')[1]) for name, _ in matches})
+            if missing:
+                raise ValueError(f'BitFit blocks {missing} matched no module of {pattern!r}')
+        if self.include_neck_and_patch_embed:
+            outside = [
+                (n, m) for n, m in match_modules(model, _OUTSIDE_BLOCKS, nn.Module) if _bias_of(m) is not None
+            ]
+            if not outside:
+                raise ValueError(
+                    f'BitFit found no bias in modules matching {_OUTSIDE_BLOCKS!r}; '
+                    'set include_neck_and_patch_embed=False for a backbone without them'
+                )
+            matches += outside
+        with_bias = [(name, module) for name, module in matches if _bias_of(module) is not None]
+        if not with_bias:
+            raise ValueError(f'BitFit: no module matching {pattern!r} has a bias')
+        for name, module in with_bias:
+            if getattr(module, _MARK, False):
+                raise ValueError(f'{name}.bias is already trained by BitFit')
+        params: dict[str, nn.Parameter] = {}
+        for name, module in with_bias:
+            setattr(module, _MARK, True)
+            params[f'{name}.bias'] = _bias_of(module)
+        return params

@@ -1,0 +1,190 @@
+"""Visual Prompt Tuning (Jia et al., ECCV 2022) for SAM's ViT: learnable prefix keys and values.
+
+SAM's blocks attend on a (B, H, W, C) grid, in padded windows or globally, with a
+decomposed relative-position bias, so prompts cannot simply be appended to a token
+sequence. Here the P prompt tokens of a block act as a prefix of every attention call
+of that block: they are projected by the block's frozen ``qkv`` into P extra keys and
+values, shared by every window and image; queries are only the grid tokens, so the
+attention output keeps its shape, and the relative-position bias applies to grid-grid
+pairs only.
+"""
+
+import importlib
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..sam_modeling import Attention
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    PEFTLayerMixin,
+    block_pattern,
+    check_choices,
+    match_modules,
+    replace_module,
+)
+
+__all__ = ['VPT', 'PromptedAttention']
+
+# segment_anything's decomposed rel-pos bias, from the module that defines Attention
+# (imported through ..sam_modeling, which works without torchvision).
+add_decomposed_rel_pos = importlib.import_module(Attention.__module__).add_decomposed_rel_pos
+
+_MODES = ('deep', 'shallow')
+
+
+class PromptedAttention(Attention, PEFTLayerMixin):
+    """segment_anything's ``Attention`` with P learnable prompt tokens as extra keys and values.
+
+    It takes over the wrapped attention's ``qkv``, ``proj``, ``rel_pos_h`` and
+    ``rel_pos_w`` under the same names, so the base state-dict keys do not change
+    (``blocks.0.attn.qkv.weight``); the only new parameter is ``prompt_tokens`` (P, C).
+    For an input (N, h, w, C) the attention of every grid query runs over the h*w grid
+    keys (with SAM's decomposed relative-position bias) and the P prompt keys (no
+    bias), in one softmax.
+
+    Args:
+        base: the attention to prompt.
+        num_tokens: number of prompt tokens P (> 0).
+        init_bound: prompts start uniform in ``[-init_bound, init_bound]``.
+        dropout: dropout probability on the prompt tokens.
+    """
+
+    def __init__(self, base: Attention, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
+        nn.Module.__init__(self)
+        self.num_heads = base.num_heads
+        self.scale = base.scale
+        self.use_rel_pos = base.use_rel_pos
+        self.qkv = base.qkv
+        self.proj = base.proj
+        if self.use_rel_pos:
+            self.rel_pos_h = base.rel_pos_h
+            self.rel_pos_w = base.rel_pos_w
+        weight = base.qkv.weight
+        self.prompt_tokens = nn.Parameter(
+            torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
+        )
+        nn.init.uniform_(self.prompt_tokens, -init_bound, init_bound)
+        self.prompt_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def prompt_keys_values(self) -> tuple[Tensor, Tensor]:
+        """Project the prompt tokens with the frozen ``qkv``.
+
+        Returns:
+            tuple[Tensor, Tensor]: keys and values, each (nHead, P, C/nHead).
+        """
+        prompts = self.prompt_dropout(self.prompt_tokens)
+        num_tokens, dims = prompts.shape
+        # (P, C) -> (P, 3C) -> (P, 3, nHead, C/nHead) -> (3, nHead, P, C/nHead)
+        qkv = self.qkv(prompts).reshape(num_tokens, 3, self.num_heads, dims // self.num_heads)
+        qkv = qkv.permute(1, 2, 0, 3)
+        return qkv[1], qkv[2]
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Prompted attention.
+
+        Args:
+            x: (N, H, W, C): windows x images (windowed blocks) or images (global).
+
+        Returns:
+            Tensor: (N, H, W, C).
+        """
+        N, H, W, _ = x.shape
+        # (N, H, W, C) -> (N, H*W, 3, nHead, C/nHead) -> (3, N, nHead, H*W, C/nHead)
+        qkv = self.qkv(x).reshape(N, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        # (3, N, nHead, H*W, C/nHead) -> 3 x (N*nHead, H*W, C/nHead)
+        q, k, v = qkv.reshape(3, N * self.num_heads, H * W, -1).unbind(0)
+        k_p, v_p = self.prompt_keys_values()
+        _, num_tokens, head_dims = k_p.shape
+        # Same prompts for every element of N: (nHead, P, c) -> (N, nHead, P, c) -> (N*nHead, P, c)
+        k_p = k_p.expand(N, -1, -1, -1).reshape(N * self.num_heads, num_tokens, head_dims)
+        v_p = v_p.expand(N, -1, -1, -1).reshape(N * self.num_heads, num_tokens, head_dims)
+
+        q_scaled = q * self.scale
+        attn_grid = q_scaled @ k.transpose(-2, -1)  # (N*nHead, H*W, H*W)
+        if self.use_rel_pos:
+            attn_grid = add_decomposed_rel_pos(attn_grid, q, self.rel_pos_h, self.rel_pos_w, (H, W), (H, W))
+        attn_prompt = q_scaled @ k_p.transpose(-2, -1)  # (N*nHead, H*W, P)
+        attn = torch.cat([attn_grid, attn_prompt], dim=-1).softmax(dim=-1)  # (N*nHead, H*W, H*W+P)
+
+        x = attn @ torch.cat([v, v_p], dim=1)  # (N*nHead, H*W, C/nHead)
+        # (N*nHead, H*W, c) -> (N, nHead, H, W, c) -> (N, H, W, nHead, c) -> (N, H, W, C)
+        x = x.view(N, self.num_heads, H, W, -1).permute(0, 2, 3, 1, 4).reshape(N, H, W, -1)
+        return self.proj(x)
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, num_tokens={self.prompt_tokens.shape[0]}'
+
+
+@PEFT_METHODS.register_module()
+class VPT(BasePEFTMethod):
+    """Visual Prompt Tuning of SAM ViT blocks, as prefix keys and values of their attention.
+
+    Each prompted block's ``attn`` becomes a :class:`PromptedAttention` with its own
+    ``prompt_tokens`` (``blocks.N.attn.prompt_tokens``). Prompts start uniform in
+    ``[-v, v]``, ``v = sqrt(6 / (3 * patch_size^2 + C))`` (VPT's xavier-uniform-style
+    init, with the patch size of the backbone's ``patch_embed``).
+
+    Args:
+        num_tokens: prompt tokens per prompted block (> 0).
+        mode: ``'deep'``: distinct prompts in every selected block; ``'shallow'``:
+            prompts in the first block only (SAM's windowed grid has no token sequence
+            that could carry input-level prompts through the later blocks).
+        blocks: block indices to prompt in deep mode; all when None. Must be None in
+            shallow mode.
+        dropout: dropout probability on the prompt tokens, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        num_tokens: int = 10,
+        mode: str = 'deep',
+        blocks: Sequence[int] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        if not isinstance(num_tokens, int) or isinstance(num_tokens, bool) or num_tokens <= 0:
+            raise ValueError(f'VPT num_tokens must be a positive int, got {num_tokens!r}')
+        check_choices('VPT mode', [mode], _MODES)
+        if blocks is not None:
+            if mode == 'shallow':
+                raise ValueError(
+                    f'VPT blocks must be None in shallow mode (prompts the first block), got {blocks!r}'
+                )
+            blocks = tuple(blocks)
+            if not blocks or not all(
+                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in blocks
+            ):
+                raise ValueError(f'VPT blocks must be None or non-negative ints, got {blocks!r}')
+        if not 0 <= dropout < 1:
+            raise ValueError(f'VPT dropout must be in [0, 1), got {dropout!r}')
+        self.num_tokens = num_tokens
+        self.mode = mode
+        self.blocks = (0,) if mode == 'shallow' else blocks
+        self.dropout = dropout
+
+    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        proj = getattr(getattr(model, 'patch_embed', None), 'proj', None)
+        if not isinstance(proj, nn.Conv2d):
+            raise ValueError(
+                f'VPT needs a SAM ViT with patch_embed.proj (nn.Conv2d), got {type(model).__name__}'
+            )
+        bound = math.sqrt(6.0 / (3 * math.prod(proj.kernel_size) + proj.out_channels))
+        pattern = rf'blocks\.{block_pattern(self.blocks)}\.attn'
+        matches = list(match_modules(model, pattern, Attention))
+        if not matches:
+            raise ValueError(f'VPT found no SAM Attention matching {pattern!r} (blocks={self.blocks})')
+        missing = sorted(set(self.blocks or ()) - {int(name.split('.')[1]) for name, _ in matches})
+        if missing:
+            raise ValueError(f'VPT blocks {missing} matched no SAM Attention')
+        params: dict[str, nn.Parameter] = {}
+        for name, attn in matches:
+            if isinstance(attn, PromptedAttention):
+                raise ValueError(f'{name} is already prompted by VPT')
+        for name, attn in matches:
+            prompted = PromptedAttention(attn, self.num_tokens, bound, self.dropout)
+            replace_module(model, name, prompted)
+            params[f'{name}.prompt_tokens'] = prompted.prompt_tokens
+        return params

@@ -1,0 +1,130 @@
+"""Every PEFT method (and decoder-only / full fine-tuning) in one table, through the segmentor."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+from mmseg_sam.datasets import generate_synthetic_dataset
+from mmseg_sam.models.peft import ConvLoRALinear
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.models.test_sam_encoder_decoder import _batch
+
+REPO = Path(__file__).resolve().parents[2]
+
+# name -> backbone overrides (tiny-arch sized)
+METHODS = {
+    'decoder-only': dict(),
+    'full-finetune': dict(frozen=False),
+    'LoRA': dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
+    'ConvLoRA': dict(peft=dict(type='ConvLoRA', rank=4, num_experts=3)),
+    'Adapter': dict(peft=dict(type='Adapter', bottleneck=8)),
+    'AdaptFormer': dict(peft=dict(type='AdaptFormer', bottleneck=8)),
+    'BitFit': dict(peft=dict(type='BitFit')),
+    'SSF': dict(peft=dict(type='SSF')),
+    'LST': dict(peft=dict(type='LST', side_dims=12, side_heads=3)),
+    'VPT': dict(peft=dict(type='VPT', num_tokens=4)),
+    'VPT-shallow': dict(peft=dict(type='VPT', num_tokens=4, mode='shallow')),
+    'SAMAdapter': dict(peft=dict(type='SAMAdapter', scale_factor=4)),
+    'COBOT-LoRA': dict(peft=dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v')))),
+    'COBOT-AdaptFormer': dict(peft=dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=8))),
+    'COBOT-ConvLoRA': dict(peft=dict(type='COBOT', host=dict(type='ConvLoRA', rank=4, num_experts=2))),
+}
+
+
+def _cfg(backbone: dict) -> dict:
+    return dict(
+        type='SAMEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
+        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, **copy.deepcopy(backbone)),
+        decode_head=dict(
+            type='SAMMaskDecoderHead',
+            num_classes=2,
+            out_channels=1,
+            threshold=0.5,
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+            **TINY_HEAD,
+        ),
+    )
+
+
+@pytest.mark.parametrize('name', list(METHODS))
+def test_method_trains_only_its_parameters(name):
+    torch.manual_seed(0)
+    model = MODELS.build(_cfg(METHODS[name])).train()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    backbone_trainable = {n for n in trainable if n.startswith('backbone.')}
+    report = model.backbone.peft_report
+    if name == 'full-finetune':
+        assert backbone_trainable == {f'backbone.{n}' for n, _ in model.backbone.named_parameters()}
+    else:
+        expected = {f'backbone.{n}' for names in report.parameter_names.values() for n in names}
+        assert backbone_trainable == expected
+        assert bool(expected) == (name != 'decoder-only')
+    with torch.no_grad():  # zero-initialised up-projections would hide the gradients upstream
+        for n, p in model.named_parameters():
+            if p.requires_grad and n.startswith('backbone.') and p.abs().sum() == 0:
+                p.add_(torch.randn_like(p) * 0.05)
+    losses = model.loss(*_batch())
+    sum(v for k, v in losses.items() if k.startswith(('decode.loss', 'loss'))).backward()
+    # Conv-LoRA experts that no sample was routed to get no gradient (by design)
+    unused = {
+        f'backbone.{layer_name}.experts.{e}.'
+        for layer_name, layer in model.backbone.named_modules()
+        if isinstance(layer, ConvLoRALinear)
+        for e in set(range(len(layer.experts))) - set(layer.last_routing.flatten().tolist())
+    }
+    for n, p in model.named_parameters():
+        if p.requires_grad and not n.startswith(tuple(unused)):
+            assert p.grad is not None, n
+        else:
+            assert p.grad is None, n
+    # strict round trip
+    other = MODELS.build(_cfg(METHODS[name])).eval()
+    other.load_state_dict(model.state_dict(), strict=True)
+    model.eval()
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        assert torch.equal(model(x, mode='tensor'), other(x, mode='tensor'))
+
+
+@pytest.fixture(scope='module')
+def demo_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    generate_synthetic_dataset(root, num_train=2, num_val=1, img_size=64, mode='binary')
+    return root
+
+
+@pytest.mark.parametrize('name', list(METHODS))
+def test_method_runs_one_iteration_of_tools_train(name, demo_data, tmp_path):
+    backbone = METHODS[name]
+    cfg = tmp_path / f'{name}.py'
+    cfg.write_text(f"""
+_base_ = [{str(REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py')!r}]
+data_root = {str(demo_data)!r}
+model = dict(
+    data_preprocessor=dict(size=(64, 64)),
+    backbone=dict(_delete_=True, type='SAMViT', arch={TINY_ARCH!r}, img_size=64, **{backbone!r}),
+    decode_head=dict(embed_dims=32, decoder_num_heads=2, decoder_mlp_dims=64))
+pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=1, val_interval=100)
+param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end=1, by_epoch=False)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+""")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'tools/train.py'), str(cfg), '--work-dir', str(tmp_path / 'w')],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / 'w/iter_1.pth').is_file()
