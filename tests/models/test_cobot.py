@@ -23,6 +23,15 @@ def test_extra_parameters_over_lora_on_vit_b():
     assert total - host == 864
 
 
+def test_extra_parameters_over_adaptformer_on_vit_b():
+    """ViT-B, AdaptFormer bottleneck 16: host 322,752, COBOT +1,296 (192 + 144 + 192 + 768)."""
+    host = dict(type='AdaptFormer', bottleneck=16)
+    base = SAMViT(arch='vit_b', img_size=64, peft=host).peft_report.trainable['AdaptFormer']
+    total = _model('vit_b', img_size=64, host=host).peft_report.trainable['COBOT']
+    assert base == 322_752
+    assert total - base == 1_296
+
+
 def test_quaternion_head_equals_its_kronecker_form():
     head = QuaternionLinear(8)
     p_r, p_i, p_j, p_k = head.components

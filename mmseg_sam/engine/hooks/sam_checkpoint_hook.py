@@ -7,7 +7,7 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
-__all__ = ['SAMCheckpointHook']
+__all__ = ['SAMCheckpointHook', 'check_checkpoint_keys']
 
 _META_KEY = 'mmseg_sam'
 
@@ -74,30 +74,42 @@ class SAMCheckpointHook(Hook):
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         model = _unwrap(runner.model)
-        state = checkpoint.get('state_dict', checkpoint)
-        given = {re.sub(r'^module\.', '', k) for k in state}
-        expected = set(model.state_dict())
-        unexpected = sorted(given - expected)
-        missing = sorted(expected - given)
-        frozen = _frozen_from_sam(model)
-        unexplained = [k for k in missing if k not in frozen]
-        if unexpected or unexplained:
-            lines = ['the checkpoint does not fit the model built from the config:']
-            if unexpected:
-                lines.append(f'  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}')
-            if unexplained:
-                lines.append(
-                    f'  missing keys ({len(unexplained)}): {_abbrev(unexplained)} '
-                    '(only frozen weights restored from a SAM checkpoint may be absent; '
-                    'is model.sam_checkpoint set as when the checkpoint was saved?)'
-                )
-            raise ValueError('\n'.join(lines))
+        missing = check_checkpoint_keys(model, checkpoint.get('state_dict', checkpoint))
         if missing:
-            sources = sorted({frozen[k] for k in missing})
+            sources = sorted({_frozen_from_sam(model)[k] for k in missing})
             runner.logger.info(
                 f'checkpoint holds no values for {len(missing)} frozen parameters: '
                 f'they keep the weights loaded from {sources}'
             )
+
+
+def check_checkpoint_keys(model: nn.Module, state: dict) -> list[str]:
+    """Compare a checkpoint's state dict with a model built from the config.
+
+    Returns:
+        list[str]: the missing keys, all frozen weights restored from a SAM checkpoint.
+
+    Raises:
+        ValueError: any unexpected key, or any other missing key, named.
+    """
+    given = {re.sub(r'^module\.', '', k) for k in state}
+    expected = set(model.state_dict())
+    unexpected = sorted(given - expected)
+    missing = sorted(expected - given)
+    frozen = _frozen_from_sam(model)
+    unexplained = [k for k in missing if k not in frozen]
+    if unexpected or unexplained:
+        lines = ['the checkpoint does not fit the model built from the config:']
+        if unexpected:
+            lines.append(f'  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}')
+        if unexplained:
+            lines.append(
+                f'  missing keys ({len(unexplained)}): {_abbrev(unexplained)} '
+                '(only frozen weights restored from a SAM checkpoint may be absent; '
+                'is model.sam_checkpoint set as when the checkpoint was saved?)'
+            )
+        raise ValueError('\n'.join(lines))
+    return missing
 
 
 def _abbrev(keys: list[str], limit: int = 10) -> str:

@@ -8,6 +8,7 @@ from .base import (
     collect_aux_losses,
     inject_peft,
     match_modules,
+    merge_peft,
 )
 from .bitfit import BitFit
 from .cobot import COBOT
@@ -26,6 +27,7 @@ __all__ = [
     'collect_aux_losses',
     'inject_peft',
     'match_modules',
+    'merge_peft',
     'Adapter',
     'AdapterLayer',
     'AdaptFormer',

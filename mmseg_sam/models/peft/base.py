@@ -25,6 +25,7 @@ __all__ = [
     'collect_aux_losses',
     'inject_peft',
     'match_modules',
+    'merge_peft',
 ]
 
 PEFT_METHODS = Registry('peft method', locations=['mmseg_sam.models.peft'])
@@ -68,7 +69,13 @@ def collect_aux_losses(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 class BasePEFTMethod(metaclass=ABCMeta):
-    """A parameter-efficient fine-tuning method applied to a backbone in place."""
+    """A parameter-efficient fine-tuning method applied to a backbone in place.
+
+    ``mergeable`` says whether the method's update is linear in the layer input, so
+    that :func:`merge_peft` can fold it into the frozen weights.
+    """
+
+    mergeable: bool = False
 
     @abstractmethod
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
@@ -88,6 +95,7 @@ class PEFTReport:
 
     trainable: dict[str, int] = field(default_factory=dict)
     parameter_names: dict[str, list[str]] = field(default_factory=dict)
+    mergeable: dict[str, bool] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -118,6 +126,20 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def build_peft_method(cfg: Mapping[str, Any]) -> BasePEFTMethod:
+    """Instantiate a registered method from its config.
+
+    The class is looked up directly (not through ``Registry.build``), so building under
+    mmseg's default scope does not warn about the ``mmseg_sam`` registry scope.
+    """
+    args = dict(cfg)
+    method_type = args.pop('type')
+    method_cls = PEFT_METHODS.get(method_type)
+    if method_cls is None:
+        raise ValueError(f'unknown PEFT type {method_type!r}; registered: {sorted(PEFT_METHODS.module_dict)}')
+    return method_cls(**args)
+
+
 def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> PEFTReport:
     """Build the configured PEFT method(s) and apply them to ``model``.
 
@@ -135,11 +157,7 @@ def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str,
         if not isinstance(method_cfg, Mapping) or 'type' not in method_cfg:
             raise TypeError(f'a PEFT config must be a dict with a "type" key, got {method_cfg!r}')
         method_type = method_cfg['type']
-        if PEFT_METHODS.get(method_type) is None:
-            raise ValueError(
-                f'unknown PEFT type {method_type!r}; registered: {sorted(PEFT_METHODS.module_dict)}'
-            )
-        method: BasePEFTMethod = PEFT_METHODS.build(dict(method_cfg))
+        method = build_peft_method(method_cfg)  # raises on an unknown type
         params = method.inject(model)
         if not params:
             raise ValueError(f'{method!r} made no parameter trainable')
@@ -148,10 +166,38 @@ def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str,
         key = method_type if method_type not in report.trainable else f'{method_type}#{i}'
         report.trainable[key] = sum(p.numel() for p in params.values())
         report.parameter_names[key] = sorted(params)
+        report.mergeable[key] = bool(method.mergeable)
         MMLogger.get_current_instance().info(
             f'PEFT {method!r}: {report.trainable[key]:,} trainable parameters in {len(params)} tensors'
         )
     return report
+
+
+def merge_peft(backbone: nn.Module) -> int:
+    """Fold every PEFT update of ``backbone`` into its frozen weights, in place.
+
+    Raises:
+        ValueError: a method of the backbone is not linear in its input (Conv-LoRA,
+            adapters, VPT, SAM-Adapter, LST, COBOT on those), naming it.
+
+    Returns:
+        int: the number of layers merged.
+    """
+    report = getattr(backbone, 'peft_report', None)
+    if report is None or not report.trainable:
+        raise ValueError('the backbone has no PEFT method to merge')
+    refused = [name for name, ok in report.mergeable.items() if not ok]
+    if refused:
+        raise ValueError(
+            f'cannot merge {refused}: only methods linear in the layer input merge exactly '
+            '(LoRA, COBOT on LoRA, BitFit, SSF)'
+        )
+    merged = 0
+    for module in backbone.modules():
+        if isinstance(module, PEFTLayerMixin) and hasattr(module, 'merge'):
+            module.merge()
+            merged += 1
+    return merged
 
 
 def check_choices(name: str, values: Iterable[str], allowed: Iterable[str]) -> None:

@@ -48,6 +48,8 @@ class BitFit(BasePEFTMethod):
             have none).
     """
 
+    mergeable = True
+
     def __init__(
         self,
         targets: Sequence[str] = tuple(_TARGETS),

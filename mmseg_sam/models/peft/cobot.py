@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, check_choices
+from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, build_peft_method, check_choices
 
 __all__ = ['COBOT', 'COBOTShared', 'COBOTSlot', 'QuaternionLinear']
 
@@ -164,6 +164,12 @@ class COBOT(BasePEFTMethod):
         self.form = form
         self.normalize_relation = normalize_relation
 
+    @property
+    def mergeable(self) -> bool:  # type: ignore[override]
+        """COBOT's slot transforms are linear: it merges exactly when its host does."""
+        host = PEFT_METHODS.get(self.host['type'])
+        return bool(host is not None and host.mergeable)
+
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
         if PEFT_METHODS.get(self.host['type']) is None:
             raise ValueError(
@@ -171,7 +177,7 @@ class COBOT(BasePEFTMethod):
             )
         if hasattr(model, 'cobot'):
             raise ValueError('the model already has COBOT injected')
-        params = dict(PEFT_METHODS.build(self.host).inject(model))
+        params = dict(build_peft_method(self.host).inject(model))
         host_param_ids = {id(p) for p in params.values()}
         slots = []
         for name, module in model.named_modules():

@@ -173,6 +173,8 @@ class LoRA(BasePEFTMethod):
             xavier-normal, the COBOT reference's init).
     """
 
+    mergeable = True
+
     def __init__(
         self,
         rank: int = 4,

@@ -179,6 +179,8 @@ class SSF(BasePEFTMethod):
         blocks: block indices to adapt; all blocks when None.
     """
 
+    mergeable = True
+
     def __init__(self, targets: Sequence[str] = tuple(_TARGETS), blocks: Sequence[int] | None = None) -> None:
         targets = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
         if not targets:

@@ -1,0 +1,94 @@
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+from mmseg_sam.engine.hooks import SAMCheckpointHook
+from mmseg_sam.models.peft import merge_peft
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    'merge_peft_tool', REPO / 'tools/model_converters/merge_peft.py'
+)
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+def _write_config(tmp_path, peft, checkpoint) -> Path:
+    model = dict(
+        type='SAMEncoderDecoder',
+        sam_checkpoint=str(checkpoint),
+        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
+        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, peft=peft),
+        decode_head=dict(
+            type='SAMMaskDecoderHead',
+            num_classes=2,
+            out_channels=1,
+            threshold=0.5,
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+            **TINY_HEAD,
+        ),
+    )
+    path = tmp_path / 'cfg.py'
+    path.write_text(f'default_scope = "mmseg"\nmodel = {model!r}\n')
+    return path
+
+
+@pytest.mark.parametrize(
+    'peft',
+    [
+        dict(type='LoRA', rank=2, targets=('q', 'v', 'proj')),
+        dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v'))),
+        dict(type='SSF'),
+        dict(type='BitFit'),
+    ],
+    ids=lambda p: p['type'],
+)
+def test_merged_checkpoint_predicts_like_the_peft_model(tmp_path, sam_checkpoint, peft):
+    cfg = _write_config(tmp_path, peft, sam_checkpoint)
+    torch.manual_seed(0)
+    model = MODELS.build(tool.Config.fromfile(cfg).model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
+    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)  # trainable-only
+    assert 'backbone.blocks.0.attn.qkv.weight' not in checkpoint['state_dict']
+    torch.save(checkpoint, tmp_path / 'trained.pth')
+    assert tool.main([str(cfg), str(tmp_path / 'trained.pth'), str(tmp_path / 'merged.pth')]) == 0
+
+    plain_cfg = tool.Config.fromfile(cfg).model
+    plain_cfg.backbone.peft = None
+    plain = MODELS.build(plain_cfg).eval()
+    merged = torch.load(tmp_path / 'merged.pth', weights_only=True)
+    plain.load_state_dict(merged['state_dict'], strict=True)
+    assert merged['meta']['mmseg_sam']['merged_methods'] == [peft['type']]
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        assert torch.allclose(model(x, mode='tensor'), plain(x, mode='tensor'), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    'peft',
+    [
+        dict(type='ConvLoRA', num_experts=2),
+        dict(type='Adapter', bottleneck=4),
+        dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=4)),
+        dict(type='VPT', num_tokens=2),
+    ],
+    ids=lambda p: p['type'] + ('-' + p['host']['type'] if 'host' in p else ''),
+)
+def test_non_linear_methods_are_refused(tmp_path, sam_checkpoint, peft, capsys):
+    cfg = _write_config(tmp_path, peft, sam_checkpoint)
+    model = MODELS.build(tool.Config.fromfile(cfg).model)
+    with pytest.raises(ValueError, match=rf"cannot merge \['{peft['type']}'\]: only methods linear"):
+        merge_peft(model.backbone)
+    torch.save({'state_dict': model.state_dict()}, tmp_path / 'full.pth')
+    assert tool.main([str(cfg), str(tmp_path / 'full.pth'), str(tmp_path / 'out.pth')]) == 1
+    assert 'cannot merge' in capsys.readouterr().err
+    assert not (tmp_path / 'out.pth').exists()

@@ -1,0 +1,80 @@
+"""Fold a mergeable PEFT method (LoRA, COBOT on LoRA, BitFit, SSF) into SAM's weights.
+
+Usage::
+
+    python tools/model_converters/merge_peft.py CONFIG CHECKPOINT OUT.pth [--cfg-options ...]
+
+Builds the model of CONFIG (its SAM checkpoint supplies the frozen weights that a
+trainable-only CHECKPOINT does not hold), loads CHECKPOINT strictly, merges the
+PEFT updates into the frozen linear/norm weights and writes a full checkpoint of
+the same model without PEFT: it loads into CONFIG with
+``--cfg-options model.backbone.peft=None`` and predicts the same. Methods that are
+not linear in their input (Conv-LoRA, adapters, VPT, SAM-Adapter, LST) are refused.
+"""
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+from mmengine.config import Config, DictAction
+from mmseg.registry import MODELS
+from mmseg.utils import register_all_modules
+
+import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
+from mmseg_sam.engine.hooks.sam_checkpoint_hook import check_checkpoint_keys
+from mmseg_sam.models.peft import merge_peft
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('out')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
+    return parser.parse_args(argv)
+
+
+def merge_checkpoint(config: str, checkpoint: str, out: str, cfg_options: dict | None = None) -> dict:
+    """Merge and save; returns ``{'merged_layers': n, 'methods': [...]}``."""
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    model = MODELS.build(copy.deepcopy(cfg.model)).eval()
+    saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    state = saved.get('state_dict', saved)
+    check_checkpoint_keys(model, state)
+    model.load_state_dict(state, strict=False)
+    methods = list(model.backbone.peft_report.trainable)
+    merged_layers = merge_peft(model.backbone)
+
+    plain_cfg = copy.deepcopy(cfg.model)
+    plain_cfg.backbone.peft = None
+    plain = MODELS.build(plain_cfg)
+    merged_state = model.state_dict()
+    merged_state = {k: merged_state[k] for k in plain.state_dict()}
+    plain.load_state_dict(merged_state, strict=True)  # proves the result fits a PEFT-free model
+    meta = dict(saved.get('meta', {}))
+    meta['mmseg_sam'] = dict(merged_methods=methods, merged_layers=merged_layers, source=str(checkpoint))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'meta': meta, 'state_dict': merged_state}, out)
+    return dict(merged_layers=merged_layers, methods=methods)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        info = merge_checkpoint(args.config, args.checkpoint, args.out, args.cfg_options)
+    except ValueError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
+    print(f'merged {info["methods"]} ({info["merged_layers"]} layers) -> {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
