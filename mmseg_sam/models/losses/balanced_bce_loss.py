@@ -2,15 +2,15 @@
 
 import torch.nn.functional as F
 from mmseg.registry import MODELS
-from torch import Tensor, nn
+from torch import Tensor
 
-from .structure_loss import check_binary_inputs
+from .binary_loss import BinaryLoss
 
 __all__ = ['BalancedBCELoss']
 
 
 @MODELS.register_module()
-class BalancedBCELoss(nn.Module):
+class BalancedBCELoss(BinaryLoss):
     """Balanced BCE with logits, as used for shadow detection.
 
     Over the valid pixels of the whole batch, with ``pos`` the number of foreground
@@ -35,49 +35,13 @@ class BalancedBCELoss(nn.Module):
     """
 
     def __init__(self, loss_weight: float = 1.0, loss_name: str = 'loss_balanced_bce') -> None:
-        super().__init__()
-        self.loss_weight = loss_weight
-        self._loss_name = loss_name
+        super().__init__(loss_weight, loss_name)
 
-    def forward(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        weight: Tensor | None = None,
-        ignore_index: int = 255,
-        **kwargs,
-    ) -> Tensor:
-        """Compute the loss.
-
-        Args:
-            pred: (B, 1, H, W) logits, any floating dtype.
-            target: (B, H, W) labels: 0 background, 1 foreground, ``ignore_index``
-                ignored.
-            weight: must be None; per-pixel weights are not supported.
-            ignore_index: label value of the pixels to ignore.
-            **kwargs: other arguments of mmseg's loss call, unused.
-
-        Returns:
-            Tensor: the float32 scalar loss times ``loss_weight``.
-
-        Raises:
-            TypeError: if ``pred`` is not floating point.
-            ValueError: if the shapes are not as above, ``weight`` is given or
-                ``target`` holds values other than 0, 1 and ``ignore_index``.
-        """
-        check_binary_inputs(type(self).__name__, pred, target, weight, ignore_index)
-        pred = pred.float()
-        valid = (target != ignore_index).unsqueeze(1).float()
-        y = (target == 1).unsqueeze(1).float()
+    def _loss(self, pred: Tensor, y: Tensor, valid: Tensor) -> Tensor:
         pos = y.sum()
         num_valid = valid.sum()
         neg = num_valid - pos
         pos_weight = neg / pos.clamp(min=1)
         bce = F.binary_cross_entropy_with_logits(pred, y, pos_weight=pos_weight, reduction='none')
         mean_bce = (valid * bce).sum() / num_valid.clamp(min=1)
-        return self.loss_weight * (pos / num_valid.clamp(min=1)) * mean_bce
-
-    @property
-    def loss_name(self) -> str:
-        """Name of the loss item; mmseg backpropagates items whose name starts with ``loss_``."""
-        return self._loss_name
+        return (pos / num_valid.clamp(min=1)) * mean_bce
