@@ -204,3 +204,14 @@ def test_merge_is_refused_and_bad_configs(tiny_arch):
             _model(tiny_arch, **cfg)
     with pytest.raises(ValueError, match=r'needs \(N, H, W, C\) inputs'):
         _layer()(torch.randn(4, 8))
+
+
+def test_vpt_and_conv_lora_on_the_same_qkv_are_refused(tiny_arch):
+    with pytest.raises(ValueError, match='adapted by ConvLoRA, whose experts need the spatial token map'):
+        _model_list(tiny_arch, [dict(type='ConvLoRA'), dict(type='VPT', num_tokens=2)])
+    with pytest.raises(ValueError, match='belongs to a VPT-prompted attention'):
+        _model_list(tiny_arch, [dict(type='VPT', num_tokens=2), dict(type='ConvLoRA')])
+
+
+def _model_list(arch, cfgs):
+    return SAMViT(arch=arch, img_size=TINY_IMG, peft=cfgs)

@@ -272,6 +272,12 @@ class ConvLoRA(BasePEFTMethod):
             for name, linear in matches:
                 if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
                     raise ValueError(f'{name} is already adapted by {type(linear).__name__}')
+                parent = model.get_submodule(name.rpartition('.')[0])
+                if hasattr(parent, 'prompt_tokens'):  # VPT's PromptedAttention
+                    raise ValueError(
+                        f'{name} belongs to a VPT-prompted attention: its prompt tokens are not a '
+                        'spatial map, so ConvLoRA experts cannot run on them'
+                    )
                 layer = ConvLoRALinear(
                     linear, self.rank, self.alpha, self.scales, self.k, self.balance_weight, self.gate_grad
                 )

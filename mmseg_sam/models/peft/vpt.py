@@ -26,6 +26,7 @@ from .base import (
     match_modules,
     replace_module,
 )
+from .conv_lora import ConvLoRALinear
 
 __all__ = ['VPT', 'PromptedAttention']
 
@@ -183,6 +184,11 @@ class VPT(BasePEFTMethod):
         for name, attn in matches:
             if isinstance(attn, PromptedAttention):
                 raise ValueError(f'{name} is already prompted by VPT')
+            if isinstance(attn.qkv, ConvLoRALinear):
+                raise ValueError(
+                    f'{name}.qkv is adapted by ConvLoRA, whose experts need the spatial token map: '
+                    'VPT prompt tokens cannot pass through it'
+                )
         for name, attn in matches:
             prompted = PromptedAttention(attn, self.num_tokens, bound, self.dropout)
             replace_module(model, name, prompted)
