@@ -8,7 +8,15 @@ import torch
 from torch import nn
 
 from ..sam_modeling import Block
-from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, block_pattern, check_choices, match_modules
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    PEFTLayerMixin,
+    block_pattern,
+    check_blocks_matched,
+    check_choices,
+    match_modules,
+)
 
 __all__ = ['Adapter', 'AdapterLayer', 'BottleneckAdapter']
 
@@ -132,9 +140,7 @@ def select_blocks(model: nn.Module, method: str, blocks: Sequence[int] | None) -
     matches = list(match_modules(model, pattern, Block))
     if not matches:
         raise ValueError(f'{method} found no SAM Block matching {pattern!r} (blocks={blocks})')
-    missing = sorted(set(blocks or ()) - {int(name.split('.')[1]) for name, _ in matches})
-    if missing:
-        raise ValueError(f'{method} blocks {missing} matched no SAM Block')
+    check_blocks_matched(method, blocks, (name for name, _ in matches), 'SAM Block')
     return matches
 
 

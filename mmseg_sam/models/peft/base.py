@@ -119,6 +119,22 @@ def block_pattern(blocks: Sequence[int] | None) -> str:
     return '(?:' + '|'.join(str(int(i)) for i in blocks) + ')'
 
 
+def check_blocks_matched(method: str, blocks: Sequence[int] | None, names: Iterable[str], what: str) -> None:
+    """Raise if a requested block index has no match among module names ``blocks.<i>...``.
+
+    Args:
+        method: the method name, for the message.
+        blocks: the requested indices (None: all blocks, nothing to check).
+        names: qualified names of the matched modules.
+        what: what was looked for, for the message (e.g. ``'SAM Block'``).
+    """
+    if blocks is None:
+        return
+    missing = sorted(set(blocks) - {int(name.split('.')[1]) for name in names})
+    if missing:
+        raise ValueError(f'{method} blocks {missing} matched no {what}')
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` at the dotted path ``name`` inside ``model``."""
     parent_name, _, child = name.rpartition('.')

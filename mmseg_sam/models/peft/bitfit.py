@@ -5,7 +5,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .base import PEFT_METHODS, BasePEFTMethod, block_pattern, check_choices, match_modules
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    block_pattern,
+    check_blocks_matched,
+    check_choices,
+    match_modules,
+)
 
 __all__ = ['BitFit']
 
@@ -77,10 +84,7 @@ class BitFit(BasePEFTMethod):
                 f'BitFit found no module matching {pattern!r} for targets {list(self.targets)} '
                 f'(blocks={self.blocks})'
             )
-        if self.blocks is not None:
-            missing = sorted(set(self.blocks) - {int(name.split('.')[1]) for name, _ in matches})
-            if missing:
-                raise ValueError(f'BitFit blocks {missing} matched no module of {pattern!r}')
+        check_blocks_matched('BitFit', self.blocks, (name for name, _ in matches), f'module of {pattern!r}')
         if self.include_neck_and_patch_embed:
             outside = [
                 (n, m) for n, m in match_modules(model, _OUTSIDE_BLOCKS, nn.Module) if _bias_of(m) is not None

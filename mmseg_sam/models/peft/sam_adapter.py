@@ -14,7 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from ..sam_modeling import Block
-from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, block_pattern, match_modules
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    PEFTLayerMixin,
+    block_pattern,
+    check_blocks_matched,
+    match_modules,
+)
 
 __all__ = ['SAMAdapter', 'SAMAdapterPromptGenerator', 'high_frequency_component']
 
@@ -194,10 +201,8 @@ class SAMAdapter(BasePEFTMethod):
         matches = list(match_modules(model, pattern, Block))
         if not matches:
             raise ValueError(f'SAMAdapter found no SAM Block matching {pattern!r} (blocks={self.blocks})')
+        check_blocks_matched('SAMAdapter', self.blocks, (name for name, _ in matches), 'SAM Block')
         indices = [int(name.split('.')[1]) for name, _ in matches]
-        missing = sorted(set(self.blocks or ()) - set(indices))
-        if missing:
-            raise ValueError(f'SAMAdapter blocks {missing} matched no SAM Block')
 
         generator = SAMAdapterPromptGenerator(
             embed_dims,

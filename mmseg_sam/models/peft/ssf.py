@@ -11,6 +11,7 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks_matched,
     check_choices,
     match_modules,
     replace_module,
@@ -205,10 +206,7 @@ class SSF(BasePEFTMethod):
                     f'SSF found no {layer_type.__name__} matching {pattern!r} for target '
                     f'{target!r} (blocks={self.blocks})'
                 )
-            if self.blocks is not None:
-                missing = sorted(set(self.blocks) - {int(name.split('.')[1]) for name, _ in matches})
-                if missing:
-                    raise ValueError(f'SSF blocks {missing} matched no module of {pattern!r}')
+            check_blocks_matched('SSF', self.blocks, (name for name, _ in matches), f'module of {pattern!r}')
             for name, module in matches:
                 if isinstance(module, _SSFMixin):
                     raise ValueError(f'{name} is already adapted by SSF')

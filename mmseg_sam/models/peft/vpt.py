@@ -22,6 +22,7 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks_matched,
     check_choices,
     match_modules,
     replace_module,
@@ -177,9 +178,7 @@ class VPT(BasePEFTMethod):
         matches = list(match_modules(model, pattern, Attention))
         if not matches:
             raise ValueError(f'VPT found no SAM Attention matching {pattern!r} (blocks={self.blocks})')
-        missing = sorted(set(self.blocks or ()) - {int(name.split('.')[1]) for name, _ in matches})
-        if missing:
-            raise ValueError(f'VPT blocks {missing} matched no SAM Attention')
+        check_blocks_matched('VPT', self.blocks, (name for name, _ in matches), 'SAM Attention')
         params: dict[str, nn.Parameter] = {}
         for name, attn in matches:
             if isinstance(attn, PromptedAttention):
