@@ -24,6 +24,7 @@ from torch import nn
 
 __all__ = [
     'SAM_COMPONENTS',
+    'check_keys',
     'detect_format',
     'hf_to_sam_state_dict',
     'load_sam_component',
@@ -244,14 +245,46 @@ def load_strict(
     Returns:
         list[str]: the tolerated missing keys.
     """
-    expected = set(module.state_dict())
-    given = set(state_dict)
+    tolerated = check_keys(
+        module.state_dict(),
+        state_dict,
+        f'cannot load {source} into {type(module).__name__}:',
+        allowed_missing,
+        allowed_missing_reason,
+    )
+    try:
+        module.load_state_dict(state_dict, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f'cannot load {source} into {type(module).__name__}: {err}') from err
+    return tolerated
+
+
+def check_keys(
+    expected: Iterable[str],
+    given: Iterable[str],
+    header: str,
+    allowed_missing: Callable[[str], bool] | None = None,
+    allowed_missing_reason: str = '',
+) -> list[str]:
+    """Compare key sets; raise ``ValueError`` naming every unexpected and unexplained missing key.
+
+    Args:
+        expected: the keys the model has.
+        given: the keys the checkpoint has.
+        header: first line of the error.
+        allowed_missing: predicate for keys that may be absent.
+        allowed_missing_reason: why those keys may be absent (named in errors).
+
+    Returns:
+        list[str]: the tolerated missing keys, sorted.
+    """
+    expected, given = set(expected), set(given)
     missing = sorted(expected - given)
     unexpected = sorted(given - expected)
     tolerated = [k for k in missing if allowed_missing is not None and allowed_missing(k)]
     missing = [k for k in missing if k not in tolerated]
     if missing or unexpected:
-        lines = [f'cannot load {source} into {type(module).__name__}:']
+        lines = [header]
         if missing:
             lines.append(f'  missing keys ({len(missing)}): {_abbrev(missing)}')
         if unexpected:
@@ -259,10 +292,6 @@ def load_strict(
         if allowed_missing_reason:
             lines.append(f'  ({allowed_missing_reason})')
         raise ValueError('\n'.join(lines))
-    try:
-        module.load_state_dict(state_dict, strict=False)
-    except RuntimeError as err:
-        raise ValueError(f'cannot load {source} into {type(module).__name__}: {err}') from err
     return tolerated
 
 

@@ -49,7 +49,7 @@ def test_loading_checks_keys_strictly(sam_checkpoint):
     hook.after_load_checkpoint(_runner(_segmentor(sam_checkpoint, peft=lora)), checkpoint)  # fine
 
     with pytest.raises(
-        ValueError, match=r'missing keys \(\d+\): backbone\.blocks\.0\.attn\.proj\.bias.*sam_checkpoint'
+        ValueError, match=r'(?s)missing keys \(\d+\): backbone\.blocks\.0\.attn\.proj\.bias.*sam_checkpoint'
     ):
         hook.after_load_checkpoint(_runner(_segmentor(None, peft=lora)), checkpoint)
     with pytest.raises(ValueError, match=r'unexpected keys \(8\): backbone\.blocks\.0\.attn\.qkv\.lora_A'):

@@ -7,6 +7,8 @@ from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
+from ...utils.checkpoint import check_keys
+
 __all__ = ['SAMCheckpointHook', 'check_checkpoint_keys']
 
 _META_KEY = 'mmseg_sam'
@@ -92,26 +94,12 @@ def check_checkpoint_keys(model: nn.Module, state: dict) -> list[str]:
     Raises:
         ValueError: any unexpected key, or any other missing key, named.
     """
-    given = {re.sub(r'^module\.', '', k) for k in state}
-    expected = set(model.state_dict())
-    unexpected = sorted(given - expected)
-    missing = sorted(expected - given)
     frozen = _frozen_from_sam(model)
-    unexplained = [k for k in missing if k not in frozen]
-    if unexpected or unexplained:
-        lines = ['the checkpoint does not fit the model built from the config:']
-        if unexpected:
-            lines.append(f'  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}')
-        if unexplained:
-            lines.append(
-                f'  missing keys ({len(unexplained)}): {_abbrev(unexplained)} '
-                '(only frozen weights restored from a SAM checkpoint may be absent; '
-                'is model.sam_checkpoint set as when the checkpoint was saved?)'
-            )
-        raise ValueError('\n'.join(lines))
-    return missing
-
-
-def _abbrev(keys: list[str], limit: int = 10) -> str:
-    shown = ', '.join(keys[:limit])
-    return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '')
+    return check_keys(
+        model.state_dict(),
+        (re.sub(r'^module\.', '', k) for k in state),
+        'the checkpoint does not fit the model built from the config:',
+        allowed_missing=frozen.__contains__,
+        allowed_missing_reason='only frozen weights restored from a SAM checkpoint may be absent; '
+        'is model.sam_checkpoint set as when the checkpoint was saved?',
+    )
