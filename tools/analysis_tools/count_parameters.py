@@ -47,8 +47,9 @@ def encoder_trainable(arch: str, overrides: dict) -> int:
 
 
 def head_trainable(**kwargs) -> int:
+    kwargs.setdefault('loss_decode', dict(type='CrossEntropyLoss', use_sigmoid=True))
     with torch.device('meta'):
-        head = SAMMaskDecoderHead(loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True), **kwargs)
+        head = SAMMaskDecoderHead(**kwargs)
     return sum(p.numel() for p in head.parameters() if p.requires_grad)
 
 
@@ -75,13 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     for name, kwargs in heads.items():
-        if 'loss_decode' in kwargs:
-            with torch.device('meta'):
-                head = SAMMaskDecoderHead(**kwargs)
-            count = sum(p.numel() for p in head.parameters() if p.requires_grad)
-        else:
-            count = head_trainable(**kwargs)
-        print(f'| {name} | {count:,} |')
+        print(f'| {name} | {head_trainable(**kwargs):,} |')
     return 0
 
 
