@@ -1,0 +1,6 @@
+from .base_binary_metric import BaseBinaryMetric, foreground_probability
+from .ber_metric import BERMetric
+from .binary_iou_metric import BinaryIoUMetric
+from .sod_metric import SODMetric
+
+__all__ = ['BaseBinaryMetric', 'BERMetric', 'BinaryIoUMetric', 'SODMetric', 'foreground_probability']
