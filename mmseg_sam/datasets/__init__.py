@@ -1,3 +1,39 @@
+from .benchmarks import (
+    CAMODataset,
+    CHAMELEONDataset,
+    COD10KDataset,
+    CVCClinicDBDataset,
+    ISIC2017Dataset,
+    ISTDDataset,
+    KvasirSEGDataset,
+    LeafDiseaseDataset,
+    MassachusettsRoadsDataset,
+    SBUDataset,
+)
+from .binary_foreground import BinaryForegroundDataset, ConvertedBinaryDataset
+from .binary_transforms import LoadBinaryAnnotations
+from .checked_seg_dataset import CheckedSegDataset
 from .synthetic import generate_synthetic_dataset
+from .trans10k import Trans10KV1Dataset, Trans10KV2Dataset
+from .transforms import CheckSegSample
 
-__all__ = ['generate_synthetic_dataset']
+__all__ = [
+    'CheckSegSample',
+    'generate_synthetic_dataset',
+    'CheckedSegDataset',
+    'BinaryForegroundDataset',
+    'ConvertedBinaryDataset',
+    'LoadBinaryAnnotations',
+    'COD10KDataset',
+    'CAMODataset',
+    'CHAMELEONDataset',
+    'SBUDataset',
+    'ISTDDataset',
+    'KvasirSEGDataset',
+    'CVCClinicDBDataset',
+    'ISIC2017Dataset',
+    'LeafDiseaseDataset',
+    'MassachusettsRoadsDataset',
+    'Trans10KV1Dataset',
+    'Trans10KV2Dataset',
+]

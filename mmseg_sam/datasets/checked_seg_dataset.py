@@ -1,0 +1,85 @@
+"""BaseSegDataset that fails at build time, naming the folder, when there is nothing to load."""
+
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any
+
+from mmseg.datasets import BaseSegDataset
+
+__all__ = ['CheckedSegDataset']
+
+_MAX_LISTED = 5
+
+
+class CheckedSegDataset(BaseSegDataset):
+    """:class:`~mmseg.datasets.BaseSegDataset` with build-time checks of its folders.
+
+    mmseg builds a dataset from a missing or empty folder without complaint and
+    then hangs (``InfiniteSampler``) or fails far from the cause. On local files
+    this class raises when the dataset is built instead:
+
+    - the image folder does not exist, or holds no file ending in ``img_suffix``;
+    - an image has no mask ``<name><seg_map_suffix>`` in the mask folder.
+
+    Checks of mask *values* belong to the data pipeline; this class only checks
+    that the files are there. Datasets read through a file backend
+    (``backend_args`` set) skip the folder checks, but an empty list of images
+    is still an error.
+
+    Args:
+        check_masks: Check that every image has a mask file; turn off for
+            image-only (inference) datasets.
+        **kwargs: Arguments of :class:`~mmseg.datasets.BaseSegDataset`.
+    """
+
+    def __init__(self, check_masks: bool = True, **kwargs: Any) -> None:
+        self.check_masks = check_masks  # read by load_data_list, which BaseSegDataset.__init__ calls
+        super().__init__(**kwargs)
+
+    def _where(self) -> str:
+        """``data_root``/``data_prefix`` as given, for error messages."""
+        return (
+            f'data_root={self.data_root!r}, data_prefix={self.data_prefix!r}, img_suffix={self.img_suffix!r}'
+        )
+
+    def load_data_list(self) -> list[dict]:
+        """Load the data list like mmseg, then check it.
+
+        Returns:
+            The data list of :meth:`BaseSegDataset.load_data_list`.
+
+        Raises:
+            FileNotFoundError: If the image folder does not exist or an image
+                has no mask.
+            ValueError: If no image was found.
+        """
+        name = type(self).__name__
+        img_dir = self.data_prefix.get('img_path', '') or ''
+        ann_dir = self.data_prefix.get('seg_map_path', None)
+        local = self.backend_args is None
+        from_folder = not self.ann_file or osp.isdir(self.ann_file)
+        if local and from_folder and not osp.isdir(img_dir):
+            raise FileNotFoundError(
+                f'{name}: the image folder {img_dir} does not exist ({self._where()}); '
+                f'convert the dataset first (tools/dataset_converters/) or fix data_root'
+            )
+        data_list = super().load_data_list()
+        if not data_list:
+            source = f'the folder {img_dir}' if from_folder else f'the split file {self.ann_file}'
+            raise ValueError(
+                f'{name}: no image ending in {self.img_suffix!r} found in {source} ({self._where()}); '
+                f'check img_suffix or convert the dataset first (tools/dataset_converters/)'
+            )
+        if local and self.check_masks and ann_dir:
+            missing = [d for d in data_list if not osp.isfile(d['seg_map_path'])]
+            if missing:
+                listed = ', '.join(
+                    f'{d["img_path"]} (expected {d["seg_map_path"]})' for d in missing[:_MAX_LISTED]
+                )
+                more = f' and {len(missing) - _MAX_LISTED} more' if len(missing) > _MAX_LISTED else ''
+                raise FileNotFoundError(
+                    f'{name}: {len(missing)} of {len(data_list)} images in {img_dir} have no mask in '
+                    f'{ann_dir} (seg_map_suffix={self.seg_map_suffix!r}): {listed}{more}'
+                )
+        return data_list

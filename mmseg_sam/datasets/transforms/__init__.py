@@ -1,0 +1,3 @@
+from .check import CheckSegSample
+
+__all__ = ['CheckSegSample']
