@@ -16,4 +16,14 @@ resume = False
 tta_model = dict(type='SegTTAModel')
 # SAMCheckpointHook saves only what the SAM checkpoint does not hold (PEFT, head,
 # optimizer state) and checks every load strictly; save_frozen=True keeps full files.
-custom_hooks = [dict(type='TrainableParamsHook'), dict(type='SAMCheckpointHook', save_frozen=False)]
+# RNGStateHook stores the random generators' states so that --resume continues the
+# same random streams; AtomicCheckpointWritesHook makes checkpoint writes atomic
+# (a crash mid-write never replaces the last good checkpoint); ModelDatasetCheckHook
+# fails before the first step when the head's classes do not fit the dataset's.
+custom_hooks = [
+    dict(type='ModelDatasetCheckHook'),
+    dict(type='TrainableParamsHook'),
+    dict(type='SAMCheckpointHook', save_frozen=False),
+    dict(type='RNGStateHook'),
+    dict(type='AtomicCheckpointWritesHook'),
+]

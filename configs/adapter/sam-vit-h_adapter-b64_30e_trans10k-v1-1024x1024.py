@@ -1,0 +1,4 @@
+# Adapter (Houlsby et al. 2019): serial bottleneck adapters (width 64, GELU) after the
+# attention and the MLP of every block.
+_base_ = ['../_base_/benchmarks/trans10k_v1_1024x1024.py']
+model = dict(backbone=dict(peft=dict(type='Adapter', bottleneck=64, targets=('attn', 'mlp'))))

@@ -1,0 +1,3 @@
+# BitFit: the encoder's biases train (qkv, proj, MLP linears, LayerNorms, patch embedding, neck).
+_base_ = ['../_base_/benchmarks/leaf_disease_1024x1024.py']
+model = dict(backbone=dict(peft=dict(type='BitFit')))

@@ -1,0 +1,2 @@
+# Decoder-only baseline: SAM's image encoder stays frozen (no PEFT), only the mask decoder trains.
+_base_ = ['../_base_/benchmarks/polyp_1024x1024.py']

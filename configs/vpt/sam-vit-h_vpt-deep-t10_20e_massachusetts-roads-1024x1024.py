@@ -1,0 +1,3 @@
+# VPT-deep (Jia et al. 2022): 10 prompt tokens as extra keys and values in every block.
+_base_ = ['../_base_/benchmarks/massachusetts_roads_1024x1024.py']
+model = dict(backbone=dict(peft=dict(type='VPT', num_tokens=10, mode='deep')))
