@@ -4,7 +4,7 @@
 #   python tools/dataset_converters/cod10k.py /path/to/COD10K-v3 -o data/cod10k
 #   python tools/dataset_converters/camo.py /path/to/CAMO-V.1.0-CVIU2019 -o data/camo
 #   python tools/dataset_converters/chameleon.py /path/to/CHAMELEON -o data/chameleon
-# Schedule of the reference: 20 epochs of 4040 images at batch 4, 4040 * 20 / 4 = 20200
+# Schedule of the reference: 20 epochs of 4040 images at batch 4, ceil(4040 / 4) * 20 = 20200
 # iterations. COD10K-test is also the validation set.
 dataset_type = 'COD10KDataset'
 data_root = 'data/cod10k'

@@ -1,7 +1,7 @@
 # CVC-ClinicDB polyps alone, PraNet split: train 550, test 62 frames. Convert first:
 #   python tools/dataset_converters/cvc_clinicdb.py /path/to/CVC-ClinicDB -o data/cvc_clinicdb
 # (polyp_1024x1024.py is the papers' protocol: train on Kvasir + CVC-ClinicDB.)
-# Schedule: 30 epochs as the reference: 550 * 30 / 4 = 4125 iterations at batch 4.
+# Schedule: 30 epochs as the reference: ceil(550 / 4) * 30 = 4140 iterations at batch 4.
 # The test set is also the validation set.
 dataset_type = 'CVCClinicDBDataset'
 data_root = 'data/cvc_clinicdb'

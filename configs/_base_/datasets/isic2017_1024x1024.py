@@ -1,6 +1,6 @@
 # ISIC 2017 skin lesions (task 1): train 2000, val 150, test 600 images. Convert first:
 #   python tools/dataset_converters/isic2017.py /path/to/ISIC2017 -o data/isic2017
-# Schedule of the reference (Conv-LoRA): 30 epochs, 2000 * 30 / 4 = 15000 iterations
+# Schedule of the reference (Conv-LoRA): 30 epochs, ceil(2000 / 4) * 30 = 15000 iterations
 # at batch 4.
 dataset_type = 'ISIC2017Dataset'
 data_root = 'data/isic2017'

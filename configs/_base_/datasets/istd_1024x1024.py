@@ -1,6 +1,6 @@
 # ISTD shadows: train 1330, test 540 images (shadow image A, mask B). Convert first:
 #   python tools/dataset_converters/istd.py /path/to/ISTD_Dataset -o data/istd
-# Schedule: 10 epochs as the reference does for shadows (SBU): 1330 * 10 / 4 = 3325
+# Schedule: 10 epochs as the reference does for shadows (SBU): ceil(1330 / 4) * 10 = 3330
 # iterations at batch 4. The test set is also the validation set.
 dataset_type = 'ISTDDataset'
 data_root = 'data/istd'

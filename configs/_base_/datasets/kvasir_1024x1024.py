@@ -1,7 +1,7 @@
 # Kvasir-SEG polyps alone, PraNet split: train 900, test 100 images. Convert first:
 #   python tools/dataset_converters/kvasir_seg.py /path/to/Kvasir-SEG -o data/kvasir_seg
 # (polyp_1024x1024.py is the papers' protocol: train on Kvasir + CVC-ClinicDB.)
-# Schedule: 30 epochs as the reference: 900 * 30 / 4 = 6750 iterations at batch 4.
+# Schedule: 30 epochs as the reference: ceil(900 / 4) * 30 = 6750 iterations at batch 4.
 # The test set is also the validation set.
 dataset_type = 'KvasirSEGDataset'
 data_root = 'data/kvasir_seg'

@@ -1,7 +1,7 @@
 # Leaf disease segmentation (Kaggle, Rath 2023): train 498, test 90 images (the release's
 # valid split). Convert first:
 #   python tools/dataset_converters/leaf_disease.py /path/to/leaf-disease-segmentation -o data/leaf_disease
-# Schedule of the reference (Conv-LoRA, lr 3e-4): 30 epochs, 498 * 30 / 4 = 3735 iterations
+# Schedule of the reference (Conv-LoRA, lr 3e-4): 30 epochs, ceil(498 / 4) * 30 = 3750 iterations
 # at batch 4. The test set is also the validation set.
 dataset_type = 'LeafDiseaseDataset'
 data_root = 'data/leaf_disease'

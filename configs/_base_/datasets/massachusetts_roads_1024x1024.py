@@ -1,7 +1,7 @@
 # Massachusetts Roads: train 1108, val 14, test 49 tiles of 1500x1500. Convert first:
 #   python tools/dataset_converters/massachusetts_roads.py /path/to/massachusetts-roads-dataset \
 #       -o data/massachusetts_roads
-# Schedule of the reference (Conv-LoRA, lr 3e-4): 20 epochs, 1108 * 20 / 4 = 5540 iterations
+# Schedule of the reference (Conv-LoRA, lr 3e-4): 20 epochs, ceil(1108 / 4) * 20 = 5540 iterations
 # at batch 4.
 dataset_type = 'MassachusettsRoadsDataset'
 data_root = 'data/massachusetts_roads'

@@ -3,7 +3,7 @@
 # Convert both releases first:
 #   python tools/dataset_converters/kvasir_seg.py /path/to/Kvasir-SEG -o data/kvasir_seg
 #   python tools/dataset_converters/cvc_clinicdb.py /path/to/CVC-ClinicDB -o data/cvc_clinicdb
-# Schedule of the reference: 30 epochs of 1450 images at batch 4, 1450 * 30 / 4 = 10875
+# Schedule of the reference: 30 epochs of 1450 images at batch 4, ceil(1450 / 4) * 30 = 10890
 # iterations. Kvasir-test is also the validation set.
 dataset_type = 'KvasirSEGDataset'
 data_root = 'data/kvasir_seg'

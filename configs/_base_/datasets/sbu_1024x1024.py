@@ -1,7 +1,7 @@
 # SBU-Shadow: train 4089, test 638 images. Convert the release first:
 #   python tools/dataset_converters/sbu.py /path/to/SBU-shadow -o data/sbu
 # Schedule of the reference (Conv-LoRA): 10 epochs of 4089 images at batch 4,
-# 4089 * 10 / 4 = 10223 iterations. The test set is also the validation set.
+# ceil(4089 / 4) * 10 = 10230 iterations. The test set is also the validation set.
 dataset_type = 'SBUDataset'
 data_root = 'data/sbu'
 crop_size = (1024, 1024)

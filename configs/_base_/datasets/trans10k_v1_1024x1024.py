@@ -3,7 +3,7 @@
 #   python tools/dataset_converters/trans10k_v1.py /path/to/Trans10K -o data/trans10k_v1
 # The easy/hard subsets are listed in data/trans10k_v1/splits/{val,test}_{easy,hard}.txt:
 # add ann_file='splits/test_hard.txt' to the test dataset to evaluate one of them.
-# Schedule: 30 epochs as the reference: 5000 * 30 / 4 = 37500 iterations at batch 4.
+# Schedule: 30 epochs as the reference: ceil(5000 / 4) * 30 = 37500 iterations at batch 4.
 dataset_type = 'Trans10KV1Dataset'
 data_root = 'data/trans10k_v1'
 crop_size = (1024, 1024)

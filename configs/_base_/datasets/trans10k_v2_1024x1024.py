@@ -1,7 +1,7 @@
 # Trans10K-v2 transparent objects (11 fine-grained classes + background): train 5000,
 # val 1000, test 4428 images. Convert first:
 #   python tools/dataset_converters/trans10k_v2.py /path/to/Trans10K_cls12 -o data/trans10k_v2
-# Schedule: 30 epochs as the reference: 5000 * 30 / 4 = 37500 iterations at batch 4.
+# Schedule: 30 epochs as the reference: ceil(5000 / 4) * 30 = 37500 iterations at batch 4.
 dataset_type = 'Trans10KV2Dataset'
 data_root = 'data/trans10k_v2'
 crop_size = (1024, 1024)
