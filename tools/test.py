@@ -8,6 +8,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
+from mmseg_sam.engine import setup_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
 
+    # gloo on hosts without a GPU; a DDP wrapper that handles CPU and Conv-LoRA's unused experts
+    setup_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.test()
 

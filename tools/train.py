@@ -11,6 +11,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
+from mmseg_sam.engine import setup_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
+    # gloo on hosts without a GPU; a DDP wrapper that handles CPU and Conv-LoRA's unused experts
+    setup_distributed(cfg)
     cfg.resume = args.resume
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
