@@ -1,4 +1,23 @@
-from .hooks import SAMCheckpointHook, TrainableParamsHook
-from .optimizers import PEFTOptimWrapperConstructor
+from .dist import SAMDistributedDataParallel, setup_distributed
+from .fileio import AtomicLocalBackend
+from .hooks import (
+    AtomicCheckpointWritesHook,
+    ModelDatasetCheckHook,
+    RNGStateHook,
+    SAMCheckpointHook,
+    TrainableParamsHook,
+)
+from .optimizers import PEFTOptimWrapperConstructor, PortableAmpOptimWrapper
 
-__all__ = ['SAMCheckpointHook', 'PEFTOptimWrapperConstructor', 'TrainableParamsHook']
+__all__ = [
+    'AtomicCheckpointWritesHook',
+    'AtomicLocalBackend',
+    'ModelDatasetCheckHook',
+    'PEFTOptimWrapperConstructor',
+    'PortableAmpOptimWrapper',
+    'RNGStateHook',
+    'SAMDistributedDataParallel',
+    'SAMCheckpointHook',
+    'TrainableParamsHook',
+    'setup_distributed',
+]

@@ -1,4 +1,17 @@
+from .atomic_checkpoint_hook import AtomicCheckpointWritesHook
+from .model_dataset_check_hook import ModelDatasetCheckHook, check_head_fits_dataset
+from .rng_state_hook import RNGStateHook, capture_rng_states, restore_rng_states
 from .sam_checkpoint_hook import SAMCheckpointHook
 from .trainable_params_hook import TrainableParamsHook, summarize_parameters
 
-__all__ = ['SAMCheckpointHook', 'TrainableParamsHook', 'summarize_parameters']
+__all__ = [
+    'AtomicCheckpointWritesHook',
+    'ModelDatasetCheckHook',
+    'RNGStateHook',
+    'SAMCheckpointHook',
+    'TrainableParamsHook',
+    'capture_rng_states',
+    'check_head_fits_dataset',
+    'restore_rng_states',
+    'summarize_parameters',
+]

@@ -94,6 +94,17 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             if not isinstance(num_queries, int) or num_queries < 1:
                 raise ValueError(f'num_queries must be a positive int, got {num_queries!r}')
             kwargs['loss_decode'] = _with_num_classes(kwargs.get('loss_decode'), num_classes)
+        elif out_channels == 1 and num_classes != 2:
+            raise ValueError(
+                f'out_channels=1 (one sigmoid foreground map) is for binary segmentation, num_classes=2; got '
+                f'num_classes={num_classes}: use out_channels={num_classes} (softmax over the classes)'
+            )
+        if kwargs.get('threshold') is not None and (out_channels or num_classes) != 1:
+            raise ValueError(
+                f'threshold={kwargs["threshold"]} only applies to a binary head with out_channels=1; this head '
+                f'has {out_channels or num_classes} output channels (argmax over classes): remove threshold '
+                'or set it to None'
+            )
         kwargs.pop('init_cfg', None)  # weights come from SAM, not an mmseg init
         super().__init__(
             in_channels=embed_dims,
@@ -207,9 +218,43 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             return self.cls_embed(tokens), masks
         return masks
 
+    def check_labels(self, batch_data_samples: SampleList) -> None:
+        """Refuse ground-truth labels outside ``[0, num_classes)`` other than ``ignore_index``.
+
+        Out-of-range labels make the cross-entropy fail without saying which file
+        (on a GPU with a device-side assert) and make sigmoid losses train on
+        nonsense. The check is one comparison per label pixel.
+
+        Raises:
+            ValueError: naming the bad values and each offending sample's mask file.
+        """
+        bad = [
+            ((label < 0) | (label >= self.num_classes)) & (label != self.ignore_index)
+            for label in (sample.gt_sem_seg.data for sample in batch_data_samples)
+        ]
+        if not bad or not bool(torch.stack([b.any() for b in bad]).any()):  # one device sync per batch
+            return
+        files = []
+        for sample, mask in zip(batch_data_samples, bad):
+            if bool(mask.any()):
+                values = sample.gt_sem_seg.data[mask].unique()
+                source = sample.metainfo.get('seg_map_path') or sample.metainfo.get('img_path', '<unknown>')
+                files.append(f'{source}: {values[:8].tolist()}{" ..." if values.numel() > 8 else ""}')
+        hint = (
+            ' a binary mask must hold 0 and 1 (255 is ignored): map its foreground value to 1, e.g. with '
+            'LoadBinaryAnnotations;'
+            if self.num_classes == 2
+            else ''
+        )
+        raise ValueError(
+            f'labels outside [0, {self.num_classes}) (num_classes={self.num_classes}, '
+            f'ignore_index={self.ignore_index}) in {len(files)} mask(s):{hint} ' + '; '.join(files)
+        )
+
     def loss_by_feat(
         self, seg_logits: Tensor | tuple[Tensor, Tensor], batch_data_samples: SampleList
     ) -> dict:
+        self.check_labels(batch_data_samples)
         if self.mode != 'mask_classification':
             return super().loss_by_feat(seg_logits, batch_data_samples)
         cls_logits, mask_logits = seg_logits
