@@ -63,9 +63,10 @@ def data(tmp_path_factory) -> Path:
 def test_train_tool_under_autocast_keeps_losses_finite(tmp_path, data, sam_checkpoint, dtype):
     cfg = write_config(tmp_path, data, sam_checkpoint)  # Conv-LoRA (noisy gate) + LoRA with dropout
     work = tmp_path / 'work'
+    # --amp is the user's switch (PortableAmpOptimWrapper, bf16 on CPU); fp16 is chosen by config
+    amp = ['--amp'] if dtype == 'bfloat16' else []
     options = [
-        'optim_wrapper.type=PortableAmpOptimWrapper',
-        f'optim_wrapper.dtype={dtype}',
+        *([] if amp else ['optim_wrapper.type=PortableAmpOptimWrapper', f'optim_wrapper.dtype={dtype}']),
         'train_cfg.max_iters=6',
         'train_cfg.val_interval=100',
         'default_hooks.checkpoint.interval=6',
@@ -77,6 +78,7 @@ def test_train_tool_under_autocast_keeps_losses_finite(tmp_path, data, sam_check
             str(cfg),
             '--work-dir',
             str(work),
+            *amp,
             '--cfg-options',
             *options,
         ],

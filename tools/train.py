@@ -58,12 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'AmpOptimWrapper':
+        if cfg.optim_wrapper.get('type', 'OptimWrapper') in ('AmpOptimWrapper', 'PortableAmpOptimWrapper'):
             print_log(
                 'AMP training is already enabled in your config.', logger='current', level=logging.WARNING
             )
         else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            # MMEngine's AmpOptimWrapper on a GPU (fp16, dynamic loss scale); bf16 autocast on CPU-only hosts
+            cfg.optim_wrapper.type = 'PortableAmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
     # gloo on hosts without a GPU; a DDP wrapper that handles CPU and Conv-LoRA's unused experts

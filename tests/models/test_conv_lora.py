@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import ConvLoRALinear, collect_aux_losses
-from mmseg_sam.models.peft.conv_lora import NoisyTopKGate, cv_squared
+from mmseg_sam.models.peft.conv_lora import NoisyTopKGate, _top_first, cv_squared, pop_expert_usage
 from tests.conftest import TINY_IMG, perturb_
 
 
@@ -215,3 +215,101 @@ def test_vpt_and_conv_lora_on_the_same_qkv_are_refused(tiny_arch):
 
 def _model_list(arch, cfgs):
     return SAMViT(arch=arch, img_size=TINY_IMG, peft=cfgs)
+
+
+def _routed_layer(k=1, num_experts=4, gate_grad=False):
+    """A layer whose gate spreads 32 samples over several experts."""
+    layer = _layer(num_experts=num_experts, k=k, gate_grad=gate_grad)
+    with torch.no_grad():
+        layer.gate.w_gate.normal_(generator=torch.Generator().manual_seed(1))
+    return layer
+
+
+@pytest.mark.parametrize('k, gate_grad', [(1, False), (2, False), (1, True)])
+def test_dense_dispatch_equals_grouped_dispatch_in_eval(k, gate_grad):
+    """Bit for bit per sample; in a batch up to the rounding of conv kernels chosen by batch size."""
+    layer = _routed_layer(k, gate_grad=gate_grad).eval()
+    x = torch.randn(32, 5, 6, 8)
+    with torch.no_grad():
+        grouped = layer(x)
+        routing = layer.last_routing
+        singles = [layer(x[n : n + 1]) for n in range(12)]
+        layer.dense_dispatch = True
+        dense = layer(x)
+        dense_singles = [layer(x[n : n + 1]) for n in range(12)]
+    assert len(routing.unique()) > 2 and len(routing[:12].unique(dim=0)) > 2  # several experts in play
+    for n in range(12):
+        assert torch.equal(dense_singles[n], singles[n]), n
+    assert torch.equal(layer.last_routing, routing[11:12])
+    assert torch.allclose(dense, grouped, rtol=0, atol=1e-6)
+
+
+def test_dense_dispatch_equals_grouped_dispatch_in_training():
+    """Same values and gradients; experts nobody chose get zero gradients instead of none."""
+    layer = _routed_layer(num_experts=6).train()
+    x = torch.randn(5, 4, 4, 8)
+    results = {}
+    for dense in (False, True):
+        layer.dense_dispatch = dense
+        layer.zero_grad(set_to_none=True)
+        torch.manual_seed(7)  # the same gate noise
+        out = layer(x)
+        (out.square().sum() + layer.pop_aux_losses()['loss_moe']).backward()
+        grads = {
+            n: None if p.grad is None else p.grad.clone()
+            for n, p in layer.named_parameters()
+            if p.requires_grad
+        }
+        results[dense] = out, layer.last_routing, grads
+    (out_g, routing_g, grads_g), (out_d, routing_d, grads_d) = results[False], results[True]
+    assert torch.equal(routing_g, routing_d)
+    assert torch.allclose(out_g, out_d, rtol=0, atol=1e-6)
+    unused = set(range(6)) - set(routing_g.flatten().tolist())
+    assert unused, 'the check needs an expert that no sample chose'
+    for name, grad in grads_g.items():
+        if grad is None:
+            assert name.startswith('experts.') and int(name.split('.')[1]) in unused, name
+            assert grads_d[name].abs().sum() == 0, name
+        else:
+            assert torch.allclose(grad, grads_d[name], atol=1e-6), name
+
+
+def test_tracing_dispatches_densely():
+    """A trace is input-general: it routes new inputs like the eager layer."""
+    layer = _routed_layer().eval()
+    x1, x2 = torch.randn(16, 5, 5, 8), torch.randn(16, 5, 5, 8)
+    with torch.no_grad():
+        layer(x1)
+        routing1 = layer.last_routing
+        traced = torch.jit.trace(layer, (x1,), check_trace=False)
+        expected = layer(x2)
+    assert not torch.equal(layer.last_routing, routing1)  # x2 routes differently
+    with torch.no_grad():
+        assert torch.allclose(traced(x2), expected, atol=1e-6)
+
+
+def test_ties_go_to_the_lower_expert():
+    """The zero-initialised gate ties everywhere: routing is expert 0 (then 1), as ONNX TopK."""
+    layer = _layer(num_experts=8, k=2).eval()
+    with torch.no_grad():
+        layer(torch.randn(3, 4, 4, 8))
+    assert layer.last_routing.tolist() == [[0, 1]] * 3
+    logits = torch.tensor([[0.0, 2.0, 1.0, 2.0, 1.0]])
+    values, index = _top_first(logits, 3)
+    assert index.tolist() == [[1, 3, 2]]
+    assert torch.equal(values, logits.topk(3).values)
+
+
+def test_pop_expert_usage_counts_each_forward_once(tiny_arch):
+    model = _model(tiny_arch, num_experts=3, k=2).eval()
+    with torch.no_grad():
+        model(torch.randn(3, 3, TINY_IMG, TINY_IMG))
+    counts = pop_expert_usage(model)
+    assert list(counts) == ['blocks.0.attn.qkv', 'blocks.1.attn.qkv']
+    windows = 3 * 4  # 3 images, 4 windows each
+    assert counts['blocks.0.attn.qkv'].sum() == windows * 2 and counts['blocks.1.attn.qkv'].sum() == 3 * 2
+    assert all(c.shape == (3,) and c.dtype == torch.int64 for c in counts.values())
+    with pytest.raises(ValueError, match='blocks.0.attn.qkv has no routing to count'):
+        pop_expert_usage(model)
+    with pytest.raises(ValueError, match='SAMViT has no Conv-LoRA layer'):
+        pop_expert_usage(SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=dict(type='LoRA')))

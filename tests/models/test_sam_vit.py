@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmseg_sam.models.backbones import SAMViT
+from mmseg_sam.models.backbones import SAMAttention, SAMViT
 from mmseg_sam.models.backbones.sam_vit import resize_pos_embed
 from mmseg_sam.models.sam_modeling import ImageEncoderViT
 from tests.conftest import TINY_IMG, perturb_
@@ -125,9 +125,12 @@ def test_frozen_by_default_and_full_finetune(tiny_arch):
     assert all(p.requires_grad for p in full.parameters())
 
 
-def test_state_dict_keys_are_sams(reference_sam, tiny_arch):
-    model = SAMViT(arch=tiny_arch, img_size=TINY_IMG)
+@pytest.mark.parametrize('attn_impl, with_cp', [('auto', False), ('eager', True), ('folded', True)])
+def test_state_dict_keys_are_sams(reference_sam, tiny_arch, attn_impl, with_cp):
+    model = SAMViT(arch=tiny_arch, img_size=TINY_IMG, attn_impl=attn_impl, with_cp=with_cp)
     assert set(model.state_dict()) == set(reference_sam.image_encoder.state_dict())
+    assert all(type(block.attn) is SAMAttention for block in model.blocks)
+    assert all(block.attn.attn_impl != 'auto' and block.with_cp == with_cp for block in model.blocks)
 
 
 def test_missing_and_unexpected_keys_are_named(reference_sam, tmp_path, tiny_arch):

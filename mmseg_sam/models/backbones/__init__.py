@@ -1,3 +1,4 @@
-from .sam_vit import SAM_ARCHS, SAMViT
+from .sam_attention import ATTN_IMPLS, SAMAttention
+from .sam_vit import SAM_ARCHS, SAMBlock, SAMViT
 
-__all__ = ['SAMViT', 'SAM_ARCHS']
+__all__ = ['ATTN_IMPLS', 'SAMAttention', 'SAMBlock', 'SAMViT', 'SAM_ARCHS']

@@ -11,7 +11,26 @@ from torch.distributions.normal import Normal
 from .base import PEFT_METHODS, BasePEFTMethod, block_pattern, check_choices, match_modules, replace_module
 from .lora import LoRALinear
 
-__all__ = ['ConvLoRA', 'ConvLoRALinear', 'ConvExpert', 'NoisyTopKGate', 'cv_squared']
+__all__ = [
+    'ConvLoRA',
+    'ConvLoRALinear',
+    'ConvExpert',
+    'NoisyTopKGate',
+    'conv_lora_layers',
+    'cv_squared',
+    'is_tracing',
+    'pop_expert_usage',
+]
+
+
+def is_tracing() -> bool:
+    """Whether the current forward is being traced or exported, not run.
+
+    True under ``torch.onnx.export`` (TorchScript- or dynamo-based), ``torch.export``
+    and ``torch.jit.trace``: Conv-LoRA then dispatches densely, without the
+    data-dependent Python loop over the selected experts.
+    """
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing()
 
 
 def cv_squared(x: Tensor) -> Tensor:
@@ -50,11 +69,39 @@ class ConvExpert(nn.Module):
         return f'scale={self.scale}'
 
 
+def _top_first(logits: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """The ``n`` largest logits per row, ties to the lower index.
+
+    ``torch.topk`` orders ties arbitrarily (on CPU, all-equal rows come back from the
+    highest index down) and ONNX ``TopK`` puts the lower index first, so neither is
+    used: ``n`` rounds of argmax, whose tie rule (first maximum) PyTorch documents
+    and ONNX ``ArgMax`` shares. Differentiable in the values, like ``topk``.
+
+    Args:
+        logits: (N, M).
+        n: how many to take, <= M.
+
+    Returns:
+        tuple[Tensor, Tensor]: values (N, n), descending, and their indices (N, n).
+    """
+    values, indices = [], []
+    remaining = logits
+    for _ in range(n):
+        index = remaining.argmax(dim=1, keepdim=True)  # (N, 1): the first maximum
+        values.append(logits.gather(1, index))
+        indices.append(index)
+        remaining = remaining.scatter(1, index, float('-inf'))
+    return torch.cat(values, dim=1), torch.cat(indices, dim=1)
+
+
 class NoisyTopKGate(nn.Module):
     """Noisy top-k gating (Shazeer et al., 2017) on a pooled low-rank map.
 
     ``clean = g @ w_gate``; in training ``noisy = clean + N(0, 1) * (softplus(g @ w_noise) + 0.01)``
     and the top-k of the noisy logits route; in eval the top-k of the clean logits.
+    Ties go to the lower expert index (``torch.topk`` breaks ties in an unspecified
+    order, and the zero-initialised gate ties everywhere; see :func:`_top_first`), so an
+    exported model routes like PyTorch.
     Both matrices start at zero. Always computed in fp32.
 
     Args:
@@ -96,7 +143,7 @@ class NoisyTopKGate(nn.Module):
                 logits = clean + torch.randn_like(clean) * noise_std
             else:
                 logits = clean
-            top_logits, top_index = logits.topk(min(self.k + 1, self.num_experts), dim=1)
+            top_logits, top_index = _top_first(logits, min(self.k + 1, self.num_experts))
             index = top_index[:, : self.k]
             if self.gate_grad:
                 top_gates = logits.softmax(dim=1).gather(1, index)
@@ -133,6 +180,17 @@ class ConvLoRALinear(LoRALinear):
     ``balance_weight * (cv2(importance) + cv2(load))`` for the segmentor to collect
     (``pop_aux_losses``).
 
+    Dispatch: by default each selected expert runs once on the samples routed to it
+    (a Python loop over the experts present in the batch: data-dependent, so it
+    cannot be traced). With ``dense_dispatch = True``, and always while the model is
+    traced or exported (:func:`is_tracing`), every expert runs on every sample and
+    the outputs are combined with ``where(selected, gate * expert(z), 0)``, accumulated
+    in ascending expert order as the loop does: the same arithmetic per sample (bit
+    for bit on one sample; on a batch, conv kernels picked by batch size may round
+    differently in the last bits), at M times the expert compute. It is also valid
+    in training (same gradients; unselected experts then get zero gradients instead
+    of none).
+
     Args:
         base: the frozen linear layer.
         rank: low-rank width r.
@@ -157,7 +215,8 @@ class ConvLoRALinear(LoRALinear):
         self.experts = nn.ModuleList(ConvExpert(rank, s) for s in scales)
         self.gate = NoisyTopKGate(rank, len(self.experts), k=k, gate_grad=gate_grad)
         self.balance_weight = balance_weight
-        self.last_routing: Tensor | None = None  # (N, k) experts chosen in the last forward
+        self.dense_dispatch = False  # run every expert on every sample (see the class docstring)
+        self.last_routing: Tensor | None = None  # (N, k) experts chosen in the last (untraced) forward
 
     def moe(self, z: Tensor) -> Tensor:
         """Route each batch element to its expert(s) and return the weighted expert outputs.
@@ -170,16 +229,25 @@ class ConvLoRALinear(LoRALinear):
         """
         zc = z.permute(0, 3, 1, 2)  # (N, H, W, r) -> (N, r, H, W)
         gates, index, load = self.gate(zc.mean(dim=(2, 3)))  # pooled: (N, r)
-        self.last_routing = index.detach()
+        tracing = is_tracing()
+        if not tracing:  # a traced index is symbolic: keeping it would leak it out of the trace
+            self.last_routing = index.detach()
         if self.training:
             loss = self.balance_weight * (cv_squared(gates.sum(0)) + cv_squared(load))
             self._aux_losses = {'loss_moe': loss}
         out = torch.zeros_like(zc)
-        # Dispatch: each selected expert runs once on the samples routed to it.
-        for e in index.unique().tolist():
-            rows = (index == e).any(dim=1).nonzero(as_tuple=True)[0]
-            y = self.experts[e](zc[rows])
-            out = out.index_add(0, rows, y * gates[rows, e].to(y.dtype)[:, None, None, None])
+        if self.dense_dispatch or tracing:
+            # Every expert on every sample; rows not routed to e add an exact zero.
+            for e, expert in enumerate(self.experts):
+                selected = (index == e).any(dim=1)[:, None, None, None]  # (N, 1, 1, 1)
+                y = expert(zc)
+                out = out + torch.where(selected, y * gates[:, e].to(y.dtype)[:, None, None, None], 0.0)
+        else:
+            # Each selected expert runs once on the samples routed to it.
+            for e in index.unique().tolist():
+                rows = (index == e).any(dim=1).nonzero(as_tuple=True)[0]
+                y = self.experts[e](zc[rows])
+                out = out.index_add(0, rows, y * gates[rows, e].to(y.dtype)[:, None, None, None])
         return out.permute(0, 2, 3, 1)  # (N, r, H, W) -> (N, H, W, r)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -202,6 +270,49 @@ class ConvLoRALinear(LoRALinear):
 
     def extra_repr(self) -> str:
         return f'{super().extra_repr()}, experts={len(self.experts)}, k={self.gate.k}'
+
+
+def conv_lora_layers(model: nn.Module) -> dict[str, ConvLoRALinear]:
+    """The Conv-LoRA layers of ``model`` by qualified name, in module order.
+
+    Raises:
+        ValueError: ``model`` has none.
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, ConvLoRALinear)}
+    if not layers:
+        raise ValueError(
+            f'{type(model).__name__} has no Conv-LoRA layer (ConvLoRALinear): there is no expert routing '
+            "to look at; use a model whose backbone.peft is dict(type='ConvLoRA', ...) or a COBOT on it"
+        )
+    return layers
+
+
+def pop_expert_usage(model: nn.Module) -> dict[str, Tensor]:
+    """Count the experts chosen in the last forward of each Conv-LoRA layer, then forget that routing.
+
+    One routing decision is made per element of a layer's input batch (per window in
+    SAM's windowed attention, per image in global attention and in MLPs), each picking
+    ``k`` experts. Popping makes every forward count once.
+
+    Args:
+        model: a model with Conv-LoRA layers that has run a forward since the last pop.
+
+    Returns:
+        dict[str, Tensor]: layer name -> (M,) int64 counts; each sums to decisions * k.
+
+    Raises:
+        ValueError: no Conv-LoRA layer, or a layer that has not run since the last pop.
+    """
+    counts = {}
+    for name, layer in conv_lora_layers(model).items():
+        if layer.last_routing is None:
+            raise ValueError(
+                f'Conv-LoRA layer {name} has no routing to count: it has not run since the last pop'
+            )
+        routing = layer.last_routing.flatten().cpu()  # (N * k,)
+        counts[name] = torch.bincount(routing, minlength=len(layer.experts))
+        layer.last_routing = None
+    return counts
 
 
 @PEFT_METHODS.register_module()

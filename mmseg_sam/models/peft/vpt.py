@@ -6,7 +6,10 @@ sequence. Here the P prompt tokens of a block act as a prefix of every attention
 of that block: they are projected by the block's frozen ``qkv`` into P extra keys and
 values, shared by every window and image; queries are only the grid tokens, so the
 attention output keeps its shape, and the relative-position bias applies to grid-grid
-pairs only.
+pairs only. The prompted attention keeps the implementation of the attention it wraps
+(see :class:`~mmseg_sam.models.backbones.sam_attention.SAMAttention`): with ``'sdpa'``
+the prompt columns of the bias mask are zero, with ``'folded'`` the prompt keys get
+zero position indicators, so prompts are unbiased on every path.
 """
 
 import importlib
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..backbones.sam_attention import SAMAttention
 from ..sam_modeling import Attention
 from .base import (
     PEFT_METHODS,
@@ -38,15 +42,16 @@ add_decomposed_rel_pos = importlib.import_module(Attention.__module__).add_decom
 _MODES = ('deep', 'shallow')
 
 
-class PromptedAttention(Attention, PEFTLayerMixin):
-    """segment_anything's ``Attention`` with P learnable prompt tokens as extra keys and values.
+class PromptedAttention(SAMAttention, PEFTLayerMixin):
+    """SAM's attention with P learnable prompt tokens as extra keys and values.
 
     It takes over the wrapped attention's ``qkv``, ``proj``, ``rel_pos_h`` and
     ``rel_pos_w`` under the same names, so the base state-dict keys do not change
     (``blocks.0.attn.qkv.weight``); the only new parameter is ``prompt_tokens`` (P, C).
     For an input (N, h, w, C) the attention of every grid query runs over the h*w grid
     keys (with SAM's decomposed relative-position bias) and the P prompt keys (no
-    bias), in one softmax.
+    bias), in one softmax. The implementation is the wrapped attention's
+    ``attn_impl`` (``'eager'`` for a plain segment_anything ``Attention``).
 
     Args:
         base: the attention to prompt.
@@ -56,15 +61,7 @@ class PromptedAttention(Attention, PEFTLayerMixin):
     """
 
     def __init__(self, base: Attention, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
-        nn.Module.__init__(self)
-        self.num_heads = base.num_heads
-        self.scale = base.scale
-        self.use_rel_pos = base.use_rel_pos
-        self.qkv = base.qkv
-        self.proj = base.proj
-        if self.use_rel_pos:
-            self.rel_pos_h = base.rel_pos_h
-            self.rel_pos_w = base.rel_pos_w
+        super().__init__(base, getattr(base, 'attn_impl', 'eager'))
         weight = base.qkv.weight
         self.prompt_tokens = nn.Parameter(
             torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
@@ -95,6 +92,11 @@ class PromptedAttention(Attention, PEFTLayerMixin):
             Tensor: (N, H, W, C).
         """
         N, H, W, _ = x.shape
+        if self.attn_impl != 'eager':
+            q, k, v = self.project_qkv(x)  # each (N, nHead, H*W, C/nHead)
+            # Same prompts for every element of N: (nHead, P, c) -> (N, nHead, P, c)
+            k_p, v_p = (t.expand(N, -1, -1, -1) for t in self.prompt_keys_values())
+            return self.project_out(self.attend(q, k, v, (H, W), k_p, v_p), (H, W))
         # (N, H, W, C) -> (N, H*W, 3, nHead, C/nHead) -> (3, N, nHead, H*W, C/nHead)
         qkv = self.qkv(x).reshape(N, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         # (3, N, nHead, H*W, C/nHead) -> 3 x (N*nHead, H*W, C/nHead)
@@ -118,7 +120,7 @@ class PromptedAttention(Attention, PEFTLayerMixin):
         return self.proj(x)
 
     def extra_repr(self) -> str:
-        return f'num_heads={self.num_heads}, num_tokens={self.prompt_tokens.shape[0]}'
+        return f'{super().extra_repr()}, num_tokens={self.prompt_tokens.shape[0]}'
 
 
 @PEFT_METHODS.register_module()
