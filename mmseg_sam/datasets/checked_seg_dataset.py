@@ -20,7 +20,10 @@ class CheckedSegDataset(BaseSegDataset):
     this class raises when the dataset is built instead:
 
     - the image folder does not exist, or holds no file ending in ``img_suffix``;
-    - an image has no mask ``<name><seg_map_suffix>`` in the mask folder.
+    - an image has no mask ``<name><seg_map_suffix>`` in the mask folder;
+
+    and when a sample fails to load (a corrupt image or mask), the error names
+    its image and mask files.
 
     Checks of mask *values* belong to the data pipeline; this class only checks
     that the files are there. Datasets read through a file backend
@@ -83,3 +86,21 @@ class CheckedSegDataset(BaseSegDataset):
                     f'{ann_dir} (seg_map_suffix={self.seg_map_suffix!r}): {listed}{more}'
                 )
         return data_list
+
+    def prepare_data(self, idx: int) -> Any:
+        """Run the pipeline on sample ``idx``; a failure names the sample's files.
+
+        mmcv and PIL report a corrupt image or mask without its path (or only
+        the image's); the re-raised error keeps the original as its cause.
+
+        Raises:
+            ValueError: If the pipeline raises on this sample.
+        """
+        try:
+            return super().prepare_data(idx)
+        except Exception as error:
+            info = self.get_data_info(idx)
+            raise ValueError(
+                f'{type(self).__name__}: cannot load sample {idx} (image {info.get("img_path")}, '
+                f'mask {info.get("seg_map_path")}): {type(error).__name__}: {error}'
+            ) from error

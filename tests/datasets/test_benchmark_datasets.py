@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os.path as osp
 import shutil
 from pathlib import Path
 from typing import Any
@@ -226,6 +227,31 @@ def test_missing_mask_fails_at_build_naming_the_image(converted, tmp_path):
         DATASETS.build(cfg)
     cfg['check_masks'] = False  # image-only use, e.g. inference
     assert len(DATASETS.build(cfg)) == 2
+
+
+@pytest.mark.parametrize('broken', ['mask', 'image'])
+def test_corrupt_file_fails_naming_the_sample_files(converted, tmp_path, broken):
+    out = tmp_path / 'sbu'
+    shutil.copytree(converted['sbu'][1], out)
+    path = out / ('ann_dir/train/lssd2.png' if broken == 'mask' else 'img_dir/train/lssd2.jpg')
+    path.write_bytes(b'not an image')
+    dataset = DATASETS.build(
+        dict(
+            type='SBUDataset',
+            data_root=str(out),
+            data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
+            pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')],
+        )
+    )
+    index = [osp.basename(dataset.get_data_info(i)['img_path']) for i in range(len(dataset))].index(
+        'lssd2.jpg'
+    )
+    dataset[1 - index]  # the intact sample loads
+    with pytest.raises(
+        ValueError, match=r'SBUDataset: cannot load sample .*lssd2\.jpg, mask .*lssd2\.png\)'
+    ) as info:
+        dataset[index]
+    assert info.value.__cause__ is not None  # the original error is kept
 
 
 def test_trans10k_v1_subset_through_ann_file(converted):
