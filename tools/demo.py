@@ -4,8 +4,9 @@ Without ``SAM_CHECKPOINT`` a small SAM-architecture model with random weights is
 trained (the pipeline learns, but this is not SAM's pretrained quality). With
 ``SAM_CHECKPOINT=/path/sam_vit_b_01ec64.pth`` SAM ViT-B is fine-tuned with LoRA.
 
-Prints the foreground IoU / Dice of the validation split and writes prediction
-overlays (PNG) under ``<work-dir>/overlays``.
+Prints the foreground IoU / Dice of the validation split, writes prediction
+overlays (PNG) under ``<work-dir>/overlays`` and the training curves to
+``<work-dir>/curves.png``.
 """
 
 import argparse
@@ -125,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
 
+    curves = work_dir / 'curves.png'
+    run([py, 'tools/analysis_tools/plot_curves.py', str(work_dir), '--out', str(curves)])
+
     iou, dice, n = foreground_scores(pred_dir, Path(args.data_root) / 'ann_dir/val')
     print(
         f'\ndemo finished in {time.time() - start:.0f} s: foreground IoU {iou:.4f}, Dice {dice:.4f} '
         f'on {n} validation images'
     )
-    print(f'checkpoint: {last}\noverlays:   {work_dir / "overlays"}')
+    print(f'checkpoint: {last}\noverlays:   {work_dir / "overlays"}\ncurves:     {curves}')
     return 0
 
 
