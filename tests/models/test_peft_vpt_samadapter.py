@@ -10,7 +10,7 @@ from torch import nn
 
 import mmseg_sam.models.peft.sam_adapter  # noqa: F401  (registers SAMAdapter)
 import mmseg_sam.models.peft.vpt  # noqa: F401  (registers VPT)
-from mmseg_sam.models.backbones import SAMViT
+from mmseg_sam.models.backbones import SAMAttention, SAMViT
 from mmseg_sam.models.peft.sam_adapter import SAMAdapter, high_frequency_component
 from mmseg_sam.models.peft.vpt import VPT, PromptedAttention
 from mmseg_sam.models.sam_modeling import Attention
@@ -109,7 +109,7 @@ def test_vpt_init_and_counts(tiny_arch):
     assert prompts.abs().max() <= bound and prompts.abs().max() > 0.5 * bound
     shallow = _model(tiny_arch, dict(type='VPT', num_tokens=4, mode='shallow'))
     assert set(_trainable(shallow)) == {'blocks.0.attn.prompt_tokens'}
-    assert type(shallow.blocks[1].attn) is Attention
+    assert type(shallow.blocks[1].attn) is SAMAttention  # unprompted block: the backbone's own attention
     chosen = _model(tiny_arch, dict(type='VPT', num_tokens=4, blocks=[1]))
     assert set(_trainable(chosen)) == {'blocks.1.attn.prompt_tokens'}
 

@@ -1,0 +1,226 @@
+"""SAM's attention with decomposed relative positions, computed eagerly or by fused SDPA.
+
+segment_anything's ``Attention`` materialises the (N x N) logits of every head, adds
+the decomposed relative-position bias (another N x N tensor) and keeps both for the
+backward pass. :class:`SAMAttention` computes the same function three ways:
+
+- ``'eager'``: segment_anything's code, unchanged.
+- ``'sdpa'``: ``F.scaled_dot_product_attention`` with the bias as a float
+  ``attn_mask``. The (N x N) bias is still built; a fused kernel avoids keeping the
+  probabilities (on CPU only when the bias needs no gradient, i.e. in inference).
+- ``'folded'``: the bias is folded into the dot product, so nothing of size N x N is
+  built. With ``rel_h[t, i'] = q_t . R_h[i_t, i']`` and ``rel_w[t, j'] = q_t . R_w[j_t, j']``
+  (t = (i_t, j_t) a query token)::
+
+      q'_t = [scale * q_t, rel_h[t, :], rel_w[t, :]]        (c + H + W)
+      k'_s = [k_s, onehot_H(i_s), onehot_W(j_s)]             (c + H + W)
+      q'_t . k'_s = scale * q_t . k_s + rel_h[t, i_s] + rel_w[t, j_s]
+
+  which SDPA gets with ``scale=1``. Both are zero-padded to a multiple of 8 columns,
+  and ``v`` to the same head dim (fused kernels need equal dims; the padding is sliced
+  off the output). VPT's prompt keys get zero indicators, hence no bias.
+"""
+
+import importlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..sam_modeling import Attention
+
+__all__ = ['ATTN_IMPLS', 'SAMAttention', 'check_attn_impl', 'decomposed_rel_pos', 'rel_pos_attention']
+
+ATTN_IMPLS = ('eager', 'sdpa', 'folded')
+
+# segment_anything's interpolating lookup of a relative-position table.
+get_rel_pos = importlib.import_module(Attention.__module__).get_rel_pos
+
+
+def check_attn_impl(attn_impl: object, allowed: tuple[str, ...] = ATTN_IMPLS) -> str:
+    """Return ``attn_impl`` if it is one of ``allowed``, else raise naming it."""
+    if not isinstance(attn_impl, str):
+        raise TypeError(f'attn_impl must be a str, one of {list(allowed)}, got {type(attn_impl).__name__}')
+    if attn_impl not in allowed:
+        raise ValueError(f'attn_impl must be one of {list(allowed)}, got {attn_impl!r}')
+    return attn_impl
+
+
+def decomposed_rel_pos(
+    q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor, hw: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    """The two terms of SAM's decomposed relative-position bias (MViTv2), per query.
+
+    Same math as segment_anything's ``add_decomposed_rel_pos`` for equal query and key
+    grids: the bias of query t and key s is ``rel_h[t, i_s] + rel_w[t, j_s]``.
+
+    Args:
+        q: (..., H*W, c) unscaled queries.
+        rel_pos_h: (Lh, c) table, interpolated to 2H - 1 rows if needed.
+        rel_pos_w: (Lw, c) table, interpolated to 2W - 1 rows if needed.
+        hw: the grid (H, W).
+
+    Returns:
+        tuple[Tensor, Tensor]: rel_h (..., H*W, H) and rel_w (..., H*W, W).
+    """
+    h, w = hw
+    table_h = get_rel_pos(h, h, rel_pos_h)  # (H, H, c): [query row, key row]
+    table_w = get_rel_pos(w, w, rel_pos_w)  # (W, W, c)
+    grid_q = q.unflatten(-2, (h, w))  # (..., H*W, c) -> (..., H, W, c)
+    rel_h = torch.einsum('...hwc,hkc->...hwk', grid_q, table_h)  # (..., H, W, H)
+    rel_w = torch.einsum('...hwc,wkc->...hwk', grid_q, table_w)  # (..., H, W, W)
+    return rel_h.flatten(-3, -2), rel_w.flatten(-3, -2)  # (..., H*W, H), (..., H*W, W)
+
+
+def _pad_last(x: Tensor, size: int) -> Tensor:
+    """Zero-pad the last dim of ``x`` to ``size``."""
+    return x if x.shape[-1] == size else F.pad(x, (0, size - x.shape[-1]))
+
+
+def rel_pos_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    impl: str,
+    rel_pos: tuple[Tensor, Tensor] | None = None,
+    hw: tuple[int, int] | None = None,
+    extra_k: Tensor | None = None,
+    extra_v: Tensor | None = None,
+) -> Tensor:
+    """Softmax attention of grid tokens with SAM's decomposed rel-pos bias, by SDPA.
+
+    Args:
+        q: (B, nHead, H*W, c) unscaled queries.
+        k: (B, nHead, H*W, c) grid keys.
+        v: (B, nHead, H*W, c) grid values.
+        scale: the multiplier of ``q . k`` (the bias is not scaled).
+        impl: ``'sdpa'`` (bias as a float mask) or ``'folded'`` (bias folded into q, k).
+        rel_pos: (rel_pos_h, rel_pos_w) tables, or None for no bias.
+        hw: the grid (H, W); required with ``rel_pos``.
+        extra_k: (B, nHead, P, c) keys without a position (VPT prompts), appended
+            after the grid keys; they get no bias.
+        extra_v: (B, nHead, P, c) their values.
+
+    Returns:
+        Tensor: (B, nHead, H*W, c).
+    """
+    assert impl in ('sdpa', 'folded'), impl
+    assert (extra_k is None) == (extra_v is None)
+    if extra_k is not None:
+        num_extra = extra_k.shape[-2]
+    if rel_pos is None:
+        if extra_k is not None:
+            k, v = torch.cat([k, extra_k], dim=-2), torch.cat([v, extra_v], dim=-2)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    assert hw is not None
+    h, w = hw
+    rel_h, rel_w = decomposed_rel_pos(q, *rel_pos, hw)  # (B, nHead, H*W, H), (B, nHead, H*W, W)
+    if impl == 'sdpa':
+        # (B, nHead, H*W, H, 1) + (B, nHead, H*W, 1, W) -> (B, nHead, H*W, H*W)
+        bias = (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).flatten(-2)
+        if extra_k is not None:
+            bias = F.pad(bias, (0, num_extra))  # prompt columns: no bias
+            k, v = torch.cat([k, extra_k], dim=-2), torch.cat([v, extra_v], dim=-2)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
+
+    head_dims = q.shape[-1]
+    # Augmented head dim, rounded up to a multiple of 8 (zero columns add nothing) for fused kernels.
+    dims = -(-(head_dims + h + w) // 8) * 8
+    pad = dims - (head_dims + h + w)
+    # (B, nHead, H*W, c) + (.., H) + (.., W + pad) -> (B, nHead, H*W, dims)
+    q_aug = torch.cat([q * scale, rel_h.to(q.dtype), F.pad(rel_w.to(q.dtype), (0, pad))], dim=-1)
+    eye_h = torch.eye(h, device=k.device, dtype=k.dtype)
+    eye_w = torch.eye(w, device=k.device, dtype=k.dtype)
+    # Token (i, j) -> [onehot_H(i), onehot_W(j), 0]: (H*W, H) + (H*W, W) -> (H*W, dims - c)
+    position = F.pad(torch.cat([eye_h.repeat_interleave(w, dim=0), eye_w.repeat(h, 1)], dim=-1), (0, pad))
+    k_aug = torch.cat([k, position.expand(*k.shape[:-2], -1, -1)], dim=-1)  # (B, nHead, H*W, dims)
+    if extra_k is not None:
+        k_aug = torch.cat([k_aug, _pad_last(extra_k, dims)], dim=-2)  # prompts: zero indicators
+        v = torch.cat([v, extra_v], dim=-2)
+    # Fused kernels need one head dim for q, k and v: zero-pad v, drop its padding from the output.
+    out = F.scaled_dot_product_attention(q_aug, k_aug, _pad_last(v, dims), scale=1.0)
+    return out[..., :head_dims]
+
+
+class SAMAttention(Attention):
+    """segment_anything's ``Attention`` with a choice of implementation, same parameters.
+
+    It takes over the wrapped attention's ``qkv``, ``proj``, ``rel_pos_h`` and
+    ``rel_pos_w`` under the same names, so state-dict keys (``blocks.0.attn.qkv.weight``)
+    stay SAM's and official checkpoints load unchanged. All implementations compute
+    segment_anything's function (see the module docstring); only speed and memory
+    differ.
+
+    Args:
+        base: the attention whose parameters to use.
+        attn_impl: ``'eager'`` (segment_anything's code), ``'sdpa'`` (fused
+            attention, bias as a float mask) or ``'folded'`` (fused attention, bias
+            folded into augmented queries and keys: no N x N tensor).
+    """
+
+    def __init__(self, base: Attention, attn_impl: str = 'folded') -> None:
+        if not isinstance(base, Attention):
+            raise TypeError(f'SAMAttention wraps a segment_anything Attention, got {type(base).__name__}')
+        nn.Module.__init__(self)
+        self.attn_impl = check_attn_impl(attn_impl)
+        self.num_heads = base.num_heads
+        self.scale = base.scale
+        self.use_rel_pos = base.use_rel_pos
+        self.qkv = base.qkv
+        self.proj = base.proj
+        if self.use_rel_pos:
+            self.rel_pos_h = base.rel_pos_h
+            self.rel_pos_w = base.rel_pos_w
+
+    def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of a token grid.
+
+        Args:
+            x: (B, H, W, C).
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: q, k, v, each (B, nHead, H*W, C/nHead).
+        """
+        B, H, W, _ = x.shape
+        # (B, H, W, C) -> (B, H*W, 3, nHead, c) -> (3, B, nHead, H*W, c)
+        qkv = self.qkv(x).reshape(B, H * W, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def project_out(self, out: Tensor, hw: tuple[int, int]) -> Tensor:
+        """Merge heads and project: (B, nHead, H*W, c) -> (B, H, W, C)."""
+        B = out.shape[0]
+        # (B, nHead, H*W, c) -> (B, H*W, nHead, c) -> (B, H, W, C)
+        out = out.transpose(1, 2).reshape(B, *hw, -1)
+        return self.proj(out)
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        hw: tuple[int, int],
+        extra_k: Tensor | None = None,
+        extra_v: Tensor | None = None,
+    ) -> Tensor:
+        """Fused attention of the grid (:func:`rel_pos_attention` with this layer's tables)."""
+        rel_pos = (self.rel_pos_h, self.rel_pos_w) if self.use_rel_pos else None
+        return rel_pos_attention(q, k, v, self.scale, self.attn_impl, rel_pos, hw, extra_k, extra_v)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Attention over a token grid.
+
+        Args:
+            x: (B, H, W, C): windows x images (windowed blocks) or images (global).
+
+        Returns:
+            Tensor: (B, H, W, C).
+        """
+        if self.attn_impl == 'eager':
+            return super().forward(x)
+        hw = (x.shape[1], x.shape[2])
+        q, k, v = self.project_qkv(x)
+        return self.project_out(self.attend(q, k, v, hw), hw)
+
+    def extra_repr(self) -> str:
+        return f'num_heads={self.num_heads}, attn_impl={self.attn_impl!r}'
