@@ -25,7 +25,6 @@ class _ScaledIdentity(nn.Module, PEFTLayerMixin):
         return self.inner(x) * self.scale
 
 
-@PEFT_METHODS.register_module(force=True)
 class _AuxLossMethod(BasePEFTMethod):
     def __init__(self, loss_name: str = 'loss_aux_test') -> None:
         self.loss_name = loss_name
@@ -36,6 +35,14 @@ class _AuxLossMethod(BasePEFTMethod):
             block.mlp = _ScaledIdentity(block.mlp, self.loss_name)
             params[f'blocks.{i}.mlp.scale'] = block.mlp.scale
         return params
+
+
+@pytest.fixture
+def aux_loss_method():
+    """Register the test-only method while a test runs, so the registry others enumerate stays clean."""
+    PEFT_METHODS.register_module(module=_AuxLossMethod, force=True)
+    yield '_AuxLossMethod'
+    PEFT_METHODS._module_dict.pop('_AuxLossMethod', None)
 
 
 def _segmentor(checkpoint=None, peft=None, out_channels=1):
@@ -72,8 +79,8 @@ def test_sam_checkpoint_fills_both_parts(reference_sam, sam_checkpoint):
     )
 
 
-def test_aux_losses_reach_the_loss_dict():
-    model = _segmentor(peft=dict(type='_AuxLossMethod')).train()
+def test_aux_losses_reach_the_loss_dict(aux_loss_method):
+    model = _segmentor(peft=dict(type=aux_loss_method)).train()
     losses = model.loss(*_batch())
     assert set(losses) >= {'decode.loss_ce', 'decode.acc_seg', 'loss_aux_test'}
     assert losses['loss_aux_test'].item() == pytest.approx(
@@ -83,8 +90,8 @@ def test_aux_losses_reach_the_loss_dict():
     assert all(not m.pop_aux_losses() for m in model.modules() if isinstance(m, PEFTLayerMixin))
 
 
-def test_aux_loss_name_clash():
-    model = _segmentor(peft=dict(type='_AuxLossMethod', loss_name='decode.loss_ce')).train()
+def test_aux_loss_name_clash(aux_loss_method):
+    model = _segmentor(peft=dict(type=aux_loss_method, loss_name='decode.loss_ce')).train()
     with pytest.raises(KeyError, match="auxiliary loss 'decode.loss_ce' clashes"):
         model.loss(*_batch())
 
