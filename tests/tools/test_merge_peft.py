@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmseg.registry import MODELS
 
 from mmseg_sam.engine.hooks import SAMCheckpointHook
@@ -51,7 +52,7 @@ def _write_config(tmp_path, peft, checkpoint) -> Path:
 def test_merged_checkpoint_predicts_like_the_peft_model(tmp_path, sam_checkpoint, peft):
     cfg = _write_config(tmp_path, peft, sam_checkpoint)
     torch.manual_seed(0)
-    model = MODELS.build(tool.Config.fromfile(cfg).model).eval()
+    model = MODELS.build(Config.fromfile(cfg).model).eval()
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -62,7 +63,7 @@ def test_merged_checkpoint_predicts_like_the_peft_model(tmp_path, sam_checkpoint
     torch.save(checkpoint, tmp_path / 'trained.pth')
     assert tool.main([str(cfg), str(tmp_path / 'trained.pth'), str(tmp_path / 'merged.pth')]) == 0
 
-    plain_cfg = tool.Config.fromfile(cfg).model
+    plain_cfg = Config.fromfile(cfg).model
     plain_cfg.backbone.peft = None
     plain = MODELS.build(plain_cfg).eval()
     merged = torch.load(tmp_path / 'merged.pth', weights_only=True)
@@ -85,7 +86,7 @@ def test_merged_checkpoint_predicts_like_the_peft_model(tmp_path, sam_checkpoint
 )
 def test_non_linear_methods_are_refused(tmp_path, sam_checkpoint, peft, capsys):
     cfg = _write_config(tmp_path, peft, sam_checkpoint)
-    model = MODELS.build(tool.Config.fromfile(cfg).model)
+    model = MODELS.build(Config.fromfile(cfg).model)
     with pytest.raises(ValueError, match=rf"cannot merge \['{peft['type']}'\]: only methods linear"):
         merge_peft(model.backbone)
     torch.save({'state_dict': model.state_dict()}, tmp_path / 'full.pth')

@@ -26,12 +26,10 @@ import numpy as np
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
-from mmseg.registry import MODELS
-from mmseg.utils import register_all_modules
 from torch import nn
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg_sam.engine.hooks.sam_checkpoint_hook import check_checkpoint_keys
+from mmseg_sam.apis import init_model
 from mmseg_sam.models.peft.conv_lora import conv_lora_layers, pop_expert_usage
 
 _ATTENTION_COLOURS = {'windowed': 'tab:blue', 'global': 'tab:red'}
@@ -54,17 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_segmentor(config: str, checkpoint: str, cfg_options: dict | None = None) -> tuple[Config, nn.Module]:
-    """Build the model of ``config`` and load ``checkpoint`` (trainable-only or full) strictly."""
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    model = MODELS.build(copy.deepcopy(cfg.model)).eval()
-    saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    state = saved.get('state_dict', saved)
-    check_checkpoint_keys(model, state)
-    model.load_state_dict(state, strict=False)  # every missing key was checked to be a frozen SAM weight
-    return cfg, model
+    """Build the model of ``config`` and load ``checkpoint`` strictly (:func:`mmseg_sam.apis.init_model`)."""
+    model = init_model(config, checkpoint, cfg_options=cfg_options)
+    return model.cfg, model
 
 
 def describe_layers(model: nn.Module) -> list[dict]:

@@ -18,12 +18,11 @@ import sys
 from pathlib import Path
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmseg.registry import MODELS
-from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg_sam.engine.hooks.sam_checkpoint_hook import check_checkpoint_keys
+from mmseg_sam.apis import init_model, load_checkpoint
 from mmseg_sam.models.peft import merge_peft
 
 
@@ -40,15 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def merge_checkpoint(config: str, checkpoint: str, out: str, cfg_options: dict | None = None) -> dict:
     """Merge and save; returns ``{'merged_layers': n, 'methods': [...]}``."""
-    register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    model = MODELS.build(copy.deepcopy(cfg.model)).eval()
-    saved = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    state = saved.get('state_dict', saved)
-    check_checkpoint_keys(model, state)
-    model.load_state_dict(state, strict=False)
+    model = init_model(config, cfg_options=cfg_options)
+    saved = load_checkpoint(model, checkpoint)  # strict key check
+    cfg = model.cfg
     methods = list(model.backbone.peft_report.trainable)
     merged_layers = merge_peft(model.backbone)
 
