@@ -332,8 +332,9 @@ class ConvLoRA(BasePEFTMethod):
         blocks: block indices to adapt; all when None.
 
     Note:
-        Experts not selected in a step get no gradient; multi-GPU training needs
-        ``find_unused_parameters = True`` in the config.
+        Experts not selected in a step get no gradient; for multi-GPU training
+        ``SAMDistributedDataParallel`` (the default wrapper of tools/train.py) turns on
+        ``find_unused_parameters`` for models with Conv-LoRA.
     """
 
     _LINEAR_PATHS = {'qkv': 'attn.qkv', 'proj': 'attn.proj', 'lin1': 'mlp.lin1', 'lin2': 'mlp.lin2'}
