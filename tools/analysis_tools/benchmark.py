@@ -39,7 +39,6 @@ import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import ModuleType
@@ -53,6 +52,7 @@ from torch import nn
 
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.backbones import SAM_ARCHS, SAMViT
+from mmseg_sam.models.backbones.sam_vit import image_encoder_kwargs
 from mmseg_sam.models.peft import PEFT_METHODS, collect_aux_losses, inject_peft
 from mmseg_sam.models.sam_modeling import ImageEncoderViT
 
@@ -147,25 +147,7 @@ ROWS: dict[str, Row] = {row.key: row for row in all_rows()}
 # ----------------------------------------------------------------------------- models
 def build_reference(arch_settings: Mapping[str, Any], img_size: int, peft: Mapping | None) -> ImageEncoderViT:
     """segment_anything's encoder with SAMViT's architecture, frozen, then ``peft``."""
-    cfg = arch_settings
-    encoder = ImageEncoderViT(
-        img_size=img_size,
-        patch_size=cfg['patch_size'],
-        in_chans=cfg['in_channels'],
-        embed_dim=cfg['embed_dims'],
-        depth=cfg['num_layers'],
-        num_heads=cfg['num_heads'],
-        mlp_ratio=cfg['mlp_ratio'],
-        out_chans=cfg['out_channels'],
-        qkv_bias=cfg['qkv_bias'],
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
-        act_layer=nn.GELU,
-        use_abs_pos=True,
-        use_rel_pos=True,
-        rel_pos_zero_init=True,
-        window_size=cfg['window_size'],
-        global_attn_indexes=tuple(cfg['global_attn_indexes']),
-    )
+    encoder = ImageEncoderViT(**image_encoder_kwargs(arch_settings, img_size))
     encoder.requires_grad_(False)
     if peft:
         inject_peft(encoder, peft)

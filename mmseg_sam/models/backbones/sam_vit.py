@@ -17,7 +17,7 @@ from ..peft import PEFTLayerMixin, PEFTReport, inject_peft
 from ..sam_modeling import Block, ImageEncoderViT
 from .sam_attention import ATTN_IMPLS, SAMAttention, check_attn_impl
 
-__all__ = ['SAMBlock', 'SAMViT', 'SAM_ARCHS']
+__all__ = ['SAMBlock', 'SAMViT', 'SAM_ARCHS', 'image_encoder_kwargs']
 
 # Official SAM encoder sizes (segment_anything/build_sam.py).
 SAM_ARCHS: dict[str, dict[str, Any]] = {
@@ -63,6 +63,37 @@ def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
     if bad:
         raise ValueError(f'arch global_attn_indexes {bad} out of range for num_layers={cfg["num_layers"]}')
     return cfg
+
+
+def image_encoder_kwargs(arch_settings: Mapping[str, Any], img_size: int) -> dict[str, Any]:
+    """segment_anything ``ImageEncoderViT`` arguments for resolved arch settings (SAM's fixed choices).
+
+    Args:
+        arch_settings: a resolved arch (``SAMViT.arch_settings``: embed_dims, num_layers, ...).
+        img_size: input size the position tables are built for.
+
+    Returns:
+        dict: keyword arguments of ``ImageEncoderViT``.
+    """
+    cfg = arch_settings
+    return dict(
+        img_size=img_size,
+        patch_size=cfg['patch_size'],
+        in_chans=cfg['in_channels'],
+        embed_dim=cfg['embed_dims'],
+        depth=cfg['num_layers'],
+        num_heads=cfg['num_heads'],
+        mlp_ratio=cfg['mlp_ratio'],
+        out_chans=cfg['out_channels'],
+        qkv_bias=cfg['qkv_bias'],
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        act_layer=nn.GELU,
+        use_abs_pos=True,
+        use_rel_pos=True,
+        rel_pos_zero_init=True,
+        window_size=cfg['window_size'],
+        global_attn_indexes=tuple(cfg['global_attn_indexes']),
+    )
 
 
 def _block_attn_impl(attn_impl: str, window_size: int) -> str:
@@ -192,24 +223,7 @@ class SAMViT(ImageEncoderViT):
             raise ValueError(
                 f'img_size must be a positive multiple of the patch size {patch_size}, got {img_size!r}'
             )
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=cfg['in_channels'],
-            embed_dim=cfg['embed_dims'],
-            depth=cfg['num_layers'],
-            num_heads=cfg['num_heads'],
-            mlp_ratio=cfg['mlp_ratio'],
-            out_chans=cfg['out_channels'],
-            qkv_bias=cfg['qkv_bias'],
-            norm_layer=partial(nn.LayerNorm, eps=1e-6),
-            act_layer=nn.GELU,
-            use_abs_pos=True,
-            use_rel_pos=True,
-            rel_pos_zero_init=True,
-            window_size=cfg['window_size'],
-            global_attn_indexes=tuple(cfg['global_attn_indexes']),
-        )
+        super().__init__(**image_encoder_kwargs(cfg, img_size))
         # Same modules under the same keys, with the chosen attention and checkpointing.
         self.blocks = nn.ModuleList(
             SAMBlock(block, _block_attn_impl(attn_impl, block.window_size), with_cp) for block in self.blocks
