@@ -17,6 +17,8 @@ where its release keeps images and masks and how a mask becomes class indices:
   :func:`check_indices`: mask decoding. Binary masks stored as 0/255 (or
   JPEG-compressed near those values) become 0/1 by a threshold, because mmseg
   ignores label 255: a mask left as 0/255 would train on background only.
+  Camouflage and polyp converters use :data:`SOD_GT_THRESHOLD` (``GT > 128``,
+  the convention of those fields' evaluation code), the others 128.
 - :func:`convert_splits`: write the samples of every split (optionally in
   parallel), checking that each mask has its image's size.
 
@@ -39,6 +41,7 @@ from PIL import Image
 
 __all__ = [
     'IMAGE_EXTENSIONS',
+    'SOD_GT_THRESHOLD',
     'Sample',
     'find_dir',
     'pair_samples',
@@ -210,6 +213,12 @@ def load_mask(
     except (OSError, SyntaxError) as err:  # PIL raises these on corrupt files
         raise ValueError(f'cannot decode the mask {name}: {err}') from err
     raise ValueError(f'{name}: unsupported mask mode {mode!r}; expected 8-bit grey, palette or RGB')
+
+
+#: Lowest foreground value of the camouflage and polyp converters: the fields'
+#: evaluation code (PySODMetrics and the papers' scripts) counts ``GT > 128`` as
+#: foreground, so a JPEG mask pixel of exactly 128 is background there.
+SOD_GT_THRESHOLD = 129
 
 
 def binarize_mask(mask: np.ndarray, threshold: int = 128, name: str | Path = 'mask') -> np.ndarray:
@@ -492,13 +501,17 @@ def write_name_list(out_dir: str | Path, filename: str, names: Iterable[str]) ->
     return path
 
 
-def converter_parser(doc: str, default_out: str, binary: bool = True) -> argparse.ArgumentParser:
+def converter_parser(
+    doc: str, default_out: str, binary: bool = True, threshold: int = 128
+) -> argparse.ArgumentParser:
     """The command line every converter shares: ``SRC [-o OUT_DIR] [--nproc N] [--overwrite]``.
 
     Args:
         doc: The converter's module docstring (shown by ``--help``).
         default_out: Default of ``--out-dir``.
         binary: Add ``--threshold`` (binary masks).
+        threshold: Default of ``--threshold`` (:data:`SOD_GT_THRESHOLD` for
+            camouflage and polyp releases).
 
     Returns:
         The parser; converters may add their own options.
@@ -512,8 +525,8 @@ def converter_parser(doc: str, default_out: str, binary: bool = True) -> argpars
         parser.add_argument(
             '--threshold',
             type=int,
-            default=128,
-            help='mask values >= this are foreground (default: 128, for 0/255 and JPEG masks)',
+            default=threshold,
+            help=f'mask values >= this are foreground (default: {threshold}, for 0/255 and JPEG masks)',
         )
     return parser
 

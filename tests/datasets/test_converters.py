@@ -249,6 +249,29 @@ def test_binarize_thresholds_at_128(values, expected):
     np.testing.assert_array_equal(converters.binarize_mask(mask), np.array([expected], np.uint8))
 
 
+_SOD_CONVERTERS = ('cod10k', 'camo', 'chameleon', 'kvasir_seg', 'cvc_clinicdb')
+_OTHER_BINARY_CONVERTERS = ('sbu', 'istd', 'isic2017', 'leaf_disease', 'massachusetts_roads')
+
+
+@pytest.mark.parametrize('name', _SOD_CONVERTERS + _OTHER_BINARY_CONVERTERS)
+def test_binary_converters_default_threshold_follows_each_fields_convention(tmp_path, monkeypatch, name):
+    """Camouflage and polyp evaluation counts GT > 128 as foreground; the others split 0/255 at 128."""
+    release = RELEASES[name](tmp_path / 'src')
+    grey = np.full(SIZE, 128, np.uint8)
+    grey[:, SIZE[1] // 2 :] = 129  # left half exactly 128, right half 129
+    monkeypatch.setattr(converters, 'load_mask', lambda *args, **kwargs: grey.copy())
+    expected = np.ones(SIZE, np.uint8)
+    if name in _SOD_CONVERTERS:
+        expected[:, : SIZE[1] // 2] = 0
+    tool = load_converter(name)
+    tool.convert(release.root, tmp_path / 'api', **release.kwargs)  # the function's default
+    options = [f'--{key.replace("_", "-")}={value}' for key, value in release.kwargs.items()]
+    assert tool.main([str(release.root), '-o', str(tmp_path / 'cli'), *options]) == 0  # the CLI's default
+    for out in ('api', 'cli'):
+        label = _read_label(next((tmp_path / out / 'ann_dir').glob('*/*.png')))  # CHAMELEON: test only
+        np.testing.assert_array_equal(label, expected, err_msg=f'{name} via {out}')
+
+
 def test_binarize_colour_masks_use_any_channel():
     red = np.zeros((1, 2, 3), np.uint8)
     red[0, 1, 0] = 255

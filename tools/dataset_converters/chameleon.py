@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from mmseg_sam.datasets.converters import (
+    SOD_GT_THRESHOLD,
     convert_splits,
     converter_parser,
     find_dir,
@@ -33,7 +34,11 @@ from mmseg_sam.datasets.converters import (
 
 
 def convert(
-    src: str | Path, out_dir: str | Path, threshold: int = 128, nproc: int = 1, overwrite: bool = False
+    src: str | Path,
+    out_dir: str | Path,
+    threshold: int = SOD_GT_THRESHOLD,
+    nproc: int = 1,
+    overwrite: bool = False,
 ) -> dict[str, int]:
     """Convert CHAMELEON at ``src`` into ``out_dir``; returns ``{'test': n}``."""
     src = Path(src)
@@ -45,7 +50,7 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = converter_parser(__doc__, 'data/chameleon').parse_args(argv)
+    args = converter_parser(__doc__, 'data/chameleon', threshold=SOD_GT_THRESHOLD).parse_args(argv)
     convert(args.src, args.out_dir, args.threshold, args.nproc, args.overwrite)
     return 0
 

@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from mmseg_sam.datasets.converters import (
+    SOD_GT_THRESHOLD,
     convert_splits,
     converter_parser,
     find_dir,
@@ -46,7 +47,7 @@ def convert(
     src: str | Path,
     out_dir: str | Path,
     include_noncam: bool = False,
-    threshold: int = 128,
+    threshold: int = SOD_GT_THRESHOLD,
     nproc: int = 1,
     overwrite: bool = False,
 ) -> dict[str, int]:
@@ -65,7 +66,7 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = converter_parser(__doc__, 'data/cod10k')
+    parser = converter_parser(__doc__, 'data/cod10k', threshold=SOD_GT_THRESHOLD)
     parser.add_argument('--include-noncam', action='store_true', help='keep the non-camouflaged images')
     args = parser.parse_args(argv)
     convert(args.src, args.out_dir, args.include_noncam, args.threshold, args.nproc, args.overwrite)

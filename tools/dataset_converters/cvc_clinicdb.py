@@ -29,6 +29,7 @@ from functools import partial
 from pathlib import Path
 
 from mmseg_sam.datasets.converters import (
+    SOD_GT_THRESHOLD,
     convert_splits,
     converter_parser,
     find_dir,
@@ -55,7 +56,7 @@ def convert(
     src: str | Path,
     out_dir: str | Path,
     test_list: str | Path | None = None,
-    threshold: int = 128,
+    threshold: int = SOD_GT_THRESHOLD,
     nproc: int = 1,
     overwrite: bool = False,
 ) -> dict[str, int]:
@@ -66,7 +67,7 @@ def convert(
         out_dir: Output root.
         test_list: Text file or folder naming the test frames; ``None`` uses
             PraNet's split.
-        threshold: Mask values >= this are polyp.
+        threshold: Mask values >= this are polyp (default 129: the field's ``GT > 128``).
         nproc: Worker processes.
         overwrite: Replace files in non-empty output folders.
     """
@@ -82,7 +83,7 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = converter_parser(__doc__, 'data/cvc_clinicdb')
+    parser = converter_parser(__doc__, 'data/cvc_clinicdb', threshold=SOD_GT_THRESHOLD)
     parser.add_argument('--test-list', help="file or folder naming the test frames (default: PraNet's 62)")
     args = parser.parse_args(argv)
     convert(args.src, args.out_dir, args.test_list, args.threshold, args.nproc, args.overwrite)

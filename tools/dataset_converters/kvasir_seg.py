@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 
 from mmseg_sam.datasets.converters import (
+    SOD_GT_THRESHOLD,
     convert_splits,
     converter_parser,
     find_dir,
@@ -81,7 +82,7 @@ def convert(
     src: str | Path,
     out_dir: str | Path,
     test_list: str | Path | None = None,
-    threshold: int = 128,
+    threshold: int = SOD_GT_THRESHOLD,
     nproc: int = 1,
     overwrite: bool = False,
 ) -> dict[str, int]:
@@ -92,7 +93,7 @@ def convert(
         out_dir: Output root.
         test_list: Text file or folder naming the test images; ``None`` uses
             PraNet's split.
-        threshold: Mask values >= this are polyp.
+        threshold: Mask values >= this are polyp (default 129: the field's ``GT > 128``).
         nproc: Worker processes.
         overwrite: Replace files in non-empty output folders.
     """
@@ -110,7 +111,7 @@ def convert(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = converter_parser(__doc__, 'data/kvasir_seg')
+    parser = converter_parser(__doc__, 'data/kvasir_seg', threshold=SOD_GT_THRESHOLD)
     parser.add_argument('--test-list', help="file or folder naming the test images (default: PraNet's 100)")
     args = parser.parse_args(argv)
     convert(args.src, args.out_dir, args.test_list, args.threshold, args.nproc, args.overwrite)

@@ -65,7 +65,7 @@ class BaseBinaryMetric(BaseMetric):
     implement :meth:`process_image` and ``compute_metrics``.
 
     Labels must be 0 (background), 1 (foreground) or ``ignore_index``; datasets
-    whose masks are 0/255 convert them first (foreground = mask > 128).
+    whose masks are 0/255 convert them first (``tools/dataset_converters``).
 
     Args:
         ignore_index: label of pixels that no metric sees.

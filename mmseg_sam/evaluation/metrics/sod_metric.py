@@ -22,8 +22,8 @@ class SODMetric(BaseBinaryMetric):
       same way (``prob * 255`` through pysodmetrics' own normalisation); offline
       toolboxes read 8-bit PNGs, i.e. the map rounded to multiples of 1/255 first,
       which changed the scores by up to about 1e-3 on random test maps.
-    - ground truth: ``label == 1`` (the field's ``GT > 128`` after the dataset's
-      conversion to 0/1 labels).
+    - ground truth: ``label == 1`` (the field's ``GT > 128``: the camouflage and
+      polyp converters write 1 where the release's mask is > 128).
     - both go to pysodmetrics with ``normalize=False``.
 
     The structural measures need a whole map: ``ignore_index`` pixels may only form a
