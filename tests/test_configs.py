@@ -64,3 +64,19 @@ def test_binary_base_losses_reward_the_foreground():
         loss = MODELS.build(loss_cfg)
         # as BaseDecodeHead.loss_by_feat calls it
         assert loss(good, label, ignore_index=255) < loss(-good, label, ignore_index=255), loss_cfg
+
+
+@pytest.mark.parametrize('head', ['sam_lora', 'sam_mask_cls'])
+def test_hue_demo_configs_match_the_generator(head):
+    """The many-class demo configs name the generator's classes and palette, in its order."""
+    from mmseg_sam.datasets.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
+
+    cfg = Config.fromfile(
+        REPO / 'configs' / head / 'sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py'
+    )
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        assert loader.dataset.data_root == 'data/demo_multiclass_hue'
+        assert tuple(loader.dataset.metainfo.classes) == SYNTHETIC_CLASSES['multiclass_hue']
+        assert [list(c) for c in loader.dataset.metainfo.palette] == SYNTHETIC_PALETTE['multiclass_hue']
+    assert cfg.model.decode_head.num_classes == len(SYNTHETIC_CLASSES['multiclass_hue'])
+    assert cfg.train_cfg.max_iters == cfg.param_scheduler[0].end == 2000

@@ -14,6 +14,13 @@ so colour alone does not tell objects from background: a model has to look at
 texture. In ``'multiclass'`` mode the class of an object is its texture family
 (stripes, checkerboard or dots); in ``'binary'`` mode all objects are class 1.
 
+``'multiclass_hue'`` mode has 8 object classes, the hue families 0, 45, ..., 315
+degrees, on grey backgrounds. Inside each object the hue varies smoothly (a noise
+field of about 16-pixel cells) over the class hue +- 45 degrees, i.e. across
+both neighbouring classes: any small patch is ambiguous between two classes,
+while the object's average hue identifies its class. The class is a property of
+the whole segment, as for many classes of natural images whose parts look alike.
+
 Only numpy and OpenCV are used, so the generator runs without torch or mmseg.
 """
 
@@ -37,13 +44,27 @@ GENERATOR_VERSION = 1
 SYNTHETIC_CLASSES: dict[str, tuple[str, ...]] = {
     'binary': ('background', 'foreground'),
     'multiclass': ('background', 'stripes', 'checker', 'dots'),
+    'multiclass_hue': ('background', *(f'hue{h}' for h in range(0, 360, 45))),
 }
 SYNTHETIC_PALETTE: dict[str, list[list[int]]] = {
     'binary': [[0, 0, 0], [220, 20, 60]],
     'multiclass': [[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]],
+    'multiclass_hue': [
+        [0, 0, 0],
+        [255, 0, 0],
+        [255, 191, 0],
+        [128, 255, 0],
+        [0, 255, 64],
+        [0, 255, 255],
+        [0, 64, 255],
+        [128, 0, 255],
+        [255, 0, 191],
+    ],
 }
 
 _TEXTURES = ('stripes', 'checker', 'dots')
+_HUE_SPACING = 45.0  # degrees between the class hues of 'multiclass_hue'
+_HUE_CELL = 16  # pixels per cell of the within-object hue noise (at 128 px)
 _SPLITS = ('train', 'val')
 _META = 'meta.json'
 _IN_PROGRESS = '.generating'
@@ -199,6 +220,37 @@ def _object_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return mask
 
 
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Bicubically upsampled uniform noise with about ``cell``-pixel cells, in [0, 1]."""
+    low = rng.random((max(2, round(h / cell)), max(2, round(w / cell))), dtype=np.float32)
+    t = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(t, 0, 1)
+
+
+def _render_hue_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """One ``'multiclass_hue'`` image: hue-class objects on a grey background."""
+    scale = max(min(h, w) / 128, 0.5)
+    g1 = rng.uniform(40, 215)
+    g2 = np.clip(g1 + rng.uniform(-40, 40), 0, 255)
+    tint = rng.normal(0, 4, 3)  # a near-grey background: objects are told apart by hue, not saturation alone
+    image = _blend(_background_texture(rng, h, w), g1 + tint, g2 + tint).astype(np.float32)
+    mask = np.zeros((h, w), np.uint8)
+    num_objects = int(rng.choice([1, 2, 3], p=[0.25, 0.4, 0.35]))
+    num_classes = len(SYNTHETIC_CLASSES['multiclass_hue']) - 1
+    for _ in range(num_objects):
+        label = int(rng.integers(num_classes))
+        obj = _object_mask(rng, h, w).astype(bool)
+        noise = _smooth_noise(rng, h, w, _HUE_CELL * scale)
+        hue = (label * _HUE_SPACING + (2 * noise - 1) * _HUE_SPACING) % 360
+        sat = np.full((h, w), rng.uniform(0.55, 1.0), np.float32)
+        val = rng.uniform(0.6, 1.0) * (0.85 + 0.15 * _smooth_noise(rng, h, w, 4 * scale))
+        rgb = cv2.cvtColor(np.stack([hue, sat, val], axis=-1).astype(np.float32), cv2.COLOR_HSV2RGB)
+        image[obj] = rgb[obj] * 255
+        mask[obj] = label + 1
+    image += rng.normal(0, rng.uniform(2, 6), image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
+
+
 def _render_sample(rng: np.random.Generator, h: int, w: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image and its mask.
 
@@ -206,12 +258,14 @@ def _render_sample(rng: np.random.Generator, h: int, w: int, mode: str) -> tuple
         rng: Random generator (advanced by the call).
         h: Image height.
         w: Image width.
-        mode: ``'binary'`` or ``'multiclass'``.
+        mode: ``'binary'``, ``'multiclass'`` or ``'multiclass_hue'``.
 
     Returns:
         ``(image, mask)``: an RGB uint8 ``(h, w, 3)`` array and a uint8
         ``(h, w)`` class-index mask.
     """
+    if mode == 'multiclass_hue':
+        return _render_hue_sample(rng, h, w)
     scale = max(min(h, w) / 128, 0.5)
     c1, c2 = _colour_pair(rng, 25, 70)
     image = _blend(_background_texture(rng, h, w), c1, c2)
@@ -265,8 +319,10 @@ def generate_synthetic_dataset(
         num_val: Number of validation images (>= 1).
         img_size: Image size, an int for square images or ``(h, w)``; every
             side must be >= 32.
-        mode: ``'binary'`` (class 1 for every object) or ``'multiclass'``
-            (classes 1-3 = stripes, checkerboard, dots texture).
+        mode: ``'binary'`` (class 1 for every object), ``'multiclass'``
+            (classes 1-3 = stripes, checkerboard, dots texture) or
+            ``'multiclass_hue'`` (classes 1-8 = hue families; see the module
+            docstring).
         seed: Seed of the random streams; train and validation images come
             from different streams derived from it.
         overwrite: Regenerate even if ``root`` holds a dataset made with other
@@ -288,7 +344,7 @@ def generate_synthetic_dataset(
     num_val = _check_count('num_val', num_val)
     h, w = _check_img_size(img_size)
     if mode not in SYNTHETIC_CLASSES:
-        raise ValueError(f"mode must be 'binary' or 'multiclass', got {mode!r}")
+        raise ValueError(f'mode must be one of {tuple(SYNTHETIC_CLASSES)}, got {mode!r}')
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f'seed must be an int, got {seed!r}')
     if seed < 0:

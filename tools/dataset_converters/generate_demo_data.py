@@ -4,7 +4,7 @@ Usage::
 
     python tools/dataset_converters/generate_demo_data.py data/demo \
         [--num-train 200] [--num-val 40] [--img-size 128 | --img-size H W] \
-        [--mode binary|multiclass] [--seed 0] [--overwrite]
+        [--mode binary|multiclass|multiclass_hue] [--seed 0] [--overwrite]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mmseg_sam.datasets.synthetic import generate_synthetic_dataset
+from mmseg_sam.datasets.synthetic import SYNTHETIC_CLASSES, generate_synthetic_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar='SIZE',
         help='one int for square images, or H W (default: 128)',
     )
-    parser.add_argument('--mode', choices=['binary', 'multiclass'], default='binary')
+    parser.add_argument('--mode', choices=list(SYNTHETIC_CLASSES), default='binary')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
         '--overwrite',
