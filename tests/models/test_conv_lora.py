@@ -199,6 +199,7 @@ def test_merge_is_refused_and_bad_configs(tiny_arch):
         (dict(num_experts=3, k=4), r'k must be in \[1, 3\]'),
         (dict(targets=('q',)), r"ConvLoRA targets \['q'\] not allowed"),
         (dict(blocks=(5,)), 'ConvLoRA found no nn.Linear'),
+        (dict(blocks=(0, 5)), r"ConvLoRA blocks \[5\] matched no nn.Linear 'qkv'"),
     ]:
         with pytest.raises(ValueError, match=message):
             _model(tiny_arch, **cfg)

@@ -110,6 +110,7 @@ def test_xavier_init_is_nonzero(tiny_arch):
         (dict(type='LoRA', dropout=1.0), ValueError, r'dropout must be in \[0, 1\), got 1.0'),
         (dict(type='LoRA', init='normal'), ValueError, r"LoRA init \['normal'\] not allowed"),
         (dict(type='LoRA', blocks=(7,)), ValueError, 'LoRA found no nn.Linear matching'),
+        (dict(type='LoRA', blocks=(1, 7)), ValueError, r"LoRA blocks \[7\] matched no nn.Linear 'attn.qkv'"),
         (dict(type='LoRAX'), ValueError, "unknown PEFT type 'LoRAX'; registered: .*'LoRA'"),
         (dict(rank=4), TypeError, 'must be a dict with a "type" key'),
     ],

@@ -8,7 +8,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions.normal import Normal
 
-from .base import PEFT_METHODS, BasePEFTMethod, block_pattern, check_choices, match_modules, replace_module
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    block_pattern,
+    check_blocks_matched,
+    check_choices,
+    match_modules,
+    replace_module,
+)
 from .lora import LoRALinear
 
 __all__ = [
@@ -381,6 +389,9 @@ class ConvLoRA(BasePEFTMethod):
             matches = list(match_modules(model, pattern, nn.Linear))
             if not matches:
                 raise ValueError(f'ConvLoRA found no nn.Linear matching {pattern!r} (blocks={self.blocks})')
+            check_blocks_matched(
+                'ConvLoRA', self.blocks, (name for name, _ in matches), f'nn.Linear {target!r}'
+            )
             for name, linear in matches:
                 if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
                     raise ValueError(f'{name} is already adapted by {type(linear).__name__}')

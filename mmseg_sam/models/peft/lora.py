@@ -13,6 +13,7 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks_matched,
     check_choices,
     match_modules,
     replace_module,
@@ -218,6 +219,7 @@ class LoRA(BasePEFTMethod):
                 raise ValueError(
                     f'LoRA found no nn.Linear matching {pattern!r} for targets {names} (blocks={self.blocks})'
                 )
+            check_blocks_matched('LoRA', self.blocks, (name for name, _ in matches), f'nn.Linear {path!r}')
             for module_name, linear in matches:
                 if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
                     raise ValueError(f'{module_name} is already adapted by {type(linear).__name__}')
