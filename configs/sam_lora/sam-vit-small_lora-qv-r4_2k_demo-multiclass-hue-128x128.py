@@ -1,6 +1,10 @@
 # The small demo model on the 8-hue-class demo data (9 classes with background) with
 # one mask token per class: the baseline of
 # configs/sam_mask_cls/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py.
+# Data (2000 train / 200 val images; with the generator's default 200 training images
+# both heads overfit):
+#   python tools/dataset_converters/generate_demo_data.py data/demo_multiclass_hue \
+#       --mode multiclass_hue --num-train 2000 --num-val 200
 # 2000 iterations (twice the texture toy's): the set loss of mask classification
 # converges more slowly than per-pixel cross-entropy (see the README's table).
 _base_ = ['./sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py']

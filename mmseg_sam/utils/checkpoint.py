@@ -91,8 +91,9 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
     """Tell which published layout a state dict uses.
 
     Returns:
-        str: ``'sam'`` (official full model), ``'sam_encoder'`` (encoder only) or
-        ``'hf'`` (Hugging Face ``SamModel``).
+        str: ``'sam'`` (official full model), ``'sam_encoder'`` (encoder only),
+        ``'hf'`` (Hugging Face ``SamModel``) or ``'mmseg_sam'`` (a model trained with
+        this package: ``backbone.*`` and ``decode_head.*``).
 
     Raises:
         ValueError: the keys match none of them.
@@ -104,11 +105,43 @@ def detect_format(state_dict: Mapping[str, torch.Tensor]) -> str:
         return 'sam'
     if any(k.startswith(_ENCODER_ONLY_ROOTS) for k in keys):
         return 'sam_encoder'
+    if any(k.startswith('backbone.') for k in keys) and any(k.startswith('decode_head.') for k in keys):
+        return 'mmseg_sam'
     raise ValueError(
         'unrecognised checkpoint layout: expected keys starting with image_encoder./'
-        'mask_decoder. (official SAM), patch_embed./blocks. (encoder only) or '
-        f'vision_encoder. (Hugging Face SamModel); first keys are {keys[:5]}'
+        'mask_decoder. (official SAM), patch_embed./blocks. (encoder only), '
+        'vision_encoder. (Hugging Face SamModel) or backbone./decode_head. (an mmseg_sam '
+        f'model); first keys are {keys[:5]}'
     )
+
+
+def mmseg_sam_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """An mmseg_sam model's weights under official SAM names, to start another fine-tune from.
+
+    ``backbone.*`` becomes ``image_encoder.*``, ``decode_head.prompt_encoder.*`` and
+    ``decode_head.mask_decoder.*`` become ``prompt_encoder.*`` and ``mask_decoder.*``.
+    Weights outside SAM's three components (a mask-classification head's
+    ``cls_embed``, an LST side network, ...) are not SAM weights and are left out.
+    PEFT weights must be merged first (``tools/model_converters/merge_peft.py``):
+    the SAM encoder has no place for them, and its strict load names them.
+
+    Raises:
+        ValueError: the decode head has no SAM mask decoder.
+    """
+    rules = (
+        ('backbone.', 'image_encoder.'),
+        ('decode_head.prompt_encoder.', 'prompt_encoder.'),
+        ('decode_head.mask_decoder.', 'mask_decoder.'),
+    )
+    out = {}
+    for key, value in state_dict.items():
+        for old, new in rules:
+            if key.startswith(old):
+                out[new + key[len(old) :]] = value
+                break
+    if not any(k.startswith('mask_decoder.') for k in out):
+        raise ValueError('the decode head has no SAM mask decoder (decode_head.mask_decoder.*)')
+    return out
 
 
 # Hugging Face SamModel -> official segment_anything key names. Each rule applies to
@@ -194,6 +227,8 @@ def to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         return hf_to_sam_state_dict(state_dict)
     if fmt == 'sam_encoder':
         return {f'image_encoder.{k}': v for k, v in state_dict.items() if k not in _IGNORED_KEYS}
+    if fmt == 'mmseg_sam':
+        return mmseg_sam_to_sam_state_dict(state_dict)
     return {k: v for k, v in state_dict.items() if k not in _IGNORED_KEYS}
 
 

@@ -9,6 +9,7 @@ from mmseg.registry import MODELS
 
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.peft import merge_peft
+from mmseg_sam.utils.checkpoint import detect_format
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,3 +94,44 @@ def test_non_linear_methods_are_refused(tmp_path, sam_checkpoint, peft, capsys):
     assert tool.main([str(cfg), str(tmp_path / 'full.pth'), str(tmp_path / 'out.pth')]) == 1
     assert 'cannot merge' in capsys.readouterr().err
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_merged_model_is_a_sam_checkpoint_for_the_next_fine_tune(tmp_path, sam_checkpoint):
+    """A merged binary model starts a mask-classification model: encoder and decoder carried over."""
+    cfg = _write_config(tmp_path, dict(type='LoRA', rank=2, targets=('q', 'v')), sam_checkpoint)
+    torch.manual_seed(0)
+    binary = MODELS.build(Config.fromfile(cfg).model).eval()
+    with torch.no_grad():
+        for p in binary.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    torch.save({'state_dict': binary.state_dict(), 'meta': {}}, tmp_path / 'trained.pth')
+    # unmerged: the SAM encoder has no place for LoRA weights, and the strict load names them
+    next_cfg = Config.fromfile(cfg).model
+    next_cfg.sam_checkpoint = str(tmp_path / 'trained.pth')
+    next_cfg.decode_head.update(
+        num_classes=3,
+        out_channels=3,
+        threshold=None,
+        mode='mask_classification',
+        num_queries=4,
+    )
+    next_cfg.decode_head.loss_decode = dict(type='MaskClassificationLoss')  # replaced, not merged
+    with pytest.raises(ValueError, match=r'lora_A'):
+        MODELS.build(next_cfg)
+
+    assert tool.main([str(cfg), str(tmp_path / 'trained.pth'), str(tmp_path / 'merged.pth')]) == 0
+    merge_peft(binary.backbone)
+    next_cfg.sam_checkpoint = str(tmp_path / 'merged.pth')
+    nxt = MODELS.build(next_cfg).eval()
+    assert detect_format(torch.load(tmp_path / 'merged.pth', weights_only=True)['state_dict']) == 'mmseg_sam'
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():  # the new model's frozen encoder is the merged fine-tuned one
+        assert torch.allclose(nxt.backbone(x)[0], binary.backbone(x)[0], atol=1e-5)
+    source, target = binary.decode_head.mask_decoder, nxt.decode_head.mask_decoder
+    for name, value in source.transformer.state_dict().items():
+        assert torch.equal(target.transformer.state_dict()[name], value), name
+    assert torch.equal(target.mask_tokens.weight, source.mask_tokens.weight[:1].expand(4, -1))
+    for mlp in target.output_hypernetworks_mlps:  # one shared MLP, from the binary token's
+        for name, value in source.output_hypernetworks_mlps[0].state_dict().items():
+            assert torch.equal(mlp.state_dict()[name], value), name

@@ -89,6 +89,20 @@ def test_formats(reference_sam, tmp_path):
     assert to_sam_state_dict(encoder_only).keys() == {f'image_encoder.{k}' for k in encoder_only}
     with pytest.raises(ValueError, match='unrecognised checkpoint layout'):
         detect_format({'backbone.layers.0.weight': torch.zeros(1)})
+    # a model trained with mmseg_sam: SAM's three components renamed, other head weights left out
+    trained = {
+        f'backbone.{k[len("image_encoder.") :]}': v for k, v in full.items() if k.startswith('image_encoder.')
+    }
+    for k, v in full.items():
+        if k.startswith(('prompt_encoder.', 'mask_decoder.')):
+            trained[f'decode_head.{k}'] = v
+    trained['decode_head.cls_embed.weight'] = torch.zeros(4, 32)
+    assert detect_format(trained) == 'mmseg_sam'
+    assert to_sam_state_dict(trained).keys() == full.keys()
+    with pytest.raises(ValueError, match=r'no SAM mask decoder \(decode_head.mask_decoder.\*\)'):
+        to_sam_state_dict(
+            {'backbone.pos_embed': torch.zeros(1), 'decode_head.conv_seg.weight': torch.zeros(1)}
+        )
     torch.save({'state_dict': full, 'meta': {}}, tmp_path / 'wrapped.pth')
     assert load_state_dict_file(tmp_path / 'wrapped.pth').keys() == full.keys()
 
