@@ -121,7 +121,7 @@ def mmseg_sam_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> State
     ``backbone.*`` becomes ``image_encoder.*``, ``decode_head.prompt_encoder.*`` and
     ``decode_head.mask_decoder.*`` become ``prompt_encoder.*`` and ``mask_decoder.*``.
     Weights outside SAM's three components (a mask-classification head's
-    ``cls_embed``, an LST side network, ...) are not SAM weights and are left out.
+    ``cls_embed``) are not SAM weights and are left out.
     PEFT weights must be merged first (``tools/model_converters/merge_peft.py``):
     the SAM encoder has no place for them, and its strict load names them.
 
