@@ -8,6 +8,7 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.runner import Runner
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
+from mmseg_sam.datasets.transforms import flip_tta_pipeline
 from mmseg_sam.engine import setup_distributed
 
 
@@ -32,7 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher'
     )
-    parser.add_argument('--tta', action='store_true', help='Test time augmentation')
+    parser.add_argument(
+        '--tta',
+        action='store_true',
+        help='test-time augmentation: cfg.tta_pipeline, or a horizontal flip of the test pipeline',
+    )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
+        if 'tta_pipeline' not in cfg:  # horizontal flip at the test size (SAMSegTTAModel merges)
+            cfg.tta_pipeline = flip_tta_pipeline(cfg.test_dataloader.dataset.pipeline)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

@@ -13,7 +13,9 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
-tta_model = dict(type='SegTTAModel')
+tta_model = dict(
+    type='SAMSegTTAModel'
+)  # merges probabilities; --tta flips horizontally unless tta_pipeline is set
 # SAMCheckpointHook saves only what the SAM checkpoint does not hold (PEFT, head,
 # optimizer state) and checks every load strictly; save_frozen=True keeps full files.
 # RNGStateHook stores the random generators' states so that --resume continues the

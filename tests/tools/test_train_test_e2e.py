@@ -95,6 +95,17 @@ def test_train_then_test(tmp_path, sam_checkpoint):
     assert pred.shape == (64, 80) and set(np.unique(pred)) <= {0, 1}  # original image size
     assert len(list(show.rglob('*.png'))) == 2
 
+    # --tta without a tta_pipeline in the config: flip TTA derived from the test pipeline,
+    # merged by SAMSegTTAModel (the default_runtime's tta_model)
+    log = _run(
+        [str(REPO / 'tools/test.py'), str(cfg), str(ckpt), '--work-dir', str(tmp_path / 'tta'), '--tta'],
+        cwd=tmp_path,
+    )
+    assert "type='TestTimeAug'" in log and "type='SAMSegTTAModel'" in log  # the dumped config
+    [scalars] = list((tmp_path / 'tta').glob('*/*.json'))
+    metrics = json.loads(scalars.read_text().splitlines()[-1])
+    assert 0 <= metrics['mIoU'] <= 100
+
 
 @pytest.mark.parametrize('tool', ['train.py', 'test.py'])
 def test_tools_help(tool):

@@ -1,3 +1,4 @@
 from .check import CheckSegSample
+from .tta import flip_tta_pipeline
 
-__all__ = ['CheckSegSample']
+__all__ = ['CheckSegSample', 'flip_tta_pipeline']

@@ -3,9 +3,10 @@
 from typing import Any
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
+
+from .unwrap import unwrap_model
 
 __all__ = ['ModelDatasetCheckHook', 'check_head_fits_dataset']
 
@@ -43,8 +44,7 @@ def check_head_fits_dataset(model: nn.Module, dataset: Any, split: str) -> None:
             ``num_classes`` differs from the number of dataset classes, or a binary
             head (``out_channels=1``) on a dataset of more than 2 classes.
     """
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     if len(dataset) == 0:
         raise ValueError(f'the {split} dataset is empty ({_describe(dataset)}): no sample to {split} on')
     classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')

@@ -3,19 +3,15 @@
 import re
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
 
 from ...utils.checkpoint import check_keys
+from .unwrap import unwrap_model
 
 __all__ = ['SAMCheckpointHook', 'check_checkpoint_keys']
 
 _META_KEY = 'mmseg_sam'
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if is_model_wrapper(model) else model
 
 
 def _frozen_from_sam(model: nn.Module) -> dict[str, str]:
@@ -65,7 +61,7 @@ class SAMCheckpointHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if self.save_frozen:
             return
-        frozen = _frozen_from_sam(_unwrap(runner.model))
+        frozen = _frozen_from_sam(unwrap_model(runner.model))
         state = checkpoint['state_dict']
         dropped = [k for k in state if k in frozen]
         for key in dropped:
@@ -75,7 +71,7 @@ class SAMCheckpointHook(Hook):
         )
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         missing = check_checkpoint_keys(model, checkpoint.get('state_dict', checkpoint))
         if missing:
             sources = sorted({_frozen_from_sam(model)[k] for k in missing})

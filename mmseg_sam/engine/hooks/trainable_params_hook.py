@@ -1,9 +1,10 @@
 """Log trainable / total parameters per model component when training starts."""
 
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from mmseg.registry import HOOKS
 from torch import nn
+
+from .unwrap import unwrap_model
 
 __all__ = ['TrainableParamsHook', 'summarize_parameters']
 
@@ -22,8 +23,7 @@ def summarize_parameters(model: nn.Module) -> list[tuple[str, int, int]]:
         list[tuple[str, int, int]]: ``(component, trainable, total)`` rows, with a
         final ``'total'`` row.
     """
-    if is_model_wrapper(model):
-        model = model.module
+    model = unwrap_model(model)
     rows = []
     for name, child in model.named_children():
         params = list(child.parameters())

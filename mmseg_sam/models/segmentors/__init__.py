@@ -1,3 +1,4 @@
 from .sam_encoder_decoder import SAMEncoderDecoder
+from .sam_seg_tta import SAMSegTTAModel
 
-__all__ = ['SAMEncoderDecoder']
+__all__ = ['SAMEncoderDecoder', 'SAMSegTTAModel']
