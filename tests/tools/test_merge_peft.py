@@ -40,6 +40,17 @@ def _write_config(tmp_path, peft, checkpoint) -> Path:
     return path
 
 
+def _trained_model(cfg: Path) -> torch.nn.Module:
+    """The model of ``cfg`` in eval mode, its trainable parameters moved as training would."""
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(cfg).model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
 @pytest.mark.parametrize(
     'peft',
     [
@@ -52,12 +63,7 @@ def _write_config(tmp_path, peft, checkpoint) -> Path:
 )
 def test_merged_checkpoint_predicts_like_the_peft_model(tmp_path, sam_checkpoint, peft):
     cfg = _write_config(tmp_path, peft, sam_checkpoint)
-    torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(cfg).model).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
+    model = _trained_model(cfg)
     checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
     SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)  # trainable-only
     assert 'backbone.blocks.0.attn.qkv.weight' not in checkpoint['state_dict']
@@ -99,12 +105,7 @@ def test_non_linear_methods_are_refused(tmp_path, sam_checkpoint, peft, capsys):
 def test_merged_model_is_a_sam_checkpoint_for_the_next_fine_tune(tmp_path, sam_checkpoint):
     """A merged binary model starts a mask-classification model: encoder and decoder carried over."""
     cfg = _write_config(tmp_path, dict(type='LoRA', rank=2, targets=('q', 'v')), sam_checkpoint)
-    torch.manual_seed(0)
-    binary = MODELS.build(Config.fromfile(cfg).model).eval()
-    with torch.no_grad():
-        for p in binary.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
+    binary = _trained_model(cfg)
     torch.save({'state_dict': binary.state_dict(), 'meta': {}}, tmp_path / 'trained.pth')
     # unmerged: the SAM encoder has no place for LoRA weights, and the strict load names them
     next_cfg = Config.fromfile(cfg).model
