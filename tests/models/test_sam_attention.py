@@ -41,6 +41,20 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+def _assert_matches(ours: nn.Module, ref: nn.Module, x: torch.Tensor, grad: torch.Tensor):
+    """Output, input and parameter gradients of ``ours`` equal ``ref``'s within TOL.
+
+    Returns:
+        ``ref``'s output and ``ours``'s parameter gradients, for further checks.
+    """
+    out_ref, dx_ref, dp_ref = _forward_backward(ref, x, grad)
+    out, dx, dp = _forward_backward(ours, x, grad)
+    assert (out - out_ref).abs().max().item() <= TOL
+    assert (dx - dx_ref).abs().max().item() <= TOL
+    assert _max_diff(dp, dp_ref) <= TOL
+    return out_ref, dp
+
+
 # (input (N, H, W), rel-pos table size): a window (N windows), square and non-square
 # global grids, and tables made for another input size (interpolated by get_rel_pos).
 CASES = {
@@ -59,11 +73,7 @@ def test_attention_equals_segment_anything(impl, case):
     ours = SAMAttention(copy.deepcopy(ref), impl)
     x = torch.randn(n, h, w, 32, generator=torch.Generator().manual_seed(1))
     grad = torch.randn(n, h, w, 32, generator=torch.Generator().manual_seed(2))
-    out_ref, dx_ref, dp_ref = _forward_backward(ref, x, grad)
-    out, dx, dp = _forward_backward(ours, x, grad)
-    assert (out - out_ref).abs().max().item() <= TOL
-    assert (dx - dx_ref).abs().max().item() <= TOL
-    assert _max_diff(dp, dp_ref) <= TOL
+    out_ref, dp = _assert_matches(ours, ref, x, grad)
     assert set(dp) == {'qkv.weight', 'qkv.bias', 'proj.weight', 'proj.bias', 'rel_pos_h', 'rel_pos_w'}
     # The relative positions matter here, so the parity covers the bias terms.
     unbiased = copy.deepcopy(ref)
@@ -77,12 +87,7 @@ def test_attention_without_rel_pos(impl):
     torch.manual_seed(0)
     ref = perturb_(Attention(32, 2, use_rel_pos=False))
     ours = SAMAttention(copy.deepcopy(ref), impl)
-    x, grad = torch.randn(2, 3, 5, 32), torch.randn(2, 3, 5, 32)
-    out_ref, dx_ref, dp_ref = _forward_backward(ref, x, grad)
-    out, dx, dp = _forward_backward(ours, x, grad)
-    assert (out - out_ref).abs().max().item() <= TOL
-    assert (dx - dx_ref).abs().max().item() <= TOL
-    assert _max_diff(dp, dp_ref) <= TOL
+    _assert_matches(ours, ref, torch.randn(2, 3, 5, 32), torch.randn(2, 3, 5, 32))
 
 
 def test_attention_keeps_the_parameters_and_keys():
@@ -131,11 +136,7 @@ def test_prompted_attention_fused_equals_eager(impl, case):
         fused.prompt_tokens.copy_(eager.prompt_tokens)
     x = torch.randn(n, h, w, 32, generator=torch.Generator().manual_seed(1))
     grad = torch.randn(n, h, w, 32, generator=torch.Generator().manual_seed(2))
-    out_ref, dx_ref, dp_ref = _forward_backward(eager, x, grad)
-    out, dx, dp = _forward_backward(fused, x, grad)
-    assert (out - out_ref).abs().max().item() <= TOL
-    assert (dx - dx_ref).abs().max().item() <= TOL
-    assert _max_diff(dp, dp_ref) <= TOL
+    _, dp = _assert_matches(fused, eager, x, grad)
     assert dp['prompt_tokens'].abs().max() > 0
 
 
