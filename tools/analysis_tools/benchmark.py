@@ -581,13 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     report = dict(
         config=dict(
             arch_name=args.arch if isinstance(args.arch, str) else 'custom arch',
-            arch=args.arch,
-            img_size=args.img_size,
-            batch=args.batch,
-            device=args.device,
-            amp=args.amp,
-            warmup=args.warmup,
-            repeat=args.repeat,
+            **{k: opts[k] for k in ('arch', 'img_size', 'batch', 'device', 'amp', 'warmup', 'repeat')},
             backbone_options=opts['backbone_options'],
         ),
         environment=dict(
