@@ -1,13 +1,20 @@
 """Bad configurations, checkpoints and data: each fails early with an error that names the problem.
 
 One table: ``(id, action, error type, message pattern)``. Where data is at fault the
-pattern includes the file (or folder) name.
+pattern includes the file (or folder) name. The cases under "a user's own data" run
+the real tools (``tools/train.py``, ``tools/test.py``, ``tools/infer.py``,
+``merge_peft.py``) in-process through their ``main``, on data laid out as the README's
+binary recipe says and with the README's own config.
 """
 
+import contextlib
+import importlib.util
+import io
 import logging
 import os
 import pickle
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,6 +33,7 @@ from mmseg_sam.datasets import CheckedSegDataset, generate_synthetic_dataset
 from mmseg_sam.engine import PortableAmpOptimWrapper
 from mmseg_sam.engine.hooks import SAMCheckpointHook, check_head_fits_dataset
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.user_data import REPO, write_configs, write_user_data
 
 
 class _RunsCode:
@@ -234,6 +242,142 @@ def _binary_head_on_multiclass_dataset(ctx):
     check_head_fits_dataset(_segmentor(ctx), _dataset(ctx, split='val'), 'val')
 
 
+# --- a user's own data, through the real tools ----------------------------------------
+
+
+def _load_tool(path: str):
+    spec = importlib.util.spec_from_file_location(f'tool_{Path(path).stem}', REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ToolFailed(Exception):
+    """A tool's ``main`` returned a non-zero status; the message is what it printed to stderr."""
+
+
+def _tool(path: str, *argv) -> None:
+    """Run a tool's ``main`` in-process; a non-zero return raises :class:`ToolFailed` with its stderr."""
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = _load_tool(path).main([str(a) for a in argv])
+    if status:
+        raise ToolFailed(stderr.getvalue())
+
+
+def _user_project(ctx, name: str, edit: Callable[[Path], None] | None = None) -> tuple[Path, Path]:
+    """README-layout data (then ``edit(data_root)``) and the README recipe config; returns (config, data)."""
+    root = ctx.tmp / name
+    data = root / 'data/my_data'
+    write_user_data(data, {'train': [(70, 90), (64, 64)], 'val': [(67, 93)]})
+    if edit is not None:
+        edit(data)
+    return write_configs(root, data, ctx.sam), data
+
+
+def _train(ctx, name: str, edit: Callable[[Path], None] | None = None, *options: str) -> Path:
+    cfg, _ = _user_project(ctx, name, edit)
+    work = ctx.tmp / name / 'work'
+    _tool('tools/train.py', cfg, '--work-dir', work, *options)
+    return work
+
+
+def _put_mask(values: np.ndarray) -> Callable[[Path], None]:
+    return lambda data: _write(data / 'masks/train/0000.png', values)
+
+
+def _instance_ids() -> np.ndarray:
+    ids = np.zeros((70, 90), np.uint8)
+    for i in range(124):
+        ids[(i // 18) * 10 : (i // 18) * 10 + 8, (i % 18) * 5 : (i % 18) * 5 + 4] = i + 1
+    return ids
+
+
+def _zero_one_with_ignore_border() -> np.ndarray:
+    mask = np.zeros((70, 90), np.uint8)
+    mask[20:50, 30:60] = 1
+    mask[:3], mask[-3:], mask[:, :3], mask[:, -3:] = 255, 255, 255, 255
+    return mask
+
+
+def _sixteen_bit_images(data: Path) -> None:
+    for path in (data / 'images/train').glob('*.jpg'):
+        image = cv2.imread(str(path)).astype(np.uint16) * 16  # 12-bit microscopy range
+        assert cv2.imwrite(str(path.with_suffix('.png')), image)
+        path.unlink()
+
+
+def _trained(ctx) -> tuple[Path, Path, Path]:
+    """One 2-iteration training of the recipe (LoRA rank 4), shared by the cases: (config, data, ckpt)."""
+    if getattr(ctx, 'trained', None) is None:
+        cfg, data = _user_project(ctx, 'trained')
+        work = ctx.tmp / 'trained/work'
+        _tool(
+            'tools/train.py', cfg, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
+            'param_scheduler.0.end=2', 'default_hooks.checkpoint.interval=2',
+        )
+        ctx.trained = (cfg, data, work / 'iter_2.pth')
+    return ctx.trained
+
+
+_RANK_2 = ('--cfg-options', 'model.backbone.peft.rank=2')
+
+
+def _test_with_other_rank(ctx):
+    cfg, _, ckpt = _trained(ctx)
+    _tool('tools/test.py', cfg, ckpt, '--work-dir', ctx.tmp / 'test_rank2', *_RANK_2)
+
+
+def _load_from_other_rank(ctx):
+    cfg, _, ckpt = _trained(ctx)
+    _tool('tools/train.py', cfg, '--work-dir', ctx.tmp / 'load_rank2', *_RANK_2, f'load_from={ckpt}')
+
+
+def _resume_with_other_rank(ctx):
+    cfg, _, ckpt = _trained(ctx)
+    work = ctx.tmp / 'resume_rank2'
+    work.mkdir()
+    shutil.copy(ckpt, work / ckpt.name)
+    (work / 'last_checkpoint').write_text(str(work / ckpt.name))
+    _tool('tools/train.py', cfg, '--work-dir', work, '--resume', *_RANK_2)
+
+
+def _merge_onto_its_input(ctx):
+    cfg, _, ckpt = _trained(ctx)
+    _tool('tools/model_converters/merge_peft.py', cfg, ckpt, ckpt)
+
+
+def _merge_onto_an_existing_file(ctx):
+    cfg, _, ckpt = _trained(ctx)
+    existing = ctx.tmp / 'merged_before.pth'
+    existing.write_bytes(b'keep me')
+    _tool('tools/model_converters/merge_peft.py', cfg, ckpt, existing)
+
+
+def _infer_into_a_file(ctx):
+    cfg, data, ckpt = _trained(ctx)
+    target = ctx.tmp / 'not_a_folder.txt'
+    target.write_text('x')
+    _tool('tools/infer.py', cfg, ckpt, data / 'images/val', '--out-dir', target)
+
+
+def _infer_on_16_bit(ctx):
+    cfg, data, ckpt = _trained(ctx)
+    image = (np.random.default_rng(0).integers(0, 4096, (50, 60))).astype(np.uint16)
+    _write(ctx.tmp / 'scan_16bit.png', image)
+    _tool('tools/infer.py', cfg, ckpt, ctx.tmp / 'scan_16bit.png', '--out-dir', ctx.tmp / 'pred16')
+
+
+def _test_with_threshold(ctx):
+    cfg, _, ckpt = _trained(ctx)
+    options = ('--cfg-options', 'model.decode_head.threshold=1.5')
+    _tool('tools/test.py', cfg, ckpt, '--work-dir', ctx.tmp / 'thr', *options)
+
+
+def _diverging_run(ctx):
+    _train(ctx, 'diverge', None, '--cfg-options', 'optim_wrapper.optimizer.lr=1e6')
+
+
 CASES = [
     # configuration
     (
@@ -440,6 +584,102 @@ CASES = [
         ValueError,
         r'decode_head has out_channels=1 .* but the val dataset has 4 classes',
     ),
+    # a user's own data, through the real tools
+    (
+        'instance-id mask (tools/train.py)',
+        lambda ctx: _train(ctx, 'ids', _put_mask(_instance_ids())),
+        ValueError,
+        r'(?s)image .*images/train/0000\.jpg, mask .*masks/train/0000\.png\).*masks/train/0000\.png is not a 0/255 '
+        r'binary mask: it holds values \[0, 1, 2, 3, .* \(125 distinct values\)',
+    ),
+    (
+        '0/1 mask with a 255 border (tools/train.py)',
+        lambda ctx: _train(ctx, 'border', _put_mask(_zero_one_with_ignore_border())),
+        ValueError,
+        r'masks/train/0000\.png holds 0/1 labels with 255 \(mmseg: ignore\), values \[0, 1, 255\]: a threshold '
+        r'would turn them into a foreground border',
+    ),
+    (
+        'mask of another size than its image (tools/train.py)',
+        lambda ctx: _train(ctx, 'sizes', _put_mask(np.zeros((40, 50), np.uint8))),
+        ValueError,
+        r'mask .*masks/train/0000\.png \(image .*images/train/0000\.jpg\): the mask is 40x50 \(HxW\), its image 70x90',
+    ),
+    (
+        '16-bit images (tools/train.py)',
+        lambda ctx: _train(
+            ctx, 'depth', _sixteen_bit_images, '--cfg-options', 'train_dataloader.dataset.img_suffix=.png'
+        ),
+        ValueError,
+        r"images/train/0000\.png is a 16-bit image, which LoadImageFromFile reads as 8 bits .*"
+        r"dict\(type='LoadAnyDepthImageFromFile'\)",
+    ),
+    (
+        '16-bit image (tools/infer.py)',
+        _infer_on_16_bit,
+        ToolFailed,
+        r"scan_16bit\.png is a 16-bit image, .* dict\(type='LoadAnyDepthImageFromFile'\)",
+    ),
+    (
+        'checkpoint of another LoRA rank (tools/test.py)',
+        _test_with_other_rank,
+        ValueError,
+        r'tensors have another shape \(backbone\.blocks\.0\.attn\.qkv\.lora_A.*: checkpoint \(4, 32\), model \(2, 32\)',
+    ),
+    (
+        'load_from of another LoRA rank (tools/train.py)',
+        _load_from_other_rank,
+        ValueError,
+        r'tensors have another shape \(backbone\.blocks\.0\.attn\.qkv\.lora_A.*: checkpoint \(4, 32\), model \(2, 32\)',
+    ),
+    (
+        '--resume with another LoRA rank (tools/train.py)',
+        _resume_with_other_rank,
+        ValueError,
+        r'tensors have another shape \(backbone\.blocks\.0\.attn\.qkv\.lora_A.*: checkpoint \(4, 32\), model \(2, 32\)',
+    ),
+    (
+        'head threshold 1.5 (tools/test.py)',
+        _test_with_threshold,
+        ValueError,
+        r'threshold must be a probability in \(0, 1\) .*got 1\.5',
+    ),
+    (
+        'diverging run, lr 1e6 (tools/train.py)',
+        _diverging_run,
+        FloatingPointError,
+        r'training stopped at iteration \d+: non-finite .*loss.* learning rate',
+    ),
+    (
+        'merge_peft.py writing over its input',
+        _merge_onto_its_input,
+        ToolFailed,
+        r'error: the output .*iter_2\.pth is the input .*iter_2\.pth: writing it would destroy the input',
+    ),
+    (
+        'merge_peft.py writing over an existing file',
+        _merge_onto_an_existing_file,
+        ToolFailed,
+        r'error: the output .*merged_before\.pth exists: pass --overwrite',
+    ),
+    (
+        'infer --out-dir is a file (tools/infer.py)',
+        _infer_into_a_file,
+        ToolFailed,
+        r'error: --out-dir .*not_a_folder\.txt is a file',
+    ),
+    (
+        'peft given as a string (tools/train.py)',
+        lambda ctx: _train(ctx, 'peftstr', None, '--cfg-options', 'model.backbone.peft=LoRA'),
+        TypeError,
+        r"peft must be a dict such as dict\(type='LoRA', rank=4\) .*got 'LoRA': write peft=dict\(type='LoRA'\)",
+    ),
+    (
+        'num_classes=1 on the head (tools/train.py)',
+        lambda ctx: _train(ctx, 'onecls', None, '--cfg-options', 'model.decode_head.num_classes=1'),
+        ValueError,
+        r'num_classes must be an int >= 2 .*got 1; for binary segmentation write num_classes=2, out_channels=1',
+    ),
 ]
 
 
@@ -450,14 +690,21 @@ def multiclass(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, sam_checkpoint) -> tuple[Path, Path, Path]:
+    """The README recipe trained for 2 iterations (LoRA rank 4): (config, data root, checkpoint)."""
+    ctx = SimpleNamespace(tmp=tmp_path_factory.mktemp('trained'), sam=sam_checkpoint)
+    return _trained(ctx)
+
+
 def test_the_table_is_large_and_its_ids_unique():
     ids = [case[0] for case in CASES]
     assert len(ids) >= 20 and len(set(ids)) == len(ids)
 
 
 @pytest.mark.parametrize(('action', 'error', 'pattern'), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_fails_with_a_clear_error(action, error, pattern, tmp_path, sam_checkpoint, multiclass):
-    ctx = SimpleNamespace(tmp=tmp_path, sam=sam_checkpoint, multiclass=multiclass)
+def test_bad_input_fails_with_a_clear_error(action, error, pattern, tmp_path, sam_checkpoint, multiclass, trained):
+    ctx = SimpleNamespace(tmp=tmp_path, sam=sam_checkpoint, multiclass=multiclass, trained=trained)
     with pytest.raises(error) as info:
         action(ctx)
     assert type(info.value) is error or error is AssertionError

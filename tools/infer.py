@@ -24,7 +24,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import mmcv
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.utils import ProgressBar
@@ -59,6 +58,8 @@ def check_args(args: argparse.Namespace) -> str:
         raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
     if not 0 < args.opacity <= 1:
         raise ValueError(f'--opacity must be in (0, 1], got {args.opacity}')
+    if Path(args.out_dir).exists() and not Path(args.out_dir).is_dir():
+        raise ValueError(f'--out-dir {args.out_dir} is a file: give a folder (it is created if missing)')
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     if device != 'cpu' and not device.startswith('cuda'):
         raise ValueError(f"--device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
@@ -102,7 +103,7 @@ def infer(args: argparse.Namespace) -> int:
             mask = pred.pred_sem_seg.data  # (1, H, W) at the image's own size
             save_index_mask(mask, out_dir / 'masks' / name, palette)
             if not args.no_overlay:
-                image = mmcv.imread(str(path), channel_order='rgb')
+                image = inferencer.read_image(str(path))  # as the model saw it (16-bit images scaled)
                 visualizer.add_datasample(
                     name,
                     image,

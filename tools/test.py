@@ -4,7 +4,7 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> None:
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    if args.out is not None:
-        cfg.test_evaluator = ConfigDict(cfg.test_evaluator)
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
+    if args.out is not None:  # every metric writes the predicted label maps (PNG) to args.out
+        metrics = cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
+        for metric in metrics:
+            metric['output_dir'] = args.out
+            metric['keep_results'] = True
 
     # gloo on hosts without a GPU; a DDP wrapper that handles CPU and Conv-LoRA's unused experts
     setup_distributed(cfg)

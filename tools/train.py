@@ -44,6 +44,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_schedule(cfg: Config) -> list[str]:
+    """Warn about iteration-based LR schedulers that do not end where training does.
+
+    A ``--cfg-options train_cfg.max_iters=N`` shortens the run, not the schedule: a
+    linear decay planned for 2000 iterations then stops at N with the learning rate
+    still high, and one that ends before N trains on at its final value (0 for the
+    configs' linear decay). Returns the warnings it logged.
+    """
+    max_iters = cfg.get('train_cfg', {}).get('max_iters')
+    schedulers = cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else list(schedulers)
+    warnings = []
+    for i, scheduler in enumerate(schedulers):
+        end = scheduler.get('end')
+        if not max_iters or scheduler.get('by_epoch', True) or end is None or end == max_iters:
+            continue
+        where = 'before' if end < max_iters else 'after'
+        warnings.append(
+            f'param_scheduler[{i}] ({scheduler.get("type")}) ends at iteration {end}, {where} training stops '
+            f'(train_cfg.max_iters={max_iters}); to change both write --cfg-options '
+            f'train_cfg.max_iters={max_iters} param_scheduler.{i}.end={max_iters}'
+        )
+    for text in warnings:
+        print_log(text, logger='current', level=logging.WARNING)
+    return warnings
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -67,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg.optim_wrapper.type = 'PortableAmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
 
+    check_schedule(cfg)
     # gloo on hosts without a GPU; a DDP wrapper that handles CPU and Conv-LoRA's unused experts
     setup_distributed(cfg)
     cfg.resume = args.resume

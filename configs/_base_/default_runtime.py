@@ -21,11 +21,14 @@ tta_model = dict(
 # RNGStateHook stores the random generators' states so that --resume continues the
 # same random streams; AtomicCheckpointWritesHook makes checkpoint writes atomic
 # (a crash mid-write never replaces the last good checkpoint); ModelDatasetCheckHook
-# fails before the first step when the head's classes do not fit the dataset's.
+# fails before the first step when the head's classes do not fit the dataset's;
+# StopOnNonFiniteHook stops a diverging run (NaN / inf loss or gradient) with an error and
+# never writes a non-finite checkpoint over the finite ones.
 custom_hooks = [
     dict(type='ModelDatasetCheckHook'),
     dict(type='TrainableParamsHook'),
     dict(type='SAMCheckpointHook', save_frozen=False),
     dict(type='RNGStateHook'),
     dict(type='AtomicCheckpointWritesHook'),
+    dict(type='StopOnNonFiniteHook', patience=1),
 ]

@@ -1,4 +1,4 @@
-"""Inference: strict checkpoint loading, a segmentor from config + checkpoint, an inferencer."""
+"""Inference: strict checkpoint loading, a segmentor from config + checkpoint, an inferencer, safe outputs."""
 
 from .inference import (
     IMG_EXTENSIONS,
@@ -11,10 +11,12 @@ from .inference import (
     save_index_mask,
 )
 from .inferencer import SAMSegInferencer
+from .outputs import check_output_file
 
 __all__ = [
     'IMG_EXTENSIONS',
     'SAMSegInferencer',
+    'check_output_file',
     'init_model',
     'list_images',
     'load_checkpoint',

@@ -1,19 +1,54 @@
-"""BaseSegDataset that fails at build time, naming the folder, when there is nothing to load."""
+"""BaseSegDataset that fails, naming the folder or the files, when its data cannot be used as it is."""
 
 from __future__ import annotations
 
 import os.path as osp
 from typing import Any
 
+from mmcv.transforms import Compose
 from mmseg.datasets import BaseSegDataset
+from mmseg.registry import DATASETS
 
-__all__ = ['CheckedSegDataset']
+from .transforms import CheckSegSample, LoadAnyDepthImageFromFile, image_bit_depth
+from .transforms.roles import is_annotation_step, is_image_loader
+
+__all__ = ['CheckedSegDataset', 'guard_pipeline']
 
 _MAX_LISTED = 5
 
 
+def guard_pipeline(pipeline: Compose) -> bool:
+    """Put a shape check (``CheckSegSample()``) right after every annotation loader of a pipeline.
+
+    The check compares each mask with its image where the sample is loaded, before a
+    ``Resize`` could stretch one to fit the other. Steps inside ``TestTimeAug`` are
+    guarded too; a loader already followed by a ``CheckSegSample`` is left as it is.
+
+    Returns:
+        bool: whether the pipeline loads images with a loader that reads 16-bit
+        images as 8 bits (mmcv's ``LoadImageFromFile``, not
+        :class:`~mmseg_sam.datasets.transforms.LoadAnyDepthImageFromFile`).
+    """
+    guarded, plain_loader = [], False
+    for i, step in enumerate(pipeline.transforms):
+        guarded.append(step)
+        for sub in getattr(step, 'subroutines', ()):  # TestTimeAug: one Compose per augmentation path
+            plain_loader |= guard_pipeline(sub)
+        plain_loader |= is_image_loader(step) and not isinstance(step, LoadAnyDepthImageFromFile)
+        following = pipeline.transforms[i + 1] if i + 1 < len(pipeline.transforms) else None
+        if is_annotation_step(step) and not isinstance(step, CheckSegSample):
+            if not isinstance(following, CheckSegSample):
+                guarded.append(CheckSegSample())
+    pipeline.transforms = guarded
+    return plain_loader
+
+
+@DATASETS.register_module()
 class CheckedSegDataset(BaseSegDataset):
-    """:class:`~mmseg.datasets.BaseSegDataset` with build-time checks of its folders.
+    """:class:`~mmseg.datasets.BaseSegDataset` that checks its folders and every sample it loads.
+
+    Use it as ``type='CheckedSegDataset'`` (with ``metainfo``) for your own
+    multi-class data; the binary and benchmark datasets derive from it.
 
     mmseg builds a dataset from a missing or empty folder without complaint and
     then hangs (``InfiniteSampler``) or fails far from the cause. On local files
@@ -22,8 +57,16 @@ class CheckedSegDataset(BaseSegDataset):
     - the image folder does not exist, or holds no file ending in ``img_suffix``;
     - an image has no mask ``<name><seg_map_suffix>`` in the mask folder;
 
-    and when a sample fails to load (a corrupt image or mask), the error names
-    its image and mask files.
+    and when a sample is loaded:
+
+    - a mask whose size differs from its image's fails, naming both files
+      (:func:`guard_pipeline` puts a ``CheckSegSample()`` after the annotation
+      loader, so the config need not);
+    - a 16-bit or 32-bit image met by mmcv's ``LoadImageFromFile`` (which would
+      read it as a dark 8-bit image) fails, naming the file and the loader to use
+      (``LoadAnyDepthImageFromFile``);
+    - a sample that fails to load (a corrupt image or mask) names its image and
+      mask files.
 
     Checks of mask *values* belong to the data pipeline; this class only checks
     that the files are there. Datasets read through a file backend
@@ -39,6 +82,7 @@ class CheckedSegDataset(BaseSegDataset):
     def __init__(self, check_masks: bool = True, **kwargs: Any) -> None:
         self.check_masks = check_masks  # read by load_data_list, which BaseSegDataset.__init__ calls
         super().__init__(**kwargs)
+        self._reads_8bit_only = guard_pipeline(self.pipeline)
 
     def _where(self) -> str:
         """``data_root``/``data_prefix`` as given, for error messages."""
@@ -97,6 +141,8 @@ class CheckedSegDataset(BaseSegDataset):
             ValueError: If the pipeline raises on this sample.
         """
         try:
+            if self._reads_8bit_only and self.backend_args is None:
+                self._check_bit_depth(self.get_data_info(idx)['img_path'])
             return super().prepare_data(idx)
         except Exception as error:
             info = self.get_data_info(idx)
@@ -104,3 +150,14 @@ class CheckedSegDataset(BaseSegDataset):
                 f'{type(self).__name__}: cannot load sample {idx} (image {info.get("img_path")}, '
                 f'mask {info.get("seg_map_path")}): {type(error).__name__}: {error}'
             ) from error
+
+    @staticmethod
+    def _check_bit_depth(path: str) -> None:
+        """Refuse an image deeper than 8 bits (header read only) that LoadImageFromFile would darken."""
+        bits = image_bit_depth(path)
+        if bits is not None and bits > 8:
+            raise ValueError(
+                f'{path} is a {bits}-bit image, which LoadImageFromFile reads as 8 bits (a dark or clipped '
+                "image); load it with dict(type='LoadAnyDepthImageFromFile') in the pipelines (it maps each "
+                'image onto 0..255, see its scale option)'
+            )

@@ -5,6 +5,7 @@ from .hooks import (
     ModelDatasetCheckHook,
     RNGStateHook,
     SAMCheckpointHook,
+    StopOnNonFiniteHook,
     TrainableParamsHook,
 )
 from .optimizers import PEFTOptimWrapperConstructor, PortableAmpOptimWrapper
@@ -18,6 +19,7 @@ __all__ = [
     'RNGStateHook',
     'SAMDistributedDataParallel',
     'SAMCheckpointHook',
+    'StopOnNonFiniteHook',
     'TrainableParamsHook',
     'setup_distributed',
 ]

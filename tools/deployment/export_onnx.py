@@ -48,7 +48,7 @@ from mmengine.config import Config, DictAction
 from torch import Tensor, nn
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg_sam.apis import init_model
+from mmseg_sam.apis import check_output_file, init_model
 from mmseg_sam.models.decode_heads.sam_mask_decoder_head import semantic_inference
 from mmseg_sam.models.peft import merge_peft
 
@@ -130,6 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--verify', action='store_true', help='compare onnxruntime with PyTorch on random input'
     )
     parser.add_argument('--atol', type=float, default=1e-4, help='--verify tolerance on the scores')
+    parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists (never an input)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)
 
@@ -257,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise ValueError(f'--batch-size must be >= 1, got {args.batch_size}')
+        check_output_file(args.out, (args.config, args.checkpoint), args.overwrite)
         _, model = load_segmentor(args.config, args.checkpoint, args.cfg_options)
         shape = input_shape(model, args.shape)
         reference = wrap(copy.deepcopy(model)) if args.verify else None  # the model as trained

@@ -35,7 +35,7 @@ from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg_sam.apis import load_checkpoint_to_model, read_checkpoint
+from mmseg_sam.apis import check_output_file, load_checkpoint_to_model, read_checkpoint
 from mmseg_sam.models.backbones.sam_vit import resize_pos_embed, resize_rel_pos
 from mmseg_sam.models.peft import merge_peft
 from mmseg_sam.utils.checkpoint import load_state_dict_file, to_sam_state_dict
@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="original SAM checkpoint (default: the config's model.sam_checkpoint); it also supplies "
         'the frozen weights of the model',
     )
+    parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists (never an input)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)
 
@@ -115,14 +116,17 @@ def export_sam(
     out: str,
     sam_checkpoint: str | None = None,
     cfg_options: dict | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Merge, assemble and save; returns what was done (methods, layers, resized tables)."""
+    check_output_file(out, (config, checkpoint, sam_checkpoint), overwrite)
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if sam_checkpoint is not None:
         cfg.model.sam_checkpoint = sam_checkpoint
     source = cfg.model.get('sam_checkpoint')
+    check_output_file(out, (source,), overwrite)
     if source is None:
         raise ValueError(
             'no SAM checkpoint: set model.sam_checkpoint in the config or pass --sam-checkpoint '
@@ -162,7 +166,9 @@ def export_sam(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        info = export_sam(args.config, args.checkpoint, args.out, args.sam_checkpoint, args.cfg_options)
+        info = export_sam(
+            args.config, args.checkpoint, args.out, args.sam_checkpoint, args.cfg_options, args.overwrite
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python tools/model_converters/merge_peft.py CONFIG CHECKPOINT OUT.pth [--cfg-options ...]
+    python tools/model_converters/merge_peft.py CONFIG CHECKPOINT OUT.pth [--overwrite] [--cfg-options ...]
 
 Builds the model of CONFIG (its SAM checkpoint supplies the frozen weights that a
 trainable-only CHECKPOINT does not hold), loads CHECKPOINT strictly, merges the
@@ -10,6 +10,7 @@ PEFT updates into the frozen linear/norm weights and writes a full checkpoint of
 the same model without PEFT: it loads into CONFIG with
 ``--cfg-options model.backbone.peft=None`` and predicts the same. Methods that are
 not linear in their input (Conv-LoRA, adapters, VPT, SAM-Adapter, LST) are refused.
+OUT may never be CHECKPOINT or CONFIG; an existing OUT is replaced only with ``--overwrite``.
 """
 
 import argparse
@@ -22,7 +23,7 @@ from mmengine.config import DictAction
 from mmseg.registry import MODELS
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg_sam.apis import init_model, load_checkpoint
+from mmseg_sam.apis import check_output_file, init_model, load_checkpoint
 from mmseg_sam.models.peft import merge_peft
 
 
@@ -33,12 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('out')
+    parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists (never the input)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser.parse_args(argv)
 
 
-def merge_checkpoint(config: str, checkpoint: str, out: str, cfg_options: dict | None = None) -> dict:
+def merge_checkpoint(
+    config: str, checkpoint: str, out: str, cfg_options: dict | None = None, overwrite: bool = False
+) -> dict:
     """Merge and save; returns ``{'merged_layers': n, 'methods': [...]}``."""
+    check_output_file(out, (config, checkpoint), overwrite)
     model = init_model(config, cfg_options=cfg_options)
     saved = load_checkpoint(model, checkpoint)  # strict key check
     cfg = model.cfg
@@ -61,7 +66,7 @@ def merge_checkpoint(config: str, checkpoint: str, out: str, cfg_options: dict |
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        info = merge_checkpoint(args.config, args.checkpoint, args.out, args.cfg_options)
+        info = merge_checkpoint(args.config, args.checkpoint, args.out, args.cfg_options, args.overwrite)
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 1

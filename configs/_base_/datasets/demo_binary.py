@@ -1,6 +1,6 @@
 # The synthetic demo dataset (textured objects on textured backgrounds), written by
 # `python tools/dataset_converters/generate_demo_data.py data/demo_binary --mode binary`.
-dataset_type = 'BaseSegDataset'
+dataset_type = 'CheckedSegDataset'  # BaseSegDataset + checks of folders, mask sizes and image bit depth
 data_root = 'data/demo_binary'
 metainfo = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 64, 64]])
 crop_size = (128, 128)

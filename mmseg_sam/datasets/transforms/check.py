@@ -38,6 +38,8 @@ class CheckSegSample(BaseTransform):
             naming the mask and image files.
     """
 
+    needs_annotations = True  # inference pipelines drop it (see transforms.roles)
+
     def __init__(self, num_classes: int | None = None, ignore_index: int = 255) -> None:
         if num_classes is not None and (
             isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 
+from .roles import is_annotation_step
+
 __all__ = ['flip_tta_pipeline']
 
 
@@ -39,6 +41,6 @@ def flip_tta_pipeline(test_pipeline: Sequence[Mapping]) -> list[dict]:
         dict(type='RandomFlip', prob=0.0, direction='horizontal'),
         dict(type='RandomFlip', prob=1.0, direction='horizontal'),
     ]
-    at = next((i for i, t in enumerate(middle) if 'Annotations' in str(t.get('type'))), len(middle))
+    at = next((i for i, t in enumerate(middle) if is_annotation_step(t)), len(middle))
     stages = [[t] for t in middle[:at]] + [flip] + [[t] for t in middle[at:]] + [[steps[-1]]]
     return [steps[0], dict(type='TestTimeAug', transforms=stages)]

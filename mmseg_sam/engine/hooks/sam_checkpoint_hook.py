@@ -82,20 +82,36 @@ class SAMCheckpointHook(Hook):
 
 
 def check_checkpoint_keys(model: nn.Module, state: dict) -> list[str]:
-    """Compare a checkpoint's state dict with a model built from the config.
+    """Compare a checkpoint's state dict with a model built from the config: keys, then shapes.
 
     Returns:
         list[str]: the missing keys, all frozen weights restored from a SAM checkpoint.
 
     Raises:
-        ValueError: any unexpected key, or any other missing key, named.
+        ValueError: any unexpected key, or any other missing key, named; or any tensor
+            whose shape differs from the model's (another LoRA rank, another width),
+            naming the keys and both shapes.
     """
     frozen = _frozen_from_sam(model)
-    return check_keys(
-        model.state_dict(),
-        (re.sub(r'^module\.', '', k) for k in state),
+    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = check_keys(
+        expected,
+        state,
         'the checkpoint does not fit the model built from the config:',
         allowed_missing=frozen.__contains__,
         allowed_missing_reason='only frozen weights restored from a SAM checkpoint may be absent; '
         'is model.sam_checkpoint set as when the checkpoint was saved?',
     )
+    mismatched = [
+        f'{key}: checkpoint {tuple(value.shape)}, model {tuple(expected[key].shape)}'
+        for key, value in state.items()
+        if hasattr(value, 'shape') and tuple(value.shape) != tuple(expected[key].shape)
+    ]
+    if mismatched:
+        listed = '; '.join(mismatched[:8]) + (f'; ... (+{len(mismatched) - 8} more)' if len(mismatched) > 8 else '')
+        raise ValueError(
+            f'the checkpoint does not fit the model built from the config: {len(mismatched)} tensors have '
+            f'another shape ({listed}); was it trained with another config (PEFT rank, width, classes)?'
+        )
+    return missing

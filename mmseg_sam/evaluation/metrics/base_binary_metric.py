@@ -1,16 +1,41 @@
-"""Input handling shared by the binary metrics: foreground probabilities, labels, valid pixels."""
+"""Input handling shared by the binary metrics: foreground probabilities, decisions, labels, valid pixels."""
 
+import os.path as osp
 from abc import abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
+from mmengine.logging import MMLogger
 from mmengine.structures import BaseDataElement
+from PIL import Image
 from torch import Tensor
 
-__all__ = ['BaseBinaryMetric', 'foreground_probability']
+__all__ = ['BaseBinaryMetric', 'BinaryMaps', 'check_threshold', 'foreground_probability']
+
+
+class BinaryMaps(NamedTuple):
+    """One image's maps at its original size, as the binary metrics read them."""
+
+    prob: np.ndarray  # (H, W) float64 foreground probability in [0, 1]
+    pred: np.ndarray  # (H, W) bool: the model's decision (pred_sem_seg == 1, the head's threshold)
+    foreground: np.ndarray  # (H, W) bool ground-truth foreground
+    valid: np.ndarray  # (H, W) bool, False at ignore_index pixels
+
+
+def check_threshold(threshold: float | None) -> float | None:
+    """``None`` (the model's decision) or a probability threshold in [0, 1)."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
+        raise ValueError(
+            f"threshold must be None (use the model's decision, decode_head.threshold) or a float in [0, 1), "
+            f'got {threshold!r}'
+        )
+    return float(threshold)
 
 
 def foreground_probability(seg_logits: Tensor) -> Tensor:
@@ -57,18 +82,32 @@ def foreground_probability(seg_logits: Tensor) -> Tensor:
 class BaseBinaryMetric(BaseMetric):
     """Base of the per-image metrics of binary segmentation from foreground probabilities.
 
-    ``process`` turns every data sample into numpy maps at the original image size:
-    the foreground probability (see :func:`foreground_probability`), the foreground
-    mask ``label == 1`` and the valid mask ``label != ignore_index``, and appends
-    exactly one entry per image to ``self.results`` (mmengine's distributed
-    ``collect_results`` drops padded samples by counting entries). Subclasses
-    implement :meth:`process_image` and ``compute_metrics``.
+    ``process`` turns every data sample into numpy maps at the original image size
+    (:class:`BinaryMaps`): the foreground probability (see
+    :func:`foreground_probability`), the model's decision ``pred_sem_seg == 1`` (for
+    a 1-channel head the head's ``threshold``, the same that ``tools/infer.py`` and
+    ``--show-dir`` use), the foreground mask ``label == 1`` and the valid mask
+    ``label != ignore_index``, and appends exactly one entry per image to
+    ``self.results`` (mmengine's distributed ``collect_results`` drops padded
+    samples by counting entries). Subclasses implement :meth:`process_image` and
+    ``compute_metrics``.
+
+    With ``output_dir`` (``tools/test.py --out DIR``) every image's prediction is
+    written as mmseg's ``IoUMetric`` writes it, ``DIR/<image name>.png`` of class
+    indices (0/1), and its foreground probability as an 8-bit grey map
+    ``DIR/probabilities/<image name>.png`` (``round(255 * p)``, what the saliency and
+    camouflage toolboxes read). ``format_only=True`` writes them without scoring.
 
     Labels must be 0 (background), 1 (foreground) or ``ignore_index``; datasets
     whose masks are 0/255 convert them first (``tools/dataset_converters``).
 
     Args:
         ignore_index: label of pixels that no metric sees.
+        output_dir: folder for the predictions, or None.
+        format_only: only write the predictions (needs ``output_dir``); the result
+            dict is empty.
+        keep_results: accepted for mmseg's ``tools/test.py --out``, which sets it;
+            the predictions are written whenever ``output_dir`` is set.
         collect_device: ``'cpu'`` or ``'gpu'``, for distributed collection.
         prefix: prefix of the metric names in the result dict.
         collect_dir: temporary folder of the CPU collection.
@@ -77,6 +116,9 @@ class BaseBinaryMetric(BaseMetric):
     def __init__(
         self,
         ignore_index: int = 255,
+        output_dir: str | None = None,
+        format_only: bool = False,
+        keep_results: bool = False,
         collect_device: str = 'cpu',
         prefix: str | None = None,
         collect_dir: str | None = None,
@@ -86,42 +128,65 @@ class BaseBinaryMetric(BaseMetric):
             raise ValueError(
                 f'ignore_index must be an int other than the labels 0 and 1, got {ignore_index!r}'
             )
+        if format_only and not output_dir:
+            raise ValueError('format_only=True writes the predictions to output_dir: set output_dir')
+        if output_dir is not None and osp.exists(output_dir) and not osp.isdir(output_dir):
+            raise ValueError(f'output_dir {output_dir} is a file, expected a folder')
         self.ignore_index = ignore_index
+        self.output_dir = output_dir
+        self.format_only = bool(format_only)
+        self.keep_results = bool(keep_results)
 
     def process(self, data_batch: Any, data_samples: Sequence[dict | BaseDataElement]) -> None:
-        """Store one result per data sample (see :meth:`process_image`)."""
+        """Store one result per data sample (see :meth:`process_image`); write predictions to ``output_dir``."""
         for sample in data_samples:
-            prob, foreground, valid = self.binary_maps(sample)
-            self.results.append(self.process_image(prob, foreground, valid))
+            if isinstance(sample, BaseDataElement):
+                sample = sample.to_dict()
+            if self.output_dir is not None:
+                self.write_prediction(sample)
+            if not self.format_only:
+                self.results.append(self.process_image(self.binary_maps(sample)))
 
-    def binary_maps(self, sample: dict | BaseDataElement) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Foreground probability, foreground mask and valid mask of one data sample.
+    def write_prediction(self, sample: dict) -> None:
+        """``output_dir/<name>.png`` (0/1 class indices) and ``output_dir/probabilities/<name>.png`` (8-bit)."""
+        name = Path(sample.get('img_path') or f'{len(self.results):06d}').stem + '.png'
+        out = Path(self.output_dir)
+        (out / 'probabilities').mkdir(parents=True, exist_ok=True)
+        pred = sample['pred_sem_seg']['data'].detach().cpu().numpy()[0].astype(np.uint8)  # (1, H, W) -> (H, W)
+        Image.fromarray(pred).save(out / name)
+        prob = foreground_probability(sample['seg_logits']['data']).numpy()
+        Image.fromarray(np.rint(prob * 255).astype(np.uint8)).save(out / 'probabilities' / name)
+
+    def binary_maps(self, sample: dict | BaseDataElement) -> BinaryMaps:
+        """Foreground probability, decision, foreground mask and valid mask of one data sample.
 
         Args:
-            sample: a data sample with ``seg_logits`` and ``gt_sem_seg``, as a dict
-                (what mmengine's Evaluator passes) or a ``SegDataSample``.
+            sample: a data sample with ``seg_logits``, ``pred_sem_seg`` and
+                ``gt_sem_seg``, as a dict (what mmengine's Evaluator passes) or a
+                ``SegDataSample``.
 
         Returns:
-            tuple: (H, W) float64 probabilities, (H, W) bool foreground, (H, W) bool valid.
+            BinaryMaps: (H, W) maps at the original image size.
         """
         if isinstance(sample, BaseDataElement):
             sample = sample.to_dict()
-        for key in ('seg_logits', 'gt_sem_seg'):
+        for key in ('seg_logits', 'pred_sem_seg', 'gt_sem_seg'):
             if key not in sample:
                 raise KeyError(
                     f'data sample has no {key!r} (keys: {sorted(sample)}): {type(self).__name__} needs the '
-                    "foreground probabilities that EncoderDecoder.predict stores in 'seg_logits' and the label"
+                    "foreground probabilities that EncoderDecoder.predict stores in 'seg_logits', its decision "
+                    "'pred_sem_seg' and the label"
                 )
         prob = foreground_probability(sample['seg_logits']['data'])
-        label = sample['gt_sem_seg']['data'].detach().cpu()
-        if label.ndim == 3 and label.shape[0] == 1:
-            label = label[0]  # (1, H, W) -> (H, W)
-        if label.shape != prob.shape:
-            raise ValueError(
-                f'seg_logits are {tuple(prob.shape)} but the label is {tuple(label.shape)}: binary metrics compare '
-                'at the original image size (EncoderDecoder.predict resizes seg_logits to ori_shape; load the '
-                'labels after Resize in the test pipeline)'
-            )
+        label = _squeeze(sample['gt_sem_seg']['data'].detach().cpu())
+        pred = _squeeze(sample['pred_sem_seg']['data'].detach().cpu())
+        for name, value in (('label', label), ('pred_sem_seg', pred)):
+            if value.shape != prob.shape:
+                raise ValueError(
+                    f'seg_logits are {tuple(prob.shape)} but the {name} is {tuple(value.shape)}: binary metrics '
+                    'compare at the original image size (EncoderDecoder.predict resizes seg_logits to ori_shape; '
+                    'load the labels after Resize in the test pipeline)'
+                )
         valid = label != self.ignore_index
         values = torch.unique(label[valid]).tolist()
         bad = [v for v in values if v not in (0, 1)]
@@ -130,14 +195,36 @@ class BaseBinaryMetric(BaseMetric):
                 f'labels {bad} found: binary metrics expect 0 (background), 1 (foreground) and '
                 f'ignore_index={self.ignore_index}'
             )
-        return prob.numpy(), (label == 1).numpy(), valid.numpy()
+        return BinaryMaps(prob.numpy(), (pred == 1).numpy(), (label == 1).numpy(), valid.numpy())
+
+    def decide(self, maps: BinaryMaps, threshold: float | None) -> np.ndarray:
+        """The foreground decision a metric scores: the model's, or ``prob > threshold`` when one is given."""
+        if threshold is None:
+            return maps.pred
+        decision = maps.prob > threshold
+        if not getattr(self, '_told_threshold', False) and not np.array_equal(decision, maps.pred):
+            self._told_threshold = True
+            MMLogger.get_current_instance().warning(
+                f'{type(self).__name__} scores prob > {threshold}, which differs from the model\'s decision '
+                '(decode_head.threshold) that tools/infer.py and --show-dir use; set threshold=None to score '
+                'the model\'s decision'
+            )
+        return decision
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        if self.format_only:
+            MMLogger.get_current_instance().info(f'predictions written to {self.output_dir}; not scored')
+            return {}
+        return self.compute_scores(results)
 
     @abstractmethod
-    def process_image(self, prob: np.ndarray, foreground: np.ndarray, valid: np.ndarray) -> Any:
-        """Per-image result to store (small and picklable: it is gathered across ranks).
+    def compute_scores(self, results: list) -> dict[str, float]:
+        """The metric values from the per-image results."""
 
-        Args:
-            prob: (H, W) float64 foreground probabilities in [0, 1].
-            foreground: (H, W) bool ground-truth foreground.
-            valid: (H, W) bool, False at ``ignore_index`` pixels.
-        """
+    @abstractmethod
+    def process_image(self, maps: BinaryMaps) -> Any:
+        """Per-image result to store (small and picklable: it is gathered across ranks)."""
+
+
+def _squeeze(label: Tensor) -> Tensor:
+    return label[0] if label.ndim == 3 and label.shape[0] == 1 else label  # (1, H, W) -> (H, W)

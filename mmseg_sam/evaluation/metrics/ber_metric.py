@@ -1,9 +1,11 @@
 """Balance error rate of shadow detection."""
 
+from typing import Any
+
 import numpy as np
 from mmseg.registry import METRICS
 
-from .base_binary_metric import BaseBinaryMetric
+from .base_binary_metric import BaseBinaryMetric, BinaryMaps, check_threshold
 
 __all__ = ['BERMetric']
 
@@ -12,8 +14,10 @@ __all__ = ['BERMetric']
 class BERMetric(BaseBinaryMetric):
     """Balance error rate (BER), per image then averaged, in percent.
 
-    Each image is binarised at ``prob > threshold`` (default 125/255: the shadow
-    literature thresholds 8-bit maps at ``> 125``); over its valid pixels::
+    Each image's shadow mask is the model's decision (``pred_sem_seg``: for a
+    1-channel head ``prob > decode_head.threshold``; the shadow benchmark configs set
+    that to 125/255, as the shadow literature thresholds 8-bit maps at ``> 125``), or
+    ``prob > threshold`` when ``threshold`` is set; over its valid pixels::
 
         shadow error     = 1 - TP / (TP + FN)      (1 - TPR)
         non-shadow error = 1 - TN / (TN + FP)      (1 - TNR)
@@ -35,32 +39,26 @@ class BERMetric(BaseBinaryMetric):
       evaluation scripts that accumulate counts over the test set do.
 
     Args:
-        threshold: shadow when ``prob > threshold``; in [0, 1).
-        ignore_index, collect_device, prefix, collect_dir: see ``BaseBinaryMetric``.
+        threshold: None (default) scores the model's decision; a float in [0, 1)
+            scores ``prob > threshold`` instead (a warning says when that differs
+            from the model's decision).
+        **kwargs: ``ignore_index``, ``output_dir``, ``format_only``, ... of
+            :class:`BaseBinaryMetric`.
     """
 
-    def __init__(
-        self,
-        threshold: float = 125 / 255,
-        ignore_index: int = 255,
-        collect_device: str = 'cpu',
-        prefix: str | None = None,
-        collect_dir: str | None = None,
-    ) -> None:
-        super().__init__(ignore_index, collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
-        if not 0 <= threshold < 1:
-            raise ValueError(f'threshold must be in [0, 1), got {threshold!r}')
-        self.threshold = float(threshold)
+    def __init__(self, threshold: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.threshold = check_threshold(threshold)
 
-    def process_image(self, prob: np.ndarray, foreground: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def process_image(self, maps: BinaryMaps) -> np.ndarray:
         """Counts (TP, FN, TN, FP) of one image over its valid pixels."""
-        pred = prob > self.threshold
-        pos, neg = foreground & valid, ~foreground & valid
+        pred = self.decide(maps, self.threshold)
+        pos, neg = maps.foreground & maps.valid, ~maps.foreground & maps.valid
         tp = np.count_nonzero(pred & pos)
         tn = np.count_nonzero(~pred & neg)
         return np.array([tp, np.count_nonzero(pos) - tp, tn, np.count_nonzero(neg) - tn], dtype=np.int64)
 
-    def compute_metrics(self, results: list) -> dict[str, float]:
+    def compute_scores(self, results: list) -> dict[str, float]:
         counts = np.stack(results).astype(np.float64)  # (N, 4): TP, FN, TN, FP
         tp, fn, tn, fp = counts.T
         pos, neg = tp + fn, tn + fp

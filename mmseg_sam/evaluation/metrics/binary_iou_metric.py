@@ -1,9 +1,11 @@
 """Foreground IoU and Dice per image (skin lesion, leaf disease, roads)."""
 
+from typing import Any
+
 import numpy as np
 from mmseg.registry import METRICS
 
-from .base_binary_metric import BaseBinaryMetric
+from .base_binary_metric import BaseBinaryMetric, BinaryMaps, check_threshold
 
 __all__ = ['BinaryIoUMetric']
 
@@ -12,8 +14,9 @@ __all__ = ['BinaryIoUMetric']
 class BinaryIoUMetric(BaseBinaryMetric):
     """Foreground IoU and Dice of a binary segmentation, per image then averaged.
 
-    Each image is binarised at ``prob > threshold`` (strictly greater, like mmseg's
-    ``pred_sem_seg`` of a 1-channel head); over its valid pixels (label not
+    Each image's foreground is the model's decision (``pred_sem_seg``: for a
+    1-channel head ``prob > decode_head.threshold``, what ``tools/infer.py`` writes),
+    or ``prob > threshold`` when ``threshold`` is set; over its valid pixels (label not
     ``ignore_index``) ``IoU = TP / (TP + FP + FN)`` and ``Dice = 2TP / (2TP + FP + FN)``.
     An image whose valid pixels have neither ground-truth nor predicted foreground
     (TP + FP + FN = 0) scores ``empty_score`` for both (default 1: nothing to find,
@@ -26,39 +29,33 @@ class BinaryIoUMetric(BaseBinaryMetric):
     - ``IoU_dataset``, ``Dice_dataset``: from TP, FP, FN summed over the dataset.
 
     Args:
-        threshold: foreground when ``prob > threshold``; in [0, 1).
+        threshold: None (default) scores the model's decision; a float in [0, 1)
+            scores ``prob > threshold`` instead (a warning says when that differs
+            from the model's decision).
         empty_score: IoU and Dice of an image with empty ground truth and empty
             prediction; in [0, 1].
-        ignore_index, collect_device, prefix, collect_dir: see ``BaseBinaryMetric``.
+        **kwargs: ``ignore_index``, ``output_dir``, ``format_only``, ... of
+            :class:`BaseBinaryMetric`.
     """
 
-    def __init__(
-        self,
-        threshold: float = 0.5,
-        empty_score: float = 1.0,
-        ignore_index: int = 255,
-        collect_device: str = 'cpu',
-        prefix: str | None = None,
-        collect_dir: str | None = None,
-    ) -> None:
-        super().__init__(ignore_index, collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
-        if not 0 <= threshold < 1:
-            raise ValueError(f'threshold must be in [0, 1), got {threshold!r}')
+    def __init__(self, threshold: float | None = None, empty_score: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if not 0 <= empty_score <= 1:
             raise ValueError(f'empty_score must be in [0, 1], got {empty_score!r}')
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         self.empty_score = float(empty_score)
 
-    def process_image(self, prob: np.ndarray, foreground: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def process_image(self, maps: BinaryMaps) -> np.ndarray:
         """Counts (TP, FP, FN, valid pixels) of one image."""
-        pred = (prob > self.threshold) & valid
-        gt = foreground & valid
+        valid = maps.valid
+        pred = self.decide(maps, self.threshold) & valid
+        gt = maps.foreground & valid
         tp = np.count_nonzero(pred & gt)
         fp = np.count_nonzero(pred & ~gt)
         fn = np.count_nonzero(~pred & gt)
         return np.array([tp, fp, fn, np.count_nonzero(valid)], dtype=np.int64)
 
-    def compute_metrics(self, results: list) -> dict[str, float]:
+    def compute_scores(self, results: list) -> dict[str, float]:
         counts = np.stack(results).astype(np.float64)  # (N, 4)
         counts = counts[counts[:, 3] > 0]  # images without valid pixels do not count
         if len(counts) == 0:

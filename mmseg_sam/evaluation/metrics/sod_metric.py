@@ -1,10 +1,12 @@
 """Camouflaged / salient object metrics (S-measure, weighted F, E-measure, MAE) via pysodmetrics."""
 
+from typing import Any
+
 import numpy as np
 import py_sod_metrics
 from mmseg.registry import METRICS
 
-from .base_binary_metric import BaseBinaryMetric
+from .base_binary_metric import BaseBinaryMetric, BinaryMaps
 
 __all__ = ['SODMetric']
 
@@ -47,19 +49,12 @@ class SODMetric(BaseBinaryMetric):
         beta2: beta^2 of the weighted F-measure and the F-measure (0.3 in the
             field and the Conv-LoRA reference; pysodmetrics' WeightedFmeasure
             default is 1).
-        ignore_index, collect_device, prefix, collect_dir: see ``BaseBinaryMetric``.
+        **kwargs: ``ignore_index``, ``output_dir``, ``format_only``, ... of
+            :class:`BaseBinaryMetric`.
     """
 
-    def __init__(
-        self,
-        alpha: float = 0.5,
-        beta2: float = 0.3,
-        ignore_index: int = 255,
-        collect_device: str = 'cpu',
-        prefix: str | None = None,
-        collect_dir: str | None = None,
-    ) -> None:
-        super().__init__(ignore_index, collect_device=collect_device, prefix=prefix, collect_dir=collect_dir)
+    def __init__(self, alpha: float = 0.5, beta2: float = 0.3, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         if not 0 <= alpha <= 1:
             raise ValueError(f'alpha must be in [0, 1], got {alpha!r}')
         if not beta2 > 0:
@@ -67,8 +62,9 @@ class SODMetric(BaseBinaryMetric):
         self.alpha = float(alpha)
         self.beta2 = float(beta2)
 
-    def process_image(self, prob: np.ndarray, foreground: np.ndarray, valid: np.ndarray) -> dict | None:
+    def process_image(self, maps: BinaryMaps) -> dict | None:
         """pysodmetrics' scores of one image (E/F curves over 256 thresholds)."""
+        prob, foreground, valid = maps.prob, maps.foreground, maps.valid
         if not valid.all():
             rows, cols = np.flatnonzero(valid.any(axis=1)), np.flatnonzero(valid.any(axis=0))
             if rows.size == 0:
@@ -103,7 +99,7 @@ class SODMetric(BaseBinaryMetric):
             adp_fm=float(fm_results['adaptive']),
         )
 
-    def compute_metrics(self, results: list) -> dict[str, float]:
+    def compute_scores(self, results: list) -> dict[str, float]:
         results = [r for r in results if r is not None]
         if not results:
             raise ValueError(f'{type(self).__name__}: no image has valid (not ignore_index) pixels')

@@ -59,8 +59,12 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         mask_in_channels: hidden channels of the prompt encoder's mask branch (16).
         checkpoint: SAM checkpoint (official or Hugging Face) to initialise the mask
             decoder and prompt encoder from.
-        **kwargs: BaseDecodeHead arguments (``loss_decode``, ``threshold``,
-            ``ignore_index``, ``align_corners``, ...).
+        **kwargs: BaseDecodeHead arguments (``loss_decode``, ``ignore_index``,
+            ``align_corners``, ...) and ``threshold``: for ``out_channels=1`` the
+            decision ``sigmoid(logit) > threshold``, in (0, 1), default 0.5 (mmseg's
+            own default is 0.3); the metrics, ``tools/infer.py`` and ``--show-dir`` all
+            use it. For ``out_channels=1`` the logged ``acc_seg`` is the pixel
+            accuracy of that decision.
     """
 
     def __init__(
@@ -81,6 +85,11 @@ class SAMMaskDecoderHead(BaseDecodeHead):
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f'mode must be one of {_MODES}, got {mode!r}')
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(
+                f'num_classes must be an int >= 2 (background included), got {num_classes!r}; for binary '
+                'segmentation write num_classes=2, out_channels=1 (one sigmoid foreground map)'
+            )
         if embed_dims % 8 or embed_dims % decoder_num_heads:
             raise ValueError(
                 f'embed_dims={embed_dims} must be divisible by 8 and by decoder_num_heads={decoder_num_heads}'
@@ -99,7 +108,9 @@ class SAMMaskDecoderHead(BaseDecodeHead):
                 f'out_channels=1 (one sigmoid foreground map) is for binary segmentation, num_classes=2; got '
                 f'num_classes={num_classes}: use out_channels={num_classes} (softmax over the classes)'
             )
-        if kwargs.get('threshold') is not None and (out_channels or num_classes) != 1:
+        if (out_channels or num_classes) == 1:
+            kwargs['threshold'] = _check_threshold(kwargs.get('threshold', 0.5))
+        elif kwargs.get('threshold') is not None:
             raise ValueError(
                 f'threshold={kwargs["threshold"]} only applies to a binary head with out_channels=1; this head '
                 f'has {out_channels or num_classes} output channels (argmax over classes): remove threshold '
@@ -256,7 +267,10 @@ class SAMMaskDecoderHead(BaseDecodeHead):
     ) -> dict:
         self.check_labels(batch_data_samples)
         if self.mode != 'mask_classification':
-            return super().loss_by_feat(seg_logits, batch_data_samples)
+            losses = super().loss_by_feat(seg_logits, batch_data_samples)
+            if self.out_channels == 1:  # mmseg's accuracy takes an argmax over the one channel: always 0
+                losses['acc_seg'] = self.binary_accuracy(seg_logits, batch_data_samples)
+            return losses
         cls_logits, mask_logits = seg_logits
         seg_label = self._stack_batch_gt(batch_data_samples).squeeze(1)  # (B, 1, H, W) -> (B, H, W)
         losses = {}
@@ -267,6 +281,23 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             for name, value in terms.items():
                 losses[name] = losses[name] + value if name in losses else value
         return losses
+
+    @torch.no_grad()
+    def binary_accuracy(self, seg_logits: Tensor, batch_data_samples: SampleList) -> Tensor:
+        """Pixel accuracy (%) of ``sigmoid(logits) > threshold`` over the labelled pixels of a batch.
+
+        Args:
+            seg_logits: (B, 1, h, w) foreground logits; resized to the label size as the loss does.
+
+        Returns:
+            Tensor: (1,) accuracy in percent (0 when no pixel is labelled).
+        """
+        label = self._stack_batch_gt(batch_data_samples)  # (B, 1, H, W)
+        logits = F.interpolate(seg_logits, size=label.shape[2:], mode='bilinear', align_corners=self.align_corners)
+        pred = (logits.sigmoid() > self.threshold).to(label.dtype)
+        valid = label != self.ignore_index
+        correct = (pred == label) & valid
+        return (100.0 * correct.sum() / valid.sum().clamp_min(1)).float().reshape(1)
 
     def predict_by_feat(
         self, seg_logits: Tensor | tuple[Tensor, Tensor], batch_img_metas: list[dict]
@@ -286,6 +317,16 @@ class SAMMaskDecoderHead(BaseDecodeHead):
 
     def extra_repr(self) -> str:
         return f'mode={self.mode!r}, num_mask_tokens={self.num_mask_tokens}'
+
+
+def _check_threshold(threshold: Any) -> float:
+    """The decision threshold of a binary head: a probability strictly between 0 and 1."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(
+            f'threshold must be a probability in (0, 1) (foreground where sigmoid(logit) > threshold), got '
+            f'{threshold!r}'
+        )
+    return float(threshold)
 
 
 def _with_num_classes(loss_decode: Any, num_classes: int) -> Any:

@@ -167,6 +167,11 @@ def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str,
         PEFTReport: trainable parameter counts per method (keyed ``Type`` or
         ``Type#i`` when a type repeats).
     """
+    if isinstance(cfg, str) or not isinstance(cfg, (Mapping, Sequence)):
+        raise TypeError(
+            f"peft must be a dict such as dict(type='LoRA', rank=4) (or a list of them), got {cfg!r}"
+            + (f": write peft=dict(type={cfg!r})" if isinstance(cfg, str) else '')
+        )
     cfgs = [cfg] if isinstance(cfg, Mapping) else list(cfg)
     report = PEFTReport()
     for i, method_cfg in enumerate(cfgs):
