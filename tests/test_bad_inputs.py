@@ -313,8 +313,14 @@ def _trained(ctx) -> tuple[Path, Path, Path]:
         cfg, data = _user_project(ctx, 'trained')
         work = ctx.tmp / 'trained/work'
         _tool(
-            'tools/train.py', cfg, '--work-dir', work, '--cfg-options', 'train_cfg.max_iters=2',
-            'param_scheduler.0.end=2', 'default_hooks.checkpoint.interval=2',
+            'tools/train.py',
+            cfg,
+            '--work-dir',
+            work,
+            '--cfg-options',
+            'train_cfg.max_iters=2',
+            'param_scheduler.0.end=2',
+            'default_hooks.checkpoint.interval=2',
         )
         ctx.trained = (cfg, data, work / 'iter_2.pth')
     return ctx.trained
@@ -611,7 +617,7 @@ CASES = [
             ctx, 'depth', _sixteen_bit_images, '--cfg-options', 'train_dataloader.dataset.img_suffix=.png'
         ),
         ValueError,
-        r"images/train/0000\.png is a 16-bit image, which LoadImageFromFile reads as 8 bits .*"
+        r'images/train/0000\.png is a 16-bit image, which LoadImageFromFile reads as 8 bits .*'
         r"dict\(type='LoadAnyDepthImageFromFile'\)",
     ),
     (
@@ -703,7 +709,9 @@ def test_the_table_is_large_and_its_ids_unique():
 
 
 @pytest.mark.parametrize(('action', 'error', 'pattern'), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_fails_with_a_clear_error(action, error, pattern, tmp_path, sam_checkpoint, multiclass, trained):
+def test_bad_input_fails_with_a_clear_error(
+    action, error, pattern, tmp_path, sam_checkpoint, multiclass, trained
+):
     ctx = SimpleNamespace(tmp=tmp_path, sam=sam_checkpoint, multiclass=multiclass, trained=trained)
     with pytest.raises(error) as info:
         action(ctx)

@@ -32,8 +32,13 @@ def write_user_data(root: Path, sizes: dict[str, list[tuple[int, int]]]) -> None
     for split, shapes in sizes.items():
         for i, (h, w) in enumerate(shapes):
             mask = np.zeros((h, w), np.uint8)
-            cv2.circle(mask, (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4))),
-                       min(h, w) // 4, 255, -1)
+            cv2.circle(
+                mask,
+                (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4))),
+                min(h, w) // 4,
+                255,
+                -1,
+            )
             img = rng.integers(0, 90, (h, w, 3)).astype(np.uint8)
             img[mask > 0] += 150
             (root / 'images' / split).mkdir(parents=True, exist_ok=True)
@@ -45,7 +50,7 @@ def write_user_data(root: Path, sizes: dict[str, list[tuple[int, int]]]) -> None
 def write_configs(tmp: Path, data_root: Path, sam_checkpoint: Path) -> Path:
     """The README recipe under ``tmp/configs/my_project/`` and a tiny config inheriting it."""
     text = readme_recipe()
-    assert "crop_size = (1024, 1024)" in text and "'../_base_/" in text
+    assert 'crop_size = (1024, 1024)' in text and "'../_base_/" in text
     text = text.replace("'../_base_/", repr(str(REPO / 'configs/_base_'))[:-1] + '/')
     text = text.replace('crop_size = (1024, 1024)', f'crop_size = ({TINY_IMG}, {TINY_IMG})')
     recipe = tmp / RECIPE_NAME

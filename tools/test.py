@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     if args.out is not None:  # every metric writes the predicted label maps (PNG) to args.out
-        metrics = cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
+        metrics = (
+            cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
+        )
         for metric in metrics:
             metric['output_dir'] = args.out
             metric['keep_results'] = True

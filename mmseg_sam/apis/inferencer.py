@@ -111,7 +111,7 @@ class InferenceImageLoader(BaseTransform):
             return results
         if self.checks_depth and (bits := image_bit_depth(results['img_path'])) and bits > 8:
             raise ValueError(
-                f'{results["img_path"]} is a {bits}-bit image, which the config\'s LoadImageFromFile reads as '
+                f"{results['img_path']} is a {bits}-bit image, which the config's LoadImageFromFile reads as "
                 "8 bits (a dark or clipped image); train and infer with dict(type='LoadAnyDepthImageFromFile') "
                 'in the pipelines'
             )

@@ -110,7 +110,9 @@ class LoadBinaryAnnotations(LoadAnnotations):
             that is not 0/255 (unless ``any_values``), naming the file.
     """
 
-    def __init__(self, threshold: int = 128, any_values: bool = False, backend_args: dict | None = None) -> None:
+    def __init__(
+        self, threshold: int = 128, any_values: bool = False, backend_args: dict | None = None
+    ) -> None:
         binarize_mask(
             np.zeros((1, 1), np.uint8), threshold
         )  # validates threshold now, not on the first sample

@@ -331,7 +331,7 @@ def test_load_binary_annotations_refuses_0_1_masks_naming_the_file(tmp_path):
     path = tmp_path / 'already_indexed.png'
     Image.fromarray(blob('x').astype(np.uint8)).save(path)
     results = dict(seg_map_path=str(path), seg_fields=[], reduce_zero_label=False)
-    with pytest.raises(ValueError, match=r'already_indexed\.png holds only the values 0 and 1'):
+    with pytest.raises(ValueError, match=r'already_indexed\.png holds 0/1 class indices, values \[0, 1\]'):
         LoadBinaryAnnotations()(results)
 
 
@@ -346,7 +346,11 @@ def test_load_binary_annotations_respects_the_threshold(tmp_path):
     path = tmp_path / 'soft.png'
     Image.fromarray(np.array([[0, 100, 200, 255]], np.uint8)).save(path)
     for threshold, expected in ((128, [0, 0, 1, 1]), (64, [0, 1, 1, 1])):
-        results = LoadBinaryAnnotations(threshold)(
+        results = LoadBinaryAnnotations(threshold, any_values=True)(  # soft values: an explicit choice
             dict(seg_map_path=str(path), seg_fields=[], reduce_zero_label=False)
         )
         np.testing.assert_array_equal(results['gt_seg_map'], [expected])
+    with pytest.raises(
+        ValueError, match=r'soft\.png is not a 0/255 binary mask: it holds values \[0, 100, 200, 255\]'
+    ):
+        LoadBinaryAnnotations()(dict(seg_map_path=str(path), seg_fields=[], reduce_zero_label=False))

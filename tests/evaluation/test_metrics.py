@@ -1,22 +1,30 @@
 """Binary metrics against values computed by hand or by independent numpy code."""
 
+from unittest.mock import patch
+
 import numpy as np
 import py_sod_metrics
 import pytest
 import torch
 from mmengine.evaluator import Evaluator
+from mmengine.logging import MMLogger
 from mmengine.structures import PixelData
 from mmseg.registry import METRICS
 from mmseg.structures import SegDataSample
+from PIL import Image
 
 from mmseg_sam.evaluation import BERMetric, BinaryIoUMetric, SODMetric, foreground_probability
 
 EPS = np.spacing(1)
 
 
-def _sample(prob, label, channels: int = 1) -> SegDataSample:
-    """A predicted data sample: ``prob`` as mmseg stores it (1 channel) or as 2-channel logits."""
+def _sample(prob, label, channels: int = 1, threshold: float = 0.5) -> SegDataSample:
+    """A predicted data sample: ``prob`` as mmseg stores it (1 channel) or as 2-channel logits.
+
+    ``pred_sem_seg`` is ``prob > threshold``, as ``EncoderDecoder`` decides with the head's threshold.
+    """
     prob = torch.as_tensor(np.asarray(prob), dtype=torch.float64)
+    decision = (prob > threshold).long()[None]
     if channels == 1:
         seg_logits = prob[None]  # postprocess_result stores sigmoid(logits) for out_channels=1
     else:
@@ -24,6 +32,7 @@ def _sample(prob, label, channels: int = 1) -> SegDataSample:
         seg_logits = torch.stack([torch.full_like(logit, 0.7), logit + 0.7])  # softmax(...)[1] == prob
     sample = SegDataSample()
     sample.seg_logits = PixelData(data=seg_logits)
+    sample.pred_sem_seg = PixelData(data=decision)
     sample.gt_sem_seg = PixelData(data=torch.as_tensor(np.asarray(label), dtype=torch.int64)[None])
     return sample
 
@@ -146,12 +155,17 @@ def test_bad_inputs_raise(metric_type):
 
 
 def test_constructor_checks():
-    with pytest.raises(ValueError, match=r'threshold must be in \[0, 1\), got 1.0'):
+    with pytest.raises(
+        ValueError,
+        match=r"threshold must be None \(use the model's decision.* or a float in \[0, 1\), got 1.0",
+    ):
         BinaryIoUMetric(threshold=1.0)
     with pytest.raises(ValueError, match=r'empty_score must be in \[0, 1\], got 2'):
         BinaryIoUMetric(empty_score=2)
-    with pytest.raises(ValueError, match=r'threshold must be in \[0, 1\), got -0.1'):
+    with pytest.raises(ValueError, match=r'or a float in \[0, 1\), got -0.1'):
         BERMetric(threshold=-0.1)
+    with pytest.raises(ValueError, match=r'format_only=True writes the predictions to output_dir'):
+        BERMetric(format_only=True)
     with pytest.raises(ValueError, match=r'alpha must be in \[0, 1\], got 1.5'):
         SODMetric(alpha=1.5)
     with pytest.raises(ValueError, match='beta2 must be positive, got 0'):
@@ -237,8 +251,10 @@ def test_ber_by_hand_and_threshold():
     label = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])  # 6 shadow, 4 non-shadow pixels
     t = 125 / 255
     prob = np.array([[0.9, 126 / 255, t, 0.0, 0.9], [1.0, 0.6, 0.1, 0.2, t]])
-    # > 125/255: shadow TP 4 (0.9, 126/255, 1.0, 0.6), FN 2 (t itself, 0.1); non-shadow FP 1 (0.9), TN 3
-    out = _evaluate(BERMetric(), [_sample(prob, label)])
+    # > 125/255 (the shadow configs' head threshold): shadow TP 4 (0.9, 126/255, 1.0, 0.6), FN 2 (t itself,
+    # 0.1); non-shadow FP 1 (0.9), TN 3
+    out = _evaluate(BERMetric(), [_sample(prob, label, threshold=t)])
+    assert _evaluate(BERMetric(threshold=t), [_sample(prob, label)]) == pytest.approx(out)
     shadow_err, non_shadow_err = 2 / 6, 1 / 4
     assert out['shadow_err'] == pytest.approx(100 * shadow_err)
     assert out['non_shadow_err'] == pytest.approx(100 * non_shadow_err)
@@ -376,3 +392,48 @@ def test_dataset_iou_matches_mmseg_iou_metric_on_the_foreground_class():
     out = _evaluate(BinaryIoUMetric(), samples)
     assert out['IoU_dataset'] == pytest.approx(100 * per_class['IoU'][1], rel=1e-6)
     assert out['Dice_dataset'] == pytest.approx(100 * per_class['Dice'][1], rel=1e-6)
+
+
+# --- the model's decision and tools/test.py --out ---------------------------------------------------
+
+
+@pytest.mark.parametrize('metric_type', ['BinaryIoUMetric', 'BERMetric'])
+def test_the_model_decision_is_scored_and_an_explicit_threshold_warns(metric_type):
+    prob = np.array([[0.9, 0.4, 0.35, 0.1]])
+    label = np.array([[1, 1, 0, 0]])
+    # a head with threshold 0.3: pixels 0.4 and 0.35 are foreground (TP 2, FP 1)
+    head_03 = _sample(prob, label, threshold=0.3)
+    by_decision = _evaluate(METRICS.build(dict(type=metric_type)), [head_03])
+    by_prob = _evaluate(METRICS.build(dict(type=metric_type)), [_sample(prob, label, threshold=0.3 + 1e-9)])
+    assert by_decision == pytest.approx(by_prob)
+    at_half = _evaluate(METRICS.build(dict(type=metric_type)), [_sample(prob, label, threshold=0.5)])
+    assert by_decision != pytest.approx(at_half)
+    logger = MMLogger.get_current_instance()
+    with patch.object(logger, 'warning') as warning:
+        explicit = _evaluate(METRICS.build(dict(type=metric_type, threshold=0.5)), [head_03])
+    assert explicit == pytest.approx(at_half)
+    [(message,), _] = warning.call_args
+    assert "differs from the model's decision (decode_head.threshold)" in message
+
+
+@pytest.mark.parametrize('metric_type', ['BinaryIoUMetric', 'BERMetric', 'SODMetric'])
+def test_output_dir_writes_label_maps_and_probabilities(tmp_path, metric_type):
+    rng = np.random.default_rng(3)
+    samples = []
+    for name in ('a', 'b'):
+        sample = _sample(*_blob(rng, (9, 13)))
+        sample.set_metainfo(dict(img_path=f'/data/images/val/{name}.jpg'))
+        samples.append(sample)
+    metric = METRICS.build(dict(type=metric_type, output_dir=str(tmp_path), keep_results=True))
+    assert _evaluate(metric, samples)
+    for name, sample in zip(('a', 'b'), samples):
+        labels = np.asarray(Image.open(tmp_path / f'{name}.png'))
+        np.testing.assert_array_equal(labels, sample.pred_sem_seg.data[0].numpy())
+        probs = np.asarray(Image.open(tmp_path / 'probabilities' / f'{name}.png'))
+        np.testing.assert_array_equal(probs, np.rint(sample.seg_logits.data[0].numpy() * 255))
+    only = METRICS.build(dict(type=metric_type, output_dir=str(tmp_path / 'only'), format_only=True))
+    unlabelled = _sample(*_blob(rng, (9, 13)))
+    unlabelled.set_metainfo(dict(img_path='c.png'))
+    del unlabelled.gt_sem_seg
+    assert _evaluate(only, [unlabelled]) == {}
+    assert (tmp_path / 'only/c.png').is_file()

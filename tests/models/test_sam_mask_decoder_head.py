@@ -127,3 +127,30 @@ def test_errors(tiny_head, sam_checkpoint, tmp_path):
     torch.save({'image_encoder.pos_embed': torch.zeros(1)}, tmp_path / 'enc.pth')
     with pytest.raises(ValueError, match=r"has no mask_decoder weights \(it holds: \['image_encoder'\]\)"):
         _head(tiny_head, tmp_path / 'enc.pth')
+
+
+def test_binary_accuracy_is_that_of_the_thresholded_decision(tiny_head):
+    """mmseg's acc_seg takes an argmax over one channel (always 0: the background share)."""
+    head = _head(tiny_head, threshold=0.3)
+    logits = torch.logit(torch.tensor([[0.9, 0.35], [0.2, 0.1]])).reshape(1, 1, 2, 2)  # > 0.3: 1 1 / 0 0
+    sample = SegDataSample(metainfo=dict(img_shape=(2, 2)))
+    sample.gt_sem_seg = PixelData(data=torch.tensor([[[1, 0], [255, 0]]]))  # 3 labelled: 2 right
+    losses = head.loss_by_feat(logits, [sample])
+    assert losses['acc_seg'].item() == pytest.approx(100 * 2 / 3)
+    assert head.threshold == 0.3
+
+
+@pytest.mark.parametrize('threshold', [1.5, 0, True, None])
+def test_binary_threshold_is_a_probability(tiny_head, threshold):
+    with pytest.raises(ValueError, match=r'threshold must be a probability in \(0, 1\)'):
+        _head(tiny_head, threshold=threshold)
+
+
+def test_binary_threshold_defaults_to_one_half(tiny_head):
+    head = SAMMaskDecoderHead(
+        num_classes=2,
+        out_channels=1,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+        **tiny_head,
+    )
+    assert head.threshold == 0.5

@@ -287,3 +287,53 @@ def test_test_tool_show_dir_draws_every_image(trained_run, multiclass_run, tmp_p
         drawn = np.array(Image.open(drawing).convert('RGB'))
         assert drawn.shape == (h, 2 * w, 3)  # ground truth left, prediction right
         assert drawn.std() > 0
+
+
+def test_inference_drops_every_step_that_needs_the_ground_truth(trained_run, tmp_path):
+    """By what a step does: a user's own LoadAnnotations subclass and CheckSegSample go too."""
+    from mmseg.datasets.transforms import LoadAnnotations
+    from mmseg.registry import TRANSFORMS
+
+    @TRANSFORMS.register_module(name='MyOwnMaskLoader', force=True)
+    class MyOwnMaskLoader(LoadAnnotations):
+        pass
+
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='Resize', scale=(TINY_IMG, TINY_IMG), keep_ratio=False),
+        dict(type='MyOwnMaskLoader'),
+        dict(type='CheckSegSample'),
+        dict(type='PackSegInputs'),
+    ]
+    cfg = Config.fromfile(trained_run.cfg)
+    cfg.test_dataloader.dataset.pipeline = pipeline
+    inferencer = SAMSegInferencer(model=cfg, weights=str(trained_run.checkpoint), device='cpu')
+    steps = [type(step).__name__ for step in inferencer.pipeline.transforms]
+    assert steps == ['InferenceImageLoader', 'Resize', 'PackSegInputs']
+    image = np.random.default_rng(0).integers(0, 256, (30, 41, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / 'a.png'), image)
+    pred = inferencer(str(tmp_path / 'a.png'), return_datasamples=True)
+    assert pred.pred_sem_seg.data.shape == (1, 30, 41)
+    array_pred = inferencer(image, return_datasamples=True)  # arrays load as LoadImageFromNDArray does
+    torch.testing.assert_close(array_pred.seg_logits.data, pred.seg_logits.data)
+
+
+def test_16_bit_images_with_the_any_depth_loader(trained_run, tmp_path):
+    """Trained on LoadAnyDepthImageFromFile, infer reads 16-bit files as training did, overlays included."""
+    cfg = Config.fromfile(trained_run.cfg)
+    for pipeline in (cfg.test_dataloader.dataset.pipeline,):
+        pipeline[0] = dict(type='LoadAnyDepthImageFromFile')
+    scan = (np.random.default_rng(1).integers(0, 4096, (30, 41))).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / 'scan.png'), scan)
+    cv2.imwrite(str(tmp_path / 'scan8.png'), np.repeat(_stretched(scan)[..., None], 3, axis=2))
+    inferencer = SAMSegInferencer(model=cfg, weights=str(trained_run.checkpoint), device='cpu')
+    deep = inferencer(str(tmp_path / 'scan.png'), return_datasamples=True)
+    shallow = inferencer(str(tmp_path / 'scan8.png'), return_datasamples=True)
+    torch.testing.assert_close(deep.seg_logits.data, shallow.seg_logits.data, atol=0.02, rtol=0)
+    overlay = inferencer.read_image(str(tmp_path / 'scan.png'))
+    assert overlay.dtype == np.uint8 and overlay.shape == (30, 41, 3) and overlay.max() == 255
+
+
+def _stretched(image: np.ndarray) -> np.ndarray:
+    low, high = np.percentile(image.astype(np.float64), (1.0, 99.8))
+    return np.rint(np.clip((image - low) / (high - low), 0, 1) * 255).astype(np.uint8)

@@ -58,9 +58,15 @@ def test_test_out_and_infer_write_the_same_masks(recipe_run):
     out, pred = tmp / 'test_out', tmp / 'infer'
     # a threshold other than 0.5: metrics, --out and infer must all use the head's
     option = ['--cfg-options', 'model.decode_head.threshold=0.3']
-    log = run([REPO / 'tools/test.py', cfg, work / 'iter_4.pth', '--work-dir', tmp / 't', '--out', out, *option], tmp)
+    log = run(
+        [REPO / 'tools/test.py', cfg, work / 'iter_4.pth', '--work-dir', tmp / 't', '--out', out, *option],
+        tmp,
+    )
     assert re.search(r'IoU: [\d.]+', log)
-    run([REPO / 'tools/infer.py', cfg, work / 'iter_4.pth', data / 'images/val', '--out-dir', pred, *option], tmp)
+    run(
+        [REPO / 'tools/infer.py', cfg, work / 'iter_4.pth', data / 'images/val', '--out-dir', pred, *option],
+        tmp,
+    )
     tested, inferred = masks_in(out), masks_in(pred / 'masks')
     assert sorted(tested) == sorted(inferred) == ['0000.png', '0001.png']
     for name, mask in tested.items():
@@ -72,8 +78,14 @@ def test_test_out_and_infer_write_the_same_masks(recipe_run):
 
 
 @pytest.mark.parametrize('tool', ['project', 'mmseg'])
-def test_tta_through_both_test_tools(recipe_run, tool):
-    tmp, _, cfg, work, _ = recipe_run
+def test_tta_and_out_through_both_test_tools(recipe_run, tool):
+    tmp, data, cfg, work, _ = recipe_run
     script = REPO / 'tools/test.py' if tool == 'project' else MMSEG_TEST
-    log = run([script, cfg, work / 'iter_4.pth', '--work-dir', tmp / f'tta_{tool}', '--tta'], tmp)
+    out = tmp / f'tta_out_{tool}'
+    log = run(
+        [script, cfg, work / 'iter_4.pth', '--work-dir', tmp / f'tta_{tool}', '--tta', '--out', out], tmp
+    )
     assert re.search(r'IoU: [\d.]+', log)
+    for name, mask in masks_in(out).items():
+        assert mask.shape == cv2.imread(str(data / 'images/val' / name.replace('.png', '.jpg'))).shape[:2]
+    assert sorted(masks_in(out)) == ['0000.png', '0001.png']

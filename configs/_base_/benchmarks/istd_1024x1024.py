@@ -18,4 +18,6 @@ iters_per_epoch = -(-num_train_images // 4)  # ceil(N / 4): the last, smaller ba
 train_cfg = dict(max_iters=iters_per_epoch * _base_.epochs, val_interval=iters_per_epoch)
 default_hooks = dict(checkpoint=dict(interval=iters_per_epoch))
 # Balanced BCE, the reference loss for shadows.
-model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='BalancedBCELoss')))
+# Shadow when the probability exceeds 125/255: the shadow literature thresholds 8-bit maps at
+# > 125, and BERMetric, tools/infer.py and --show-dir all use the head's threshold.
+model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='BalancedBCELoss'), threshold=125 / 255))

@@ -104,7 +104,9 @@ class LoadAnyDepthImageFromFile(LoadImageFromFile):
             raise ValueError(f'scale must be one of {_SCALES}, got {scale!r}')
         bounds = tuple(percentiles) if isinstance(percentiles, (tuple, list)) else ()
         if len(bounds) != 2 or not 0 <= bounds[0] < bounds[1] <= 100:
-            raise ValueError(f'percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}')
+            raise ValueError(
+                f'percentiles must be (low, high) with 0 <= low < high <= 100, got {percentiles!r}'
+            )
         low, high = bounds
         if value_range is not None and (len(tuple(value_range)) != 2 or not value_range[0] < value_range[1]):
             raise ValueError(f'value_range must be (low, high) with low < high, got {value_range!r}')

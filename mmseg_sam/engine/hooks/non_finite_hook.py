@@ -34,12 +34,15 @@ def _value(value: Any) -> float:
 class StopOnNonFiniteHook(Hook):
     """Stop training on a non-finite loss or gradient; refuse to save a non-finite checkpoint.
 
-    After every training iteration the hook reads the logged loss terms and, when
-    gradient clipping records it, the gradient norm. After ``patience`` consecutive
-    iterations with a NaN or infinite value it raises ``FloatingPointError``, naming
-    the iteration, the terms, their values and the learning rate, so the run ends
-    with an error instead of training on (and logging NaN) to the end. It runs after
-    the logger (the iteration is logged) and before ``CheckpointHook``.
+    After every training iteration the hook reads the logged loss terms, the
+    gradient norm when gradient clipping records it, and the trainable parameters.
+    After ``patience`` consecutive iterations with a NaN or infinite loss or
+    gradient, or at once when a trainable parameter is no longer finite, it raises
+    ``FloatingPointError``, naming the iteration, the terms, their values and the
+    learning rate, so the run ends with an error instead of training on (and
+    logging NaN) to the end. It runs after the logger (the iteration is logged) and
+    before ``CheckpointHook``, which deletes the oldest of ``max_keep_ckpts``
+    checkpoints before it writes the next one.
 
     Under a loss-scaling AMP wrapper (fp16) an infinite gradient is how the loss
     scaler finds its scale: that step is skipped by the scaler, so gradients are
@@ -51,8 +54,8 @@ class StopOnNonFiniteHook(Hook):
     ``max_keep_ckpts`` keeps.
 
     Args:
-        patience: consecutive non-finite iterations tolerated before stopping
-            (1: stop at the first).
+        patience: consecutive iterations with a non-finite loss or gradient
+            tolerated while the weights stay finite (1: stop at the first).
     """
 
     priority = 'LOW'  # after LoggerHook (BELOW_NORMAL), before CheckpointHook (VERY_LOW)
@@ -63,20 +66,27 @@ class StopOnNonFiniteHook(Hook):
         self.patience = patience
         self._bad_iterations = 0
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: dict | None = None) -> None:
+    def after_train_iter(
+        self, runner, batch_idx: int, data_batch: Any = None, outputs: dict | None = None
+    ) -> None:
         bad = {
             name: _value(value)
             for name, value in (outputs or {}).items()
             if 'loss' in name and not math.isfinite(_value(value))
         }
-        grad_norm = runner.message_hub.get_scalar('train/grad_norm') if self._checks_gradients(runner) else None
-        if grad_norm is not None and not math.isfinite(grad_norm.current()):
-            bad['grad_norm'] = grad_norm.current()
-        if not bad:
+        if self._checks_gradients(runner) and 'train/grad_norm' in runner.message_hub.log_scalars:
+            grad_norm = runner.message_hub.get_scalar('train/grad_norm').current()  # logged by clip_grad
+            if not math.isfinite(grad_norm):
+                bad['grad_norm'] = grad_norm
+        weights = self._non_finite_weights(runner)
+        if not bad and not weights:
             self._bad_iterations = 0
             return
         self._bad_iterations += 1
-        if self._bad_iterations < self.patience:
+        if weights:  # nothing to wait for: every later step and checkpoint would carry them
+            shown = ', '.join(weights[:4]) + (f', ... (+{len(weights) - 4} more)' if len(weights) > 4 else '')
+            bad['weights'] = f'{len(weights)} trainable tensors ({shown})'
+        elif self._bad_iterations < self.patience:
             runner.logger.warning(f'non-finite values at iteration {runner.iter + 1}: {bad}')
             return
         lrs = {group: values[0] for group, values in runner.optim_wrapper.get_lr().items()}
@@ -87,6 +97,15 @@ class StopOnNonFiniteHook(Hook):
             f'rate, check the data, or keep gradient clipping on. Checkpoints written before this iteration in '
             f'{runner.work_dir} are finite; none is written from here on.'
         )
+
+    @staticmethod
+    def _non_finite_weights(runner) -> list[str]:
+        """Trainable parameters holding NaN or infinity (one device sync when all are finite)."""
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not params or bool(torch.stack([torch.isfinite(p).all() for _, p in params]).all()):
+            return []
+        return [name for name, p in params if not bool(torch.isfinite(p).all())]
 
     @staticmethod
     def _checks_gradients(runner) -> bool:
@@ -100,7 +119,8 @@ class StopOnNonFiniteHook(Hook):
         if bad:
             shown = ', '.join(bad[:8]) + (f', ... (+{len(bad) - 8} more)' if len(bad) > 8 else '')
             raise FloatingPointError(
-                f'refused to write a checkpoint at iteration {runner.iter}: {len(bad)} tensors hold NaN or '
+                f'refused to write a checkpoint at iteration {checkpoint.get("meta", {}).get("iter", runner.iter)}: '
+                f'{len(bad)} tensors hold NaN or '
                 f'infinity ({shown}); the finite checkpoints in {runner.work_dir} are kept. The run diverged: '
                 'lower the learning rate or check the data.'
             )

@@ -109,7 +109,9 @@ def check_checkpoint_keys(model: nn.Module, state: dict) -> list[str]:
         if hasattr(value, 'shape') and tuple(value.shape) != tuple(expected[key].shape)
     ]
     if mismatched:
-        listed = '; '.join(mismatched[:8]) + (f'; ... (+{len(mismatched) - 8} more)' if len(mismatched) > 8 else '')
+        listed = '; '.join(mismatched[:8]) + (
+            f'; ... (+{len(mismatched) - 8} more)' if len(mismatched) > 8 else ''
+        )
         raise ValueError(
             f'the checkpoint does not fit the model built from the config: {len(mismatched)} tensors have '
             f'another shape ({listed}); was it trained with another config (PEFT rank, width, classes)?'

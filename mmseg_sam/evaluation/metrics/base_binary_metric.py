@@ -144,15 +144,16 @@ class BaseBinaryMetric(BaseMetric):
                 sample = sample.to_dict()
             if self.output_dir is not None:
                 self.write_prediction(sample)
-            if not self.format_only:
-                self.results.append(self.process_image(self.binary_maps(sample)))
+            self.results.append(None if self.format_only else self.process_image(self.binary_maps(sample)))
 
     def write_prediction(self, sample: dict) -> None:
         """``output_dir/<name>.png`` (0/1 class indices) and ``output_dir/probabilities/<name>.png`` (8-bit)."""
         name = Path(sample.get('img_path') or f'{len(self.results):06d}').stem + '.png'
         out = Path(self.output_dir)
         (out / 'probabilities').mkdir(parents=True, exist_ok=True)
-        pred = sample['pred_sem_seg']['data'].detach().cpu().numpy()[0].astype(np.uint8)  # (1, H, W) -> (H, W)
+        pred = (
+            sample['pred_sem_seg']['data'].detach().cpu().numpy()[0].astype(np.uint8)
+        )  # (1, H, W) -> (H, W)
         Image.fromarray(pred).save(out / name)
         prob = foreground_probability(sample['seg_logits']['data']).numpy()
         Image.fromarray(np.rint(prob * 255).astype(np.uint8)).save(out / 'probabilities' / name)
@@ -205,9 +206,9 @@ class BaseBinaryMetric(BaseMetric):
         if not getattr(self, '_told_threshold', False) and not np.array_equal(decision, maps.pred):
             self._told_threshold = True
             MMLogger.get_current_instance().warning(
-                f'{type(self).__name__} scores prob > {threshold}, which differs from the model\'s decision '
+                f"{type(self).__name__} scores prob > {threshold}, which differs from the model's decision "
                 '(decode_head.threshold) that tools/infer.py and --show-dir use; set threshold=None to score '
-                'the model\'s decision'
+                "the model's decision"
             )
         return decision
 

@@ -293,7 +293,9 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             Tensor: (1,) accuracy in percent (0 when no pixel is labelled).
         """
         label = self._stack_batch_gt(batch_data_samples)  # (B, 1, H, W)
-        logits = F.interpolate(seg_logits, size=label.shape[2:], mode='bilinear', align_corners=self.align_corners)
+        logits = F.interpolate(
+            seg_logits, size=label.shape[2:], mode='bilinear', align_corners=self.align_corners
+        )
         pred = (logits.sigmoid() > self.threshold).to(label.dtype)
         valid = label != self.ignore_index
         correct = (pred == label) & valid

@@ -170,7 +170,7 @@ def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str,
     if isinstance(cfg, str) or not isinstance(cfg, (Mapping, Sequence)):
         raise TypeError(
             f"peft must be a dict such as dict(type='LoRA', rank=4) (or a list of them), got {cfg!r}"
-            + (f": write peft=dict(type={cfg!r})" if isinstance(cfg, str) else '')
+            + (f': write peft=dict(type={cfg!r})' if isinstance(cfg, str) else '')
         )
     cfgs = [cfg] if isinstance(cfg, Mapping) else list(cfg)
     report = PEFTReport()

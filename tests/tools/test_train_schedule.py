@@ -1,0 +1,26 @@
+"""tools/train.py warns when train_cfg.max_iters and the learning-rate schedule end apart."""
+
+import importlib.util
+from pathlib import Path
+
+from mmengine.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+
+spec = importlib.util.spec_from_file_location('train_tool_schedule', REPO / 'tools/train.py')
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+def test_a_shortened_run_names_the_option_that_shortens_the_schedule():
+    cfg = Config.fromfile(DEMO)
+    assert tool.check_schedule(cfg) == []  # the config's own schedule ends with the run
+    cfg.merge_from_dict({'train_cfg.max_iters': 200})  # what --cfg-options train_cfg.max_iters=200 does
+    [warning] = tool.check_schedule(cfg)
+    assert 'param_scheduler[0] (PolyLR) ends at iteration 1000, after training stops' in warning
+    assert '--cfg-options train_cfg.max_iters=200 param_scheduler.0.end=200' in warning
+    cfg.merge_from_dict({'param_scheduler.0.end': 200})  # the option the warning gives
+    assert tool.check_schedule(cfg) == []
+    cfg.merge_from_dict({'train_cfg.max_iters': 300})
+    assert 'ends at iteration 200, before training stops' in tool.check_schedule(cfg)[0]
