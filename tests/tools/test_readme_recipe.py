@@ -89,3 +89,60 @@ def test_tta_and_out_through_both_test_tools(recipe_run, tool):
     for name, mask in masks_in(out).items():
         assert mask.shape == cv2.imread(str(data / 'images/val' / name.replace('.png', '.jpg'))).shape[:2]
     assert sorted(masks_in(out)) == ['0000.png', '0001.png']
+
+
+@pytest.mark.parametrize('metric', ['SODMetric', 'BERMetric'])
+def test_out_for_every_binary_metric(recipe_run, metric):
+    tmp, data, cfg, work, _ = recipe_run
+    out = tmp / f'out_{metric}'
+    options = ['--cfg-options', f'test_evaluator.type={metric}']
+    log = run(
+        [
+            REPO / 'tools/test.py',
+            cfg,
+            work / 'iter_4.pth',
+            '--work-dir',
+            tmp / metric,
+            '--out',
+            out,
+            *options,
+        ],
+        tmp,
+    )
+    assert re.search(r'(Sm|BER): [\d.]+', log)
+    assert sorted(masks_in(out)) == sorted(masks_in(out / 'probabilities')) == ['0000.png', '0001.png']
+
+
+def test_16_bit_images_train_and_infer_with_the_any_depth_loader(tmp_path, sam_checkpoint):
+    """The recipe with LoadAnyDepthImageFromFile on 12-bit PNGs in 16-bit files."""
+    data = tmp_path / 'data'
+    write_user_data(data, {'train': [(70, 90), (64, 64)], 'val': [(67, 93)]})
+    for path in data.glob('images/*/*.jpg'):
+        cv2.imwrite(str(path.with_suffix('.png')), cv2.imread(str(path)).astype(np.uint16) * 16)
+        path.unlink()
+    cfg = tmp_path / 'deep.py'
+    loader = "dict(type='LoadAnyDepthImageFromFile')"
+    cfg.write_text(f"""_base_ = [{str(write_configs(tmp_path, data, sam_checkpoint))!r}]
+_base_.train_pipeline[0] = {loader}
+_base_.test_pipeline[0] = {loader}
+train_dataloader = dict(dataset=dict(img_suffix='.png', pipeline=_base_.train_pipeline))
+val_dataloader = dict(dataset=dict(img_suffix='.png', pipeline=_base_.test_pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=2)
+default_hooks = dict(checkpoint=dict(interval=2))
+param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end=2, by_epoch=False)]
+""")
+    log = run([REPO / 'tools/train.py', cfg, '--work-dir', tmp_path / 'work'], tmp_path)
+    assert re.search(r'IoU: [\d.]+', log)
+    run(
+        [
+            REPO / 'tools/infer.py',
+            cfg,
+            tmp_path / 'work/iter_2.pth',
+            data / 'images/val',
+            '--out-dir',
+            tmp_path / 'pred',
+        ],
+        tmp_path,
+    )
+    assert masks_in(tmp_path / 'pred/masks')['0000.png'].shape == (67, 93)
