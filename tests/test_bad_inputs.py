@@ -617,7 +617,7 @@ CASES = [
             ctx, 'depth', _sixteen_bit_images, '--cfg-options', 'train_dataloader.dataset.img_suffix=.png'
         ),
         ValueError,
-        r'images/train/0000\.png is a 16-bit image, which LoadImageFromFile reads as 8 bits .*'
+        r'images/train/000[01]\.png is a 16-bit image, which LoadImageFromFile reads as 8 bits .*'
         r"dict\(type='LoadAnyDepthImageFromFile'\)",
     ),
     (

@@ -95,7 +95,10 @@ METHODS: dict[str, dict[str, tuple[dict | None, float | None]]] = {
             100.0,
         ),
         'cobot-adaptformer-b16': (
-            dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=16, scale=1.0, dropout=0.1)),
+            dict(
+                type='COBOT',
+                host=dict(type='AdaptFormer', bottleneck=16, scale=1.0, dropout=0.1, branch_input='mlp'),
+            ),
             10.0,
         ),
         'cobot-conv-lora-r4': (dict(type='COBOT', host={**_CONV_LORA, 'rank': 4}), 100.0),

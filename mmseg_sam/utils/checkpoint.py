@@ -182,7 +182,10 @@ _HF_PREFIXES = {
     'prompt_encoder.': 'prompt_encoder',
     'mask_decoder.': 'mask_decoder',
 }
-# HF keeps a copy of the prompt encoder's Gaussian matrix at the top level.
+# HF ties the prompt encoder's Gaussian matrix to a top-level copy. A plain state dict
+# (``save_file(model.state_dict())``, older ``pytorch_model.bin``) holds both names;
+# ``save_pretrained`` of transformers 5.x writes the tied tensor once, under the top-level
+# name only. Either way it becomes the prompt encoder's ``pe_layer`` matrix.
 _HF_DUPLICATES = {
     'shared_image_embedding.positional_embedding': 'prompt_encoder.shared_embedding.positional_embedding'
 }
@@ -201,9 +204,11 @@ def hf_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             continue
         if key in _HF_DUPLICATES:
             original = state_dict.get(_HF_DUPLICATES[key])
-            if original is not None and not torch.equal(original, value):
-                raise ValueError(f'{key} differs from {_HF_DUPLICATES[key]} in the HF checkpoint')
-            continue
+            if original is not None:
+                if not torch.equal(original, value):
+                    raise ValueError(f'{key} differs from {_HF_DUPLICATES[key]} in the HF checkpoint')
+                continue
+            key = _HF_DUPLICATES[key]  # the only copy of a tied tensor (save_pretrained)
         prefix = next((p for p in _HF_PREFIXES if key.startswith(p)), None)
         if prefix is None:
             raise ValueError(

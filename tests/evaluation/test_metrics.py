@@ -2,6 +2,7 @@
 
 from unittest.mock import patch
 
+import cv2
 import numpy as np
 import py_sod_metrics
 import pytest
@@ -168,8 +169,10 @@ def test_constructor_checks():
         BERMetric(format_only=True)
     with pytest.raises(ValueError, match=r'alpha must be in \[0, 1\], got 1.5'):
         SODMetric(alpha=1.5)
-    with pytest.raises(ValueError, match='beta2 must be positive, got 0'):
-        SODMetric(beta2=0)
+    with pytest.raises(ValueError, match=r"SODMetric\(beta2=0.3\): the betas follow protocol='field'"):
+        SODMetric(beta2=0.3)
+    with pytest.raises(ValueError, match=r"protocol must be one of \['conv_lora', 'field'\], got 'matlab'"):
+        SODMetric(protocol='matlab')
 
 
 def test_registered_names_and_disjoint_keys():
@@ -313,9 +316,11 @@ def test_sod_perfect_prediction():
 
 
 def test_sod_uniform_ground_truth():
-    prob = np.array([[0.0, 0.5, 1.0], [0.25, 0.0, 0.0]])  # already min-max normalised
+    prob = np.array([[0.0, 0.5, 1.0], [0.25, 0.0, 0.0]])  # already min-max normalised; float maps
     n = prob.size
-    background = _evaluate(SODMetric(), [_sample(prob, np.zeros(prob.shape, dtype=np.int64))])
+    background = _evaluate(
+        SODMetric(protocol='conv_lora'), [_sample(prob, np.zeros(prob.shape, dtype=np.int64))]
+    )
     assert background['Sm'] == pytest.approx(1 - prob.mean())
     assert background['wFm'] == 0  # pysodmetrics' convention without foreground
     # all-background GT: E-measure = predicted-background pixels / (N - 1); the k non-zero pixels
@@ -324,7 +329,9 @@ def test_sod_uniform_ground_truth():
     em_curve = [np.count_nonzero(~(np.floor(prob * 255) / 255 >= t)) / (n - 1) for t in thresholds]
     assert background['meanEm'] == pytest.approx(np.mean(em_curve))
     assert background['maxEm'] == pytest.approx(1.0)  # at 255/255 only the 1.0 pixel: (N - 1) / (N - 1)
-    foreground = _evaluate(SODMetric(), [_sample(prob, np.ones(prob.shape, dtype=np.int64))])
+    foreground = _evaluate(
+        SODMetric(protocol='conv_lora'), [_sample(prob, np.ones(prob.shape, dtype=np.int64))]
+    )
     assert foreground['Sm'] == pytest.approx(prob.mean())
 
 
@@ -333,35 +340,76 @@ def test_sod_matches_independent_smeasure_and_mae(seed):
     rng = np.random.default_rng(seed)
     prob, gt = _blob(rng, (int(rng.integers(15, 40)), int(rng.integers(15, 40))))
     prob = 0.2 + 0.6 * prob  # min-max normalisation matters
-    out = _evaluate(SODMetric(), [_sample(prob, gt)])
+    out = _evaluate(SODMetric(protocol='conv_lora'), [_sample(prob, gt)])
     assert out['Sm'] == pytest.approx(_ref_smeasure(prob, gt), rel=1e-9)
     assert out['MAE'] == pytest.approx(_ref_mae(prob, gt), rel=1e-9)
-    assert _evaluate(SODMetric(alpha=0.2), [_sample(prob, gt)])['Sm'] == pytest.approx(
+    assert _evaluate(SODMetric(protocol='conv_lora', alpha=0.2), [_sample(prob, gt)])['Sm'] == pytest.approx(
         _ref_smeasure(prob, gt, alpha=0.2), rel=1e-9
     )
 
 
-def test_sod_input_conversion_matches_the_reference_recipe():
-    """The Conv-LoRA reference: float prob * 255 and label * 255 through pysodmetrics' own normalisation."""
-    rng = np.random.default_rng(5)
-    samples = [_blob(rng, (21, 34)), _blob(rng, (30, 18))]
-    sm, wfm, em, mae = (
+def _sod_keys(sm, wfm, em, mae, fm) -> dict[str, float]:
+    """The metric's keys from pysodmetrics objects that saw every image."""
+    em_res, fm_res = em.get_results()['em'], fm.get_results()['fm']
+    return {
+        'Sm': sm.get_results()['sm'],
+        'wFm': wfm.get_results()['wfm'],
+        'MAE': mae.get_results()['mae'],
+        'meanEm': em_res['curve'].mean(),
+        'maxEm': em_res['curve'].max(),
+        'adpEm': em_res['adp'],
+        'meanFm': fm_res['curve'].mean(),
+        'maxFm': fm_res['curve'].max(),
+        'adpFm': fm_res['adp'],
+    }
+
+
+def _sod_samples(seed: int = 5) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 + 0.7 * p, g) for p, g in (_blob(rng, (21, 34)), _blob(rng, (30, 18)), _blob(rng, (25, 25)))]
+
+
+def test_sod_field_protocol_matches_the_toolboxes(tmp_path):
+    """As the camouflage / polyp / saliency toolboxes evaluate: 8-bit PNGs read back, default objects."""
+    samples = _sod_samples()
+    objects = (
+        py_sod_metrics.Smeasure(),
+        py_sod_metrics.WeightedFmeasure(),  # beta^2 = 1
+        py_sod_metrics.Emeasure(),
+        py_sod_metrics.MAE(),
+        py_sod_metrics.Fmeasure(),  # beta^2 = 0.3
+    )
+    for i, (prob, gt) in enumerate(samples):
+        Image.fromarray(np.rint(prob * 255).astype(np.uint8)).save(tmp_path / f'pred{i}.png')
+        Image.fromarray(gt.astype(np.uint8) * 255).save(tmp_path / f'gt{i}.png')
+        pred = cv2.imread(str(tmp_path / f'pred{i}.png'), cv2.IMREAD_GRAYSCALE)
+        mask = cv2.imread(str(tmp_path / f'gt{i}.png'), cv2.IMREAD_GRAYSCALE)
+        for metric in objects:
+            metric.step(pred=pred, gt=mask)
+    expected = _sod_keys(*objects)
+    out = _evaluate(SODMetric(), [_sample(p, g) for p, g in samples])
+    assert out == pytest.approx(expected, rel=1e-12, abs=1e-12)
+    conv_lora = _evaluate(SODMetric(protocol='conv_lora'), [_sample(p, g) for p, g in samples])
+    for key in ('wFm', 'meanFm', 'meanEm'):  # the betas, and the 8-bit rounding, move them
+        assert conv_lora[key] != pytest.approx(out[key], rel=1e-6), key
+
+
+def test_sod_conv_lora_protocol_matches_the_reference_recipe():
+    """AutoGluon's semantic_seg_metrics.py: float prob * 255 and label * 255, WeightedFmeasure(beta=0.3),
+    Fmeasure(beta=1.0), pysodmetrics' own normalisation."""
+    samples = _sod_samples()
+    objects = (
         py_sod_metrics.Smeasure(),
         py_sod_metrics.WeightedFmeasure(beta=0.3),
         py_sod_metrics.Emeasure(),
         py_sod_metrics.MAE(),
+        py_sod_metrics.Fmeasure(beta=1.0),
     )
     for prob, gt in samples:
-        for m in (sm, wfm, em, mae):
-            m.step(prob * 255, gt.astype(np.uint8) * 255)
-    out = _evaluate(SODMetric(), [_sample(p, g) for p, g in samples])
-    assert out['Sm'] == pytest.approx(sm.get_results()['sm'], rel=1e-9)
-    assert out['wFm'] == pytest.approx(wfm.get_results()['wfm'], rel=1e-9)
-    assert out['meanEm'] == pytest.approx(em.get_results()['em']['curve'].mean(), rel=1e-9)
-    assert out['MAE'] == pytest.approx(mae.get_results()['mae'], rel=1e-9)
-    assert out['wFm'] != pytest.approx(
-        _evaluate(SODMetric(beta2=1.0), [_sample(p, g) for p, g in samples])['wFm']
-    )
+        for metric in objects:
+            metric.step(prob * 255, gt.astype(np.uint8) * 255)
+    out = _evaluate(SODMetric(protocol='conv_lora'), [_sample(p, g) for p, g in samples])
+    assert out == pytest.approx(_sod_keys(*objects), rel=1e-9, abs=1e-12)
 
 
 def test_sod_ignored_border_is_cropped_and_inner_ignore_raises():

@@ -116,7 +116,9 @@ def test_metrics_get_probabilities_at_the_original_size(tmp_path, head, pad):
     assert prob.std() > 1e-3  # a non-trivial map, so the checks below can tell maps apart
 
     threshold = float(np.median(prob))  # splits the map whatever the random weights
-    evaluator = Evaluator([BinaryIoUMetric(threshold=threshold), SODMetric()])
+    evaluator = Evaluator(
+        [BinaryIoUMetric(threshold=threshold), SODMetric(protocol='conv_lora')]
+    )  # float maps
     evaluator.process([result])
     out = evaluator.evaluate(1)
     fg = label == 1

@@ -336,6 +336,38 @@ def test_adaptformer_is_parallel_to_the_mlp(tiny_arch):
         block.mlp(x)
 
 
+def test_adaptformer_branch_input_is_pinned_on_identical_weights(tiny_arch):
+    """'block': the branch reads x (AdaptFormer's code); 'mlp': norm2(x) (SAM-COBOT's Adapter wraps the MLP)."""
+    models = {}
+    for where in ('block', 'mlp'):
+        torch.manual_seed(0)
+        models[where] = _model(
+            tiny_arch, dict(type='AdaptFormer', bottleneck=4, scale=0.5, branch_input=where)
+        )
+    _perturb_trainable(models['block'])
+    perturb_(models['block'].blocks[0].norm2, std=0.5)
+    models['mlp'].load_state_dict(models['block'].state_dict())  # identical weights, strict
+    x = torch.randn(2, 3, 3, 32)  # the MLP sub-layer input, (B, H, W, C)
+    outputs = {}
+    for where, model in models.items():
+        block = model.blocks[0]
+        layer = block.mlp.adaptformer
+        assert f"branch_input='{where}'" in repr(layer)
+        with torch.no_grad():
+            normed = type(block.norm2).forward(block.norm2, x)  # norm2 without its hook
+            plain = type(block.mlp).forward(block.mlp, normed)
+            branch_in = x if where == 'block' else normed
+            expected = plain + 0.5 * layer.up(torch.relu(layer.down(layer.norm(branch_in))))
+            outputs[where] = block.mlp(block.norm2(x))
+        torch.testing.assert_close(outputs[where], expected, atol=1e-6, rtol=0)
+    assert (outputs['block'] - outputs['mlp']).abs().max() > 1e-3  # same parameters, another function
+    image = _image()
+    with torch.no_grad():
+        assert not torch.allclose(models['block'](image)[-1], models['mlp'](image)[-1], atol=1e-4)
+    with pytest.raises(ValueError, match=r"branch_input must be one of \('block', 'mlp'\), got 'norm1'"):
+        _model(tiny_arch, dict(type='AdaptFormer', branch_input='norm1'))
+
+
 def test_adaptformer_dropout_acts_in_training(tiny_arch):
     model = _perturb_trainable(_model(tiny_arch, dict(type='AdaptFormer', dropout=0.5)))
     x = _image()

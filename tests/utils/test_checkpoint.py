@@ -74,11 +74,62 @@ def test_hf_checkpoint_loads_and_matches_hf_encoder(hf_sam, tmp_path):
     )
 
 
+def test_a_save_pretrained_folder_loads_into_encoder_head_and_segmentor(hf_sam, tmp_path):
+    """What ``SamModel.save_pretrained`` itself writes: the tied matrix once, under its top-level name."""
+    from mmseg.registry import MODELS
+    from safetensors.torch import load_file
+
+    hf_sam.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / 'model.safetensors'))
+    assert 'prompt_encoder.shared_embedding.positional_embedding' not in saved  # transformers 5.x
+    assert 'shared_image_embedding.positional_embedding' in saved
+    head_cfg = dict(
+        type='SAMMaskDecoderHead',
+        num_classes=2,
+        out_channels=1,
+        threshold=0.5,
+        **TINY_HEAD,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+    )
+    head = MODELS.build(dict(head_cfg, checkpoint=str(tmp_path)))
+    torch.testing.assert_close(
+        head.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        hf_sam.prompt_encoder.shared_embedding.positional_embedding,
+        rtol=0,
+        atol=0,
+    )
+    segmentor = MODELS.build(
+        dict(
+            type='SAMEncoderDecoder',
+            sam_checkpoint=str(tmp_path),
+            data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
+            backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG),
+            decode_head=head_cfg,
+        )
+    ).eval()
+    x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
+    with torch.no_grad():
+        assert (segmentor.backbone(x)[-1] - hf_sam.get_image_embeddings(x)).abs().max().item() <= 1e-5
+    torch.testing.assert_close(segmentor.decode_head.state_dict(), head.state_dict(), rtol=0, atol=0)
+
+
 def test_hf_keys_map_onto_official_keys(hf_sam, reference_sam):
     converted = hf_to_sam_state_dict(hf_sam.state_dict())
     official = reference_sam.state_dict()
     assert set(converted) == set(official)
     assert all(converted[k].shape == official[k].shape for k in official)
+    tied_once = {
+        k: v
+        for k, v in hf_sam.state_dict().items()
+        if k != 'prompt_encoder.shared_embedding.positional_embedding'
+    }
+    assert hf_to_sam_state_dict(tied_once).keys() == converted.keys()
+    different = dict(hf_sam.state_dict())
+    different['shared_image_embedding.positional_embedding'] = (
+        different['shared_image_embedding.positional_embedding'] + 1
+    )
+    with pytest.raises(ValueError, match='shared_image_embedding.positional_embedding differs from'):
+        hf_to_sam_state_dict(different)
 
 
 def test_formats(reference_sam, tmp_path):

@@ -11,22 +11,37 @@ from .base_binary_metric import BaseBinaryMetric, BinaryMaps
 __all__ = ['SODMetric']
 
 
+#: The evaluation protocols: the field's published evaluators, and the Conv-LoRA reference.
+PROTOCOLS = {
+    # Margolin et al.'s weighted F (beta^2 = 1), the F-measure of the saliency literature
+    # (beta^2 = 0.3), on 8-bit maps: pysodmetrics' default WeightedFmeasure() / Fmeasure(),
+    # fed the uint8 PNGs the camouflage and polyp toolboxes read.
+    'field': dict(wfm_beta2=1.0, fm_beta2=0.3, eight_bit=True),
+    # AutoGluon's semantic_seg_metrics.py, used by the Conv-LoRA paper: WeightedFmeasure(beta=0.3),
+    # Fmeasure(beta=1.0), float maps (prob * 255 through pysodmetrics' normalisation).
+    'conv_lora': dict(wfm_beta2=0.3, fm_beta2=1.0, eight_bit=False),
+}
+
+
 @METRICS.register_module()
 class SODMetric(BaseBinaryMetric):
     """Camouflage / polyp metrics, computed per image by pysodmetrics then averaged.
 
-    Input conversion, per image (what pysodmetrics' ``prepare_data`` does to an
-    8-bit map, minus the 8-bit rounding):
+    ``protocol`` says whose numbers the keys reproduce:
 
-    - prediction: the foreground probability, min-max normalised to [0, 1] when it
-      is not constant (a constant map is kept as is), as float64. The Conv-LoRA
-      reference (AutoGluon's ``semantic_seg_metrics.py``) passes the float map the
-      same way (``prob * 255`` through pysodmetrics' own normalisation); offline
-      toolboxes read 8-bit PNGs, i.e. the map rounded to multiples of 1/255 first,
-      which changed the scores by up to about 1e-3 on random test maps.
-    - ground truth: ``label == 1`` (the field's ``GT > 128``: the camouflage and
-      polyp converters write 1 where the release's mask is > 128).
-    - both go to pysodmetrics with ``normalize=False``.
+    - ``'field'`` (default): the published camouflage / polyp / saliency tables.
+      Each probability map is rounded to 8 bits (``round(255 * p)``, the PNG that
+      ``tools/test.py --out`` writes under ``probabilities/``) and the ground truth
+      written as 0/255, both handed to pysodmetrics as the toolboxes hand their PNGs
+      (``normalize=True``: ``pred / 255``, min-max per image, ``GT > 128``); weighted
+      F with beta^2 = 1, F-measure with beta^2 = 0.3.
+    - ``'conv_lora'``: the Conv-LoRA reference (AutoGluon's
+      ``semantic_seg_metrics.py``): float maps (``prob * 255`` through pysodmetrics'
+      normalisation, no 8-bit rounding), weighted F with beta^2 = 0.3 and F-measure
+      with beta^2 = 1. For comparing with that paper's numbers.
+
+    pysodmetrics names beta^2 ``beta``. Ground truth is ``label == 1`` (the
+    camouflage and polyp converters write 1 where the release's mask is > 128).
 
     The structural measures need a whole map: ``ignore_index`` pixels may only form a
     border (e.g. padding), which is cropped away; ignored pixels inside the bounding
@@ -37,30 +52,40 @@ class SODMetric(BaseBinaryMetric):
 
     - ``Sm``: S-measure (``alpha``). An all-background ground truth gives
       ``1 - mean(pred)``, an all-foreground one ``mean(pred)``.
-    - ``wFm``: weighted F-measure (``beta2``); 0 on an all-background ground truth
+    - ``wFm``: weighted F-measure; 0 on an all-background ground truth
       (pysodmetrics' convention).
     - ``meanEm``, ``maxEm``: mean and maximum over the 256 thresholds of the E-measure
       curve averaged over images; ``adpEm``: E-measure at twice the mean prediction.
     - ``MAE``: mean absolute error between the normalised map and the ground truth.
-    - ``meanFm``, ``maxFm``, ``adpFm``: the same for the F-measure (``beta2``).
+    - ``meanFm``, ``maxFm``, ``adpFm``: the same for the F-measure.
 
     Args:
-        alpha: S-measure weight of the object term (0.5 in the field).
-        beta2: beta^2 of the weighted F-measure and the F-measure (0.3 in the
-            field and the Conv-LoRA reference; pysodmetrics' WeightedFmeasure
-            default is 1).
+        protocol: ``'field'`` or ``'conv_lora'`` (see above).
+        alpha: S-measure weight of the object term (0.5 in both protocols).
+        beta2: no longer an option: the protocol sets both betas (raises naming them).
         **kwargs: ``ignore_index``, ``output_dir``, ``format_only``, ... of
             :class:`BaseBinaryMetric`.
     """
 
-    def __init__(self, alpha: float = 0.5, beta2: float = 0.3, **kwargs: Any) -> None:
+    def __init__(self, protocol: str = 'field', alpha: float = 0.5, beta2: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if beta2 is not None:
+            raise ValueError(
+                f"SODMetric(beta2={beta2!r}): the betas follow protocol='field' (weighted F beta^2 = 1, "
+                "F-measure beta^2 = 0.3) or protocol='conv_lora' (0.3 and 1, the Conv-LoRA reference)"
+            )
+        if protocol not in PROTOCOLS:
+            raise ValueError(f'protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}')
         if not 0 <= alpha <= 1:
             raise ValueError(f'alpha must be in [0, 1], got {alpha!r}')
-        if not beta2 > 0:
-            raise ValueError(f'beta2 must be positive, got {beta2!r}')
+        self.protocol = protocol
         self.alpha = float(alpha)
-        self.beta2 = float(beta2)
+        settings = PROTOCOLS[protocol]
+        self.wfm_beta2, self.fm_beta2, self.eight_bit = (
+            settings['wfm_beta2'],
+            settings['fm_beta2'],
+            settings['eight_bit'],
+        )
 
     def process_image(self, maps: BinaryMaps) -> dict | None:
         """pysodmetrics' scores of one image (E/F curves over 256 thresholds)."""
@@ -77,17 +102,22 @@ class SODMetric(BaseBinaryMetric):
                     'so ignored pixels may only form a border (padding), which is cropped'
                 )
             prob, foreground = prob[box], foreground[box]
-        pred = normalize_min_max(prob)
+        if self.eight_bit:  # the PNGs a toolbox reads, and its call: normalize=True
+            pred, gt, normalize = (
+                np.rint(prob * 255).astype(np.uint8),
+                foreground.astype(np.uint8) * 255,
+                True,
+            )
+        else:  # what pysodmetrics' normalisation makes of prob * 255, without rounding
+            pred, gt, normalize = normalize_min_max(prob), foreground, False
 
         sm = py_sod_metrics.Smeasure(alpha=self.alpha)
-        wfm = py_sod_metrics.WeightedFmeasure(beta=self.beta2)
+        wfm = py_sod_metrics.WeightedFmeasure(beta=self.wfm_beta2)
         em = py_sod_metrics.Emeasure()
         mae = py_sod_metrics.MAE()
-        fm = py_sod_metrics.FmeasureV2(
-            {'fm': py_sod_metrics.FmeasureHandler(with_dynamic=True, with_adaptive=True, beta=self.beta2)}
-        )
+        fm = py_sod_metrics.Fmeasure(beta=self.fm_beta2)
         for metric in (sm, wfm, em, mae, fm):
-            metric.step(pred, foreground, normalize=False)
+            metric.step(pred, gt, normalize=normalize)
         em_results, fm_results = em.get_results()['em'], fm.get_results()['fm']
         return dict(
             sm=float(sm.get_results()['sm']),
@@ -95,8 +125,8 @@ class SODMetric(BaseBinaryMetric):
             mae=float(mae.get_results()['mae']),
             em_curve=em_results['curve'],  # (256,)
             adp_em=float(em_results['adp']),
-            fm_curve=fm_results['dynamic'],  # (256,)
-            adp_fm=float(fm_results['adaptive']),
+            fm_curve=fm_results['curve'],  # (256,)
+            adp_fm=float(fm_results['adp']),
         )
 
     def compute_scores(self, results: list) -> dict[str, float]:

@@ -25,8 +25,14 @@ class SAMMaskDecoderHead(BaseDecodeHead):
     The decoder sees no sparse prompts and, as dense prompt, the frozen
     ``no_mask_embed`` broadcast over the image embedding, as SAM does when given no
     mask. It is built from segment_anything's ``MaskDecoder`` / ``TwoWayTransformer``
-    / ``PromptEncoder`` and can start from the decoder of the SAM checkpoint; every
-    mask token starts from SAM's mask token 0 (its single-mask output).
+    / ``PromptEncoder`` and can start from the decoder of the SAM checkpoint. Its mask
+    tokens are copies of SAM's mask token 0 (the token of SAM's single-mask output)
+    and its hypernetwork MLPs copies of MLP 0; SAM's other three mask tokens are not
+    kept. The decoder's token self-attention therefore sees the IoU token and this
+    head's T tokens instead of SAM's 1 + 4, so even a binary head (T = 1) does not
+    reproduce SAM's single-mask output on the same image embedding; it equals
+    segment_anything's ``MaskDecoder.predict_masks`` run with that token set. The
+    Conv-LoRA reference builds its head the same way.
 
     Modes:
 
