@@ -2,8 +2,8 @@
 
 Every config under configs/ (except _base_) is loaded, built with the tiny SAM swapped in and
 trained for one step on a random 64x64 batch. The grid configs (one folder per method, one
-file per benchmark) are also checked against the reference settings tabulated below, which
-are written out here from the specs rather than read from the configs.
+file per benchmark) are also checked against the reference settings tabulated below (the
+benchmarks, written out from the specs) and the PEFT presets of the package (the methods).
 """
 
 import copy
@@ -25,6 +25,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
+from mmseg_sam.models.peft.presets import grid_presets
 from tests.conftest import TINY_ARCH, TINY_HEAD
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,37 +78,14 @@ LOSS_KEYS = {
     _MASKCLS: {'decode.loss_cls', 'decode.loss_mask', 'decode.loss_dice'},
 }
 
-_CONV_LORA = dict(type='ConvLoRA', rank=3, alpha=32, num_experts=8)
-# folder -> {method token of the file name: (expected backbone.peft, lr_mult of 'cobot' params)}
-METHODS: dict[str, dict[str, tuple[dict | None, float | None]]] = {
-    'decoder_only': {'decoder-only': (None, None)},
-    'bitfit': {'bitfit': (dict(type='BitFit'), None)},
-    'adapter': {'adapter-b64': (dict(type='Adapter', bottleneck=64, targets=['attn', 'mlp']), None)},
-    'sam_adapter': {'sam-adapter': (dict(type='SAMAdapter', scale_factor=32, freq_ratio=0.25), None)},
-    'vpt': {'vpt-deep-t10': (dict(type='VPT', num_tokens=10, mode='deep'), None)},
-    'lst': {'lst-d192': (dict(type='LST', side_dims=192, side_heads=3), None)},
-    'ssf': {'ssf': (dict(type='SSF'), None)},
-    'lora': {'lora-qkv-r3': (dict(type='LoRA', rank=3, alpha=32, targets=['qkv']), None)},
-    'conv_lora': {'conv-lora-r3': (_CONV_LORA, None)},
-    'cobot': {
-        'cobot-lora-qv-r4': (
-            dict(type='COBOT', host=dict(type='LoRA', rank=4, alpha=4, targets=['q', 'v'], init='xavier')),
-            100.0,
-        ),
-        'cobot-adaptformer-b16': (
-            dict(
-                type='COBOT',
-                host=dict(type='AdaptFormer', bottleneck=16, scale=1.0, dropout=0.1, branch_input='mlp'),
-            ),
-            10.0,
-        ),
-        'cobot-conv-lora-r4': (dict(type='COBOT', host={**_CONV_LORA, 'rank': 4}), 100.0),
-    },
-}
+# The grid's columns: the package's PEFT presets that name a grid token (one source of truth
+# for the configs, count_parameters.py, benchmark.py and the tests).
+GRID = grid_presets()  # (folder, method token of the file name) -> preset
+GRID_FOLDERS = {folder for folder, _ in GRID}
 GRID_NAME = re.compile(
     r'^sam-vit-h_(?P<method>[a-z0-9-]+)_(?P<epochs>\d+)e_(?P<bench>[a-z0-9-]+)-1024x1024\.py$'
 )
-GRID_CONFIGS = [p for p in CONFIGS if p.parent.name in METHODS]
+GRID_CONFIGS = [p for p in CONFIGS if p.parent.name in GRID_FOLDERS]
 H_CHECKPOINT = f'checkpoints/{SAM_CHECKPOINTS["vit_h"][0]}'
 
 
@@ -170,14 +148,9 @@ def test_grid_is_complete():
     for path in GRID_CONFIGS:
         method, _, bench = _parse(path)
         found.add((path.parent.name, method, bench))
-    expected = {
-        (folder, method, bench)
-        for folder, methods in METHODS.items()
-        for method in methods
-        for bench in BENCHMARKS
-    }
+    expected = {(folder, method, bench) for folder, method in GRID for bench in BENCHMARKS}
     assert found == expected
-    assert len(GRID_CONFIGS) == len(expected) == 12 * 9
+    assert len(GRID_CONFIGS) == len(GRID) * len(BENCHMARKS)
     all_benchmarks = {**BENCHMARKS, **EXTRA_BENCHMARKS}.values()
     assert {p.name for p in BENCHMARK_BASES} == {f'{b.base}_1024x1024.py' for b in all_benchmarks}
 
@@ -198,7 +171,8 @@ def test_grid_config_trains_as_the_reference(path):
     assert epochs == bench.epochs
     cfg = _load(path)
     _check_schedule(cfg, bench)
-    peft, lr_mult = METHODS[path.parent.name][method]
+    item = GRID[path.parent.name, method]
+    peft, lr_mult = _plain(item.peft), item.cobot_lr_mult
     assert _plain(cfg.model.backbone.get('peft')) == peft
     custom_keys = cfg.optim_wrapper.paramwise_cfg.get('custom_keys')
     assert _plain(custom_keys) == (None if lr_mult is None else {'cobot': {'lr_mult': lr_mult}})

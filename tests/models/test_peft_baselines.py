@@ -17,23 +17,24 @@ from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import inject_peft
 from mmseg_sam.models.peft.adapter import AdapterLayer, BottleneckAdapter
 from mmseg_sam.models.peft.adaptformer import AdaptFormerLayer
+from mmseg_sam.models.peft.presets import preset
 from mmseg_sam.models.peft.ssf import SSFLayerNorm, SSFLinear
 from tests.conftest import TINY_IMG, perturb_
 
 _BLOCK_BIASES = r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.bias'
-# id -> (config, full-match pattern of the method's parameter names)
+# id -> (config: the package preset at the tiny arch, full-match pattern of the method's parameter names)
 METHODS = {
-    'BitFit': (dict(type='BitFit'), rf'{_BLOCK_BIASES}|patch_embed\.proj\.bias|neck\.[13]\.bias'),
+    'BitFit': (preset('BitFit').tiny['peft'], rf'{_BLOCK_BIASES}|patch_embed\.proj\.bias|neck\.[13]\.bias'),
     'SSF': (
-        dict(type='SSF'),
+        preset('SSF').tiny['peft'],
         r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.ssf_(?:scale|shift)',
     ),
     'Adapter': (
-        dict(type='Adapter', bottleneck=8),
+        preset('Adapter (bottleneck 64)').tiny['peft'],
         r'blocks\.\d+\.(?:attn|mlp)\.adapter\.(?:down|up)\.(?:weight|bias)',
     ),
     'AdaptFormer': (
-        dict(type='AdaptFormer', bottleneck=8),
+        preset('AdaptFormer (bottleneck 16)').tiny['peft'],
         r'blocks\.\d+\.mlp\.adaptformer\.(?:norm|down|up)\.(?:weight|bias)',
     ),
 }

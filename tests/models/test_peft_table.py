@@ -11,29 +11,14 @@ from mmseg.registry import MODELS
 
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.models.peft import ConvLoRALinear
+from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
 from tests.models.test_sam_encoder_decoder import _batch
 
 REPO = Path(__file__).resolve().parents[2]
 
-# name -> backbone overrides (tiny-arch sized)
-METHODS = {
-    'decoder-only': dict(),
-    'full-finetune': dict(frozen=False),
-    'LoRA': dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
-    'ConvLoRA': dict(peft=dict(type='ConvLoRA', rank=4, num_experts=3)),
-    'Adapter': dict(peft=dict(type='Adapter', bottleneck=8)),
-    'AdaptFormer': dict(peft=dict(type='AdaptFormer', bottleneck=8)),
-    'BitFit': dict(peft=dict(type='BitFit')),
-    'SSF': dict(peft=dict(type='SSF')),
-    'LST': dict(peft=dict(type='LST', side_dims=12, side_heads=3)),
-    'VPT': dict(peft=dict(type='VPT', num_tokens=4)),
-    'VPT-shallow': dict(peft=dict(type='VPT', num_tokens=4, mode='shallow')),
-    'SAMAdapter': dict(peft=dict(type='SAMAdapter', scale_factor=4)),
-    'COBOT-LoRA': dict(peft=dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v')))),
-    'COBOT-AdaptFormer': dict(peft=dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=8))),
-    'COBOT-ConvLoRA': dict(peft=dict(type='COBOT', host=dict(type='ConvLoRA', rank=4, num_experts=2))),
-}
+# preset name -> backbone overrides at the tiny arch: every preset of the package's one table
+METHODS = {item.name: dict(item.tiny) for item in PRESETS}
 
 
 def _cfg(backbone: dict) -> dict:
@@ -59,7 +44,7 @@ def test_method_trains_only_its_parameters(name):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     backbone_trainable = {n for n in trainable if n.startswith('backbone.')}
     report = model.backbone.peft_report
-    if name == 'full-finetune':
+    if name == 'full fine-tuning':
         assert backbone_trainable == {f'backbone.{n}' for n, _ in model.backbone.named_parameters()}
     else:
         expected = {f'backbone.{n}' for names in report.parameter_names.values() for n in names}
@@ -102,7 +87,7 @@ def demo_data(tmp_path_factory):
 @pytest.mark.parametrize('name', list(METHODS))
 def test_method_runs_one_iteration_of_tools_train(name, demo_data, tmp_path):
     backbone = METHODS[name]
-    cfg = tmp_path / f'{name}.py'
+    cfg = tmp_path / 'method.py'
     cfg.write_text(f"""
 _base_ = [{str(REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py')!r}]
 data_root = {str(demo_data)!r}

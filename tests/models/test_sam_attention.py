@@ -9,11 +9,11 @@ from torch.utils.checkpoint import checkpoint
 
 from mmseg_sam.models.backbones import ATTN_IMPLS, SAMAttention, SAMViT, sam_vit
 from mmseg_sam.models.backbones.sam_vit import resize_pos_embed
-from mmseg_sam.models.peft import PEFT_METHODS, ConvLoRALinear, collect_aux_losses
+from mmseg_sam.models.peft import ConvLoRALinear, collect_aux_losses
+from mmseg_sam.models.peft.presets import PRESETS, method_types
 from mmseg_sam.models.peft.vpt import PromptedAttention
 from mmseg_sam.models.sam_modeling import Attention
 from tests.conftest import TINY_IMG, perturb_
-from tests.models.test_peft_table import METHODS
 
 TOL = 1e-5
 
@@ -245,13 +245,6 @@ def test_checkpoint_only_when_training_with_grad(tiny_arch, monkeypatch, with_cp
     assert calls == ([False, False] if used else [])  # one non-reentrant checkpoint per block
 
 
-def test_peft_table_covers_every_registered_method():
-    covered = {cfg['peft']['type'] for cfg in METHODS.values() if 'peft' in cfg}
-    covered |= {cfg['peft']['host']['type'] for cfg in METHODS.values() if cfg.get('peft', {}).get('host')}
-    registered = {name for name in PEFT_METHODS.module_dict if not name.startswith('_')}
-    assert registered <= covered
-
-
 def _run(model: SAMViT, x: torch.Tensor, seed: int):
     """One training step's gradients: output loss plus the PEFT auxiliary losses."""
     model.train()
@@ -263,6 +256,9 @@ def _run(model: SAMViT, x: torch.Tensor, seed: int):
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach() for k, v in aux.items()}, grads, x.grad
+
+
+METHODS = {item.name: dict(item.tiny) for item in PRESETS}
 
 
 @pytest.mark.parametrize('name', list(METHODS))
@@ -284,7 +280,8 @@ def test_checkpointing_gives_the_same_gradients(tiny_arch, name):
     aux_cp, grads_cp, dx_cp = _run(checkpointed, x, seed=3)
     # Block 0 ran again in backward (its output is in the loss, through out_indices, even with LST).
     assert calls[0] == 2
-    assert aux.keys() == aux_cp.keys() == ({'loss_moe'} if 'ConvLoRA' in name else set())
+    conv_lora = 'ConvLoRA' in method_types(METHODS[name].get('peft'))
+    assert aux.keys() == aux_cp.keys() == ({'loss_moe'} if conv_lora else set())
     for key in aux:
         assert torch.equal(aux[key], aux_cp[key]), key
     assert grads.keys() == grads_cp.keys()

@@ -1,10 +1,10 @@
 """Speed and memory of every PEFT method on SAM's image encoder, in one run.
 
-For each row (every method of ``count_parameters.py``, the frozen encoder without
-PEFT, and segment_anything's own ``ImageEncoderViT`` frozen and with LoRA as
-references) this measures the trainable parameters, the forward time (eval, no grad),
-the training-step time and the peak memory, and prints a markdown table followed by
-the issue's target ratios:
+For each row (every preset of ``mmseg_sam.models.peft.presets.PRESETS``, the frozen
+encoder without PEFT, and segment_anything's own ``ImageEncoderViT`` frozen and with
+LoRA as references) this measures the trainable parameters, the forward time (eval, no
+grad), the training-step time and the peak memory, and prints a markdown table followed
+by the target ratios:
 
     python tools/analysis_tools/benchmark.py --arch vit_b --img-size 512 --batch 1 \\
         --warmup 1 --repeat 2 --out-json bench.json --out-png bench.png --out-md bench.md
@@ -24,7 +24,6 @@ cover building the model, the forward runs and the training steps.
 
 import argparse
 import ast
-import importlib.util
 import json
 import logging
 import multiprocessing
@@ -41,7 +40,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
@@ -53,24 +51,14 @@ from torch import nn
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.backbones import SAM_ARCHS, SAMViT
 from mmseg_sam.models.backbones.sam_vit import image_encoder_kwargs
-from mmseg_sam.models.peft import PEFT_METHODS, collect_aux_losses, inject_peft
+from mmseg_sam.models.peft import collect_aux_losses, inject_peft
+from mmseg_sam.models.peft.presets import PRESETS, preset
 from mmseg_sam.models.sam_modeling import ImageEncoderViT
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_count_parameters() -> ModuleType:
-    """The sibling tool ``count_parameters.py``, whose method configs are reused here."""
-    spec = importlib.util.spec_from_file_location(
-        'count_parameters', Path(__file__).with_name('count_parameters.py')
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-METHODS: dict[str, dict] = _load_count_parameters().METHODS
-FROZEN_METHOD = 'decoder-only'  # the frozen encoder without PEFT in METHODS
+FROZEN_METHOD = 'decoder-only'  # the preset of the frozen encoder without PEFT
 LORA = 'LoRA (r 4, q v)'
 CONV_LORA = 'Conv-LoRA (r 3, 8 experts)'
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -103,40 +91,22 @@ def slug(name: str) -> str:
     return re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')
 
 
-def method_types(cfg: Mapping[str, Any] | None) -> set[str]:
-    """The registered PEFT types a method config uses (COBOT's host included)."""
-    if not cfg:
-        return set()
-    return {cfg['type']} | method_types(cfg.get('host'))
-
-
 def all_rows() -> list[Row]:
-    """References, the frozen encoder, then every method of ``count_parameters.METHODS``.
-
-    Raises:
-        RuntimeError: a registered PEFT method has no config in ``METHODS``.
-    """
-    covered = set().union(*(method_types(ov.get('peft')) for ov in METHODS.values()))
-    uncovered = sorted(set(PEFT_METHODS.module_dict) - covered)
-    if uncovered:
-        raise RuntimeError(
-            f'registered PEFT methods {uncovered} have no default config in '
-            'tools/analysis_tools/count_parameters.py METHODS; add one there'
-        )
+    """References, the frozen encoder, then every preset of ``PRESETS``."""
     rows = [
         Row('sam-encoder', 'segment_anything encoder (frozen; eager, no checkpointing)', 'reference'),
         Row(
             'sam-encoder-lora',
             f'segment_anything encoder + {LORA} (eager, no checkpointing)',
             'reference',
-            dict(peft=METHODS[LORA]['peft']),
+            dict(peft=preset(LORA).peft),
         ),
-        Row('frozen', 'frozen, no PEFT', 'samvit', dict(METHODS[FROZEN_METHOD])),
+        Row('frozen', 'frozen, no PEFT', 'samvit', dict(preset(FROZEN_METHOD).backbone)),
     ]
     rows += [
-        Row(slug(name), name, 'samvit', dict(overrides))
-        for name, overrides in METHODS.items()
-        if name != FROZEN_METHOD
+        Row(slug(item.name), item.name, 'samvit', dict(item.backbone))
+        for item in PRESETS
+        if item.name != FROZEN_METHOD
     ]
     return rows
 
@@ -300,7 +270,7 @@ def run_isolated(row: Row, opts: Mapping[str, Any]) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------- reporting
 def targets(results: dict[str, dict], with_cp: bool) -> list[dict[str, Any]]:
-    """The issue's target ratios whose rows were measured (and did not fail)."""
+    """The target ratios (step time and memory goals) whose rows were measured and did not fail."""
 
     def value(key: str, field_name: str) -> float | None:
         r = results.get(key)

@@ -1,4 +1,6 @@
-"""Trainable parameters of every PEFT method on SAM ViT-B/L/H, as a markdown table.
+"""Trainable parameters of every PEFT preset on SAM ViT-B/L/H, as a markdown table.
+
+One row per preset of ``mmseg_sam.models.peft.presets.PRESETS`` (the papers' settings).
 
 Models are built on the ``meta`` device (no memory, no weights), so ViT-H is instant:
 
@@ -16,27 +18,8 @@ from mmseg.utils import register_all_modules
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.decode_heads import SAMMaskDecoderHead
+from mmseg_sam.models.peft.presets import PRESETS
 
-# name -> SAMViT overrides; settings of the papers where they state them.
-METHODS: dict[str, dict] = {
-    'decoder-only': dict(),
-    'BitFit': dict(peft=dict(type='BitFit')),
-    'Adapter (bottleneck 64)': dict(peft=dict(type='Adapter', bottleneck=64)),
-    'AdaptFormer (bottleneck 16)': dict(peft=dict(type='AdaptFormer', bottleneck=16)),
-    'SAM-Adapter (scale 32)': dict(peft=dict(type='SAMAdapter', scale_factor=32)),
-    'VPT-deep (10 tokens)': dict(peft=dict(type='VPT', num_tokens=10)),
-    'LST (side 192)': dict(peft=dict(type='LST', side_dims=192, side_heads=3)),
-    'SSF': dict(peft=dict(type='SSF')),
-    'LoRA (r 4, q v)': dict(peft=dict(type='LoRA', rank=4, targets=('q', 'v'))),
-    'LoRA (r 3, qkv)': dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
-    'Conv-LoRA (r 3, 8 experts)': dict(peft=dict(type='ConvLoRA')),
-    'COBOT + LoRA (r 4, q v)': dict(
-        peft=dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v')))
-    ),
-    'COBOT + AdaptFormer (16)': dict(peft=dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=16))),
-    'COBOT + Conv-LoRA (r 4)': dict(peft=dict(type='COBOT', host=dict(type='ConvLoRA', rank=4))),
-    'full fine-tuning': dict(frozen=False),
-}
 ARCHS = ('vit_b', 'vit_l', 'vit_h')
 
 
@@ -59,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # keep stdout a clean table
     print('| method | ViT-B encoder | ViT-L encoder | ViT-H encoder |')
     print('| --- | ---: | ---: | ---: |')
-    for name, overrides in METHODS.items():
-        counts = [encoder_trainable(arch, overrides) for arch in ARCHS]
-        print(f'| {name} | ' + ' | '.join(f'{c:,}' for c in counts) + ' |')
+    for item in PRESETS:
+        counts = [encoder_trainable(arch, dict(item.backbone)) for arch in ARCHS]
+        print(f'| {item.name} | ' + ' | '.join(f'{c:,}' for c in counts) + ' |')
     print()
     print('| decode head (SAMMaskDecoderHead, 256-dim) | trainable |')
     print('| --- | ---: |')

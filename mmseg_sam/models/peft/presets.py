@@ -1,0 +1,172 @@
+"""The named settings of every PEFT method: one table for tools, docs checks and tests.
+
+``tools/analysis_tools/count_parameters.py`` prints a row per preset (docs/peft.md is its
+output), ``tools/analysis_tools/benchmark.py`` measures a row per preset, the tests run
+every preset through the segmentor and ``tools/train.py``, and the benchmark grid under
+``configs/<folder>/`` is checked against the presets that name a ``grid`` token. Adding
+a method means adding its preset line here; ``uncovered_methods()`` names registered
+methods without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import PEFT_METHODS
+
+__all__ = ['PRESETS', 'PEFTPreset', 'grid_presets', 'method_types', 'preset', 'uncovered_methods']
+
+
+@dataclass(frozen=True)
+class PEFTPreset:
+    """One named setting of a method.
+
+    Attributes:
+        name: row name in docs/peft.md and the benchmark report.
+        backbone: ``SAMViT`` arguments at SAM's sizes (``peft=...``, or ``frozen=False``),
+            the papers' settings where they state them.
+        tiny: the same method at the tests' tiny architecture (32 channels): smaller
+            widths where the SAM-sized setting would only make the tests slow.
+        grid: the method token of the benchmark grid's file names
+            (``configs/<folder>/sam-vit-h_<grid>_<epochs>e_<benchmark>-1024x1024.py``), or
+            None when the grid has no such column.
+        folder: the grid's config folder.
+        cobot_lr_mult: ``lr_mult`` of the ``'cobot'`` parameters in the grid configs.
+    """
+
+    name: str
+    backbone: Mapping[str, Any]
+    tiny: Mapping[str, Any] = field(default_factory=dict)
+    grid: str | None = None
+    folder: str | None = None
+    cobot_lr_mult: float | None = None
+
+    @property
+    def peft(self) -> Mapping[str, Any] | None:
+        """The ``backbone.peft`` config (None: decoder-only or full fine-tuning)."""
+        return self.backbone.get('peft')
+
+
+_CONV_LORA = dict(type='ConvLoRA', rank=3, alpha=32, num_experts=8)
+_COBOT_LORA_HOST = dict(type='LoRA', rank=4, alpha=4, targets=('q', 'v'), init='xavier')
+_COBOT_ADAPTFORMER_HOST = dict(type='AdaptFormer', bottleneck=16, scale=1.0, dropout=0.1, branch_input='mlp')
+
+PRESETS: tuple[PEFTPreset, ...] = (
+    PEFTPreset('decoder-only', {}, {}, grid='decoder-only', folder='decoder_only'),
+    PEFTPreset('BitFit', dict(peft=dict(type='BitFit')), dict(peft=dict(type='BitFit')), 'bitfit', 'bitfit'),
+    PEFTPreset(
+        'Adapter (bottleneck 64)',
+        dict(peft=dict(type='Adapter', bottleneck=64, targets=('attn', 'mlp'))),
+        dict(peft=dict(type='Adapter', bottleneck=8)),
+        'adapter-b64',
+        'adapter',
+    ),
+    PEFTPreset(
+        'AdaptFormer (bottleneck 16)',
+        dict(peft=dict(type='AdaptFormer', bottleneck=16)),
+        dict(peft=dict(type='AdaptFormer', bottleneck=8)),
+    ),
+    PEFTPreset(
+        'SAM-Adapter (scale 32)',
+        dict(peft=dict(type='SAMAdapter', scale_factor=32, freq_ratio=0.25)),
+        dict(peft=dict(type='SAMAdapter', scale_factor=4)),
+        'sam-adapter',
+        'sam_adapter',
+    ),
+    PEFTPreset(
+        'VPT-deep (10 tokens)',
+        dict(peft=dict(type='VPT', num_tokens=10, mode='deep')),
+        dict(peft=dict(type='VPT', num_tokens=4)),
+        'vpt-deep-t10',
+        'vpt',
+    ),
+    PEFTPreset(
+        'VPT-shallow (10 tokens)',
+        dict(peft=dict(type='VPT', num_tokens=10, mode='shallow')),
+        dict(peft=dict(type='VPT', num_tokens=4, mode='shallow')),
+    ),
+    PEFTPreset(
+        'LST (side 192)',
+        dict(peft=dict(type='LST', side_dims=192, side_heads=3)),
+        dict(peft=dict(type='LST', side_dims=12, side_heads=3)),
+        'lst-d192',
+        'lst',
+    ),
+    PEFTPreset('SSF', dict(peft=dict(type='SSF')), dict(peft=dict(type='SSF')), 'ssf', 'ssf'),
+    PEFTPreset(
+        'LoRA (r 4, q v)',
+        dict(peft=dict(type='LoRA', rank=4, targets=('q', 'v'))),
+        dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
+    ),
+    PEFTPreset(
+        'LoRA (r 3, qkv)',
+        dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
+        dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
+        'lora-qkv-r3',
+        'lora',
+    ),
+    PEFTPreset(
+        'Conv-LoRA (r 3, 8 experts)',
+        dict(peft=_CONV_LORA),
+        dict(peft=dict(type='ConvLoRA', rank=4, num_experts=3)),
+        'conv-lora-r3',
+        'conv_lora',
+    ),
+    PEFTPreset(
+        'COBOT + LoRA (r 4, q v)',
+        dict(peft=dict(type='COBOT', host=_COBOT_LORA_HOST)),
+        dict(peft=dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v')))),
+        'cobot-lora-qv-r4',
+        'cobot',
+        100.0,
+    ),
+    PEFTPreset(
+        'COBOT + AdaptFormer (16)',
+        dict(peft=dict(type='COBOT', host=_COBOT_ADAPTFORMER_HOST)),
+        dict(peft=dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=8))),
+        'cobot-adaptformer-b16',
+        'cobot',
+        10.0,
+    ),
+    PEFTPreset(
+        'COBOT + Conv-LoRA (r 4)',
+        dict(peft=dict(type='COBOT', host={**_CONV_LORA, 'rank': 4})),
+        dict(peft=dict(type='COBOT', host=dict(type='ConvLoRA', rank=4, num_experts=2))),
+        'cobot-conv-lora-r4',
+        'cobot',
+        100.0,
+    ),
+    PEFTPreset('full fine-tuning', dict(frozen=False), dict(frozen=False)),
+)
+
+
+def preset(name: str) -> PEFTPreset:
+    """The preset called ``name``.
+
+    Raises:
+        KeyError: no preset has that name (the known names are listed).
+    """
+    for item in PRESETS:
+        if item.name == name:
+            return item
+    raise KeyError(f'no PEFT preset {name!r}; presets: {[p.name for p in PRESETS]}')
+
+
+def grid_presets() -> dict[tuple[str, str], PEFTPreset]:
+    """``(folder, grid token) -> preset`` for the benchmark grid's columns."""
+    return {(p.folder, p.grid): p for p in PRESETS if p.grid is not None}
+
+
+def method_types(cfg: Mapping[str, Any] | None) -> set[str]:
+    """The registered PEFT types a method config uses (a COBOT host included)."""
+    if not cfg:
+        return set()
+    return {cfg['type']} | method_types(cfg.get('host'))
+
+
+def uncovered_methods() -> list[str]:
+    """Registered PEFT methods that no preset uses (names starting with ``_`` are test-only)."""
+    covered = set().union(*(method_types(p.peft) for p in PRESETS))
+    return sorted(name for name in set(PEFT_METHODS.module_dict) - covered if not name.startswith('_'))
