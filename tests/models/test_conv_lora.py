@@ -105,13 +105,15 @@ def test_load_balancing_loss_by_hand():
     z = torch.zeros(4, 3, 3, 4)
     for n, e in enumerate([0, 0, 1, 3]):
         z[n, ..., e] = 1.0
-    layer.moe(z)
+    with collect_aux_losses() as aux:
+        layer.moe(z)
     counts = torch.tensor([2.0, 1.0, 0.0, 1.0])
     cv2 = counts.var() / counts.mean() ** 2  # unbiased: (1 + 0 + 1 + 0) / 3 = 2/3
     assert cv2.item() == pytest.approx(2 / 3)
-    loss = layer.pop_aux_losses()['loss_moe']
+    loss = aux['loss_moe']
     assert loss.item() == pytest.approx(0.01 * 2 * 2 / 3, rel=1e-4)  # importance and load both = counts
-    assert not layer.pop_aux_losses()
+    layer.moe(z)  # outside a collecting block: reported nowhere, stored nowhere
+    assert aux.keys() == {'loss_moe'} and aux['loss_moe'] is loss
     assert cv_squared(torch.tensor([3.0])).item() == 0.0
 
 
@@ -124,9 +126,9 @@ def test_only_load_term_trains_the_gate_by_default():
         out.square().sum(), [layer.gate.w_gate, layer.gate.w_noise], allow_unused=True
     )
     assert all(g is None or g.abs().sum() == 0 for g in grads)  # task loss: no gate gradient
-    layer(torch.randn(6, 4, 4, 8))
-    loss = layer.pop_aux_losses()['loss_moe']
-    assert torch.autograd.grad(loss, layer.gate.w_gate)[0].abs().sum() > 0
+    with collect_aux_losses() as aux:
+        layer(torch.randn(6, 4, 4, 8))
+    assert torch.autograd.grad(aux['loss_moe'], layer.gate.w_gate)[0].abs().sum() > 0
 
 
 def test_gate_grad_option_lets_task_loss_reach_the_gate():
@@ -154,12 +156,12 @@ def test_grouped_dispatch_equals_per_sample_computation():
 
 def test_gate_stays_fp32_under_autocast():
     gate = NoisyTopKGate(3, 4).train()
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast('cpu', dtype=torch.bfloat16), collect_aux_losses() as aux:
         gates, _, load = gate(torch.randn(5, 3).bfloat16())
         layer = _layer().train()
         out = layer(torch.randn(4, 3, 3, 8))
     assert gates.dtype == load.dtype == torch.float32
-    loss = layer.pop_aux_losses()['loss_moe']
+    loss = aux['loss_moe']
     assert loss.dtype == torch.float32 and torch.isfinite(loss) and torch.isfinite(out).all()
 
 
@@ -170,9 +172,9 @@ def test_loss_moe_reaches_the_segmentor_loss(tiny_arch):
     losses = model.loss(*_batch())
     assert 'loss_moe' in losses and losses['loss_moe'].requires_grad
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), collect_aux_losses() as aux:
         model.backbone(torch.randn(1, 3, TINY_IMG, TINY_IMG))
-    assert not collect_aux_losses(model.backbone)  # eval forwards store nothing
+    assert not aux  # eval forwards report nothing
 
 
 def test_unused_experts_under_ddp(tmp_path, tiny_arch):
@@ -254,8 +256,9 @@ def test_dense_dispatch_equals_grouped_dispatch_in_training():
         layer.dense_dispatch = dense
         layer.zero_grad(set_to_none=True)
         torch.manual_seed(7)  # the same gate noise
-        out = layer(x)
-        (out.square().sum() + layer.pop_aux_losses()['loss_moe']).backward()
+        with collect_aux_losses() as aux:
+            out = layer(x)
+        (out.square().sum() + aux['loss_moe']).backward()
         grads = {
             n: None if p.grad is None else p.grad.clone()
             for n, p in layer.named_parameters()

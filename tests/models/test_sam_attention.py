@@ -250,12 +250,15 @@ def _run(model: SAMViT, x: torch.Tensor, seed: int):
     model.train()
     x = x.clone().requires_grad_()
     torch.manual_seed(seed)  # same dropout masks and Conv-LoRA gate noise in both runs
-    outs = model(x)
-    aux = collect_aux_losses(model)
+    with collect_aux_losses() as aux:
+        outs = model(x)
+    reported = dict(aux)
     loss = sum(o.square().mean() for o in outs) + sum(aux.values())
-    loss.backward()
+    with collect_aux_losses() as during_backward:  # a block open in backward sees the recompute
+        loss.backward()
+    assert aux == reported  # the forward's collection is closed: nothing added in backward
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach() for k, v in aux.items()}, grads, x.grad
+    return {k: v.detach() for k, v in aux.items()}, grads, x.grad, during_backward
 
 
 METHODS = {item.name: dict(item.tiny) for item in PRESETS}
@@ -276,8 +279,8 @@ def test_checkpointing_gives_the_same_gradients(tiny_arch, name):
     plain, checkpointed = models
     calls = _count_calls(checkpointed.blocks[0].norm1)
     x = torch.randn(2, 3, TINY_IMG, TINY_IMG, generator=torch.Generator().manual_seed(2))
-    aux, grads, dx = _run(plain, x, seed=3)
-    aux_cp, grads_cp, dx_cp = _run(checkpointed, x, seed=3)
+    aux, grads, dx, recomputed = _run(plain, x, seed=3)
+    aux_cp, grads_cp, dx_cp, recomputed_cp = _run(checkpointed, x, seed=3)
     # Block 0 ran again in backward (its output is in the loss, through out_indices, even with LST).
     assert calls[0] == 2
     conv_lora = 'ConvLoRA' in method_types(METHODS[name].get('peft'))
@@ -290,8 +293,10 @@ def test_checkpointing_gives_the_same_gradients(tiny_arch, name):
         if g is not None:
             assert (g - grads_cp[key]).abs().max().item() <= 1e-6, key
     assert (dx - dx_cp).abs().max().item() <= 1e-6
-    # The recompute neither re-reports auxiliary losses nor changes Conv-LoRA's routing.
-    assert collect_aux_losses(checkpointed) == {}
+    # Without a block open during backward nothing reaches a loss; with one, the recompute's
+    # report is the only difference (a training step's backward runs outside the loss's block).
+    assert recomputed == {} and recomputed_cp.keys() == aux_cp.keys()
+    # The recompute does not change Conv-LoRA's routing.
     for (_, a), (_, b) in zip(plain.named_modules(), checkpointed.named_modules()):
         if isinstance(a, ConvLoRALinear):
             assert torch.equal(a.last_routing, b.last_routing)

@@ -133,10 +133,11 @@ def build_row(row: Row, opts: Mapping[str, Any]) -> nn.Module:
 
 def encoder_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Mean of every encoder output plus the auxiliary PEFT losses (Conv-LoRA's)."""
-    out = model(x)
+    with collect_aux_losses() as aux:
+        out = model(x)
     outs = out if isinstance(out, tuple) else (out,)
     loss = sum(o.float().mean() for o in outs)
-    return loss + sum(collect_aux_losses(model).values())
+    return loss + sum(aux.values())
 
 
 # ------------------------------------------------------------------------ measurement

@@ -1,7 +1,6 @@
 """SAM's ViT image encoder as an mmseg backbone."""
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.checkpoint import load_sam_component, load_strict
-from ..peft import PEFTLayerMixin, PEFTReport, inject_peft
+from ..peft import PEFTReport, inject_peft
 from ..sam_modeling import Block, ImageEncoderViT
 from .sam_attention import ATTN_IMPLS, SAMAttention, check_attn_impl
 
@@ -103,22 +102,6 @@ def _block_attn_impl(attn_impl: str, window_size: int) -> str:
     return _AUTO_ATTN_IMPL['windowed' if window_size else 'global']
 
 
-@contextmanager
-def _keep_aux_losses(module: nn.Module) -> Iterator[None]:
-    """Undo what a checkpoint recompute stores as auxiliary losses in ``module``'s PEFT layers.
-
-    The recompute runs during backward, after the segmentor popped the losses of the
-    forward: a loss it stores would be reported again (and keep its graph) later.
-    """
-    layers = [m for m in module.modules() if isinstance(m, PEFTLayerMixin)]
-    saved = [m.__dict__.get('_aux_losses') for m in layers]
-    try:
-        yield
-    finally:
-        for layer, losses in zip(layers, saved):
-            layer._aux_losses = losses if losses is not None else {}
-
-
 class SAMBlock(Block):
     """segment_anything's ``Block`` with :class:`SAMAttention` and optional checkpointing.
 
@@ -129,7 +112,8 @@ class SAMBlock(Block):
     ``torch.utils.checkpoint`` (non-reentrant): its activations are recomputed in
     backward instead of stored. Forward (pre-)hooks on the block itself (SAM-Adapter's
     prompts, LST's captures) run outside the checkpoint, once; hooks on its sub-modules
-    are re-run by the recompute, which sees the same inputs and RNG state.
+    are re-run by the recompute, which sees the same inputs and RNG state. Auxiliary
+    losses are reported once: the recompute runs outside any ``collect_aux_losses``.
 
     Args:
         base: the block whose modules to use.
@@ -146,13 +130,10 @@ class SAMBlock(Block):
         self.window_size = base.window_size
         self.with_cp = with_cp
 
-    def _checkpoint_contexts(self) -> tuple[Any, Any]:
-        return nullcontext(), _keep_aux_losses(self)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
         if self.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(super().forward, x, use_reentrant=False, context_fn=self._checkpoint_contexts)
+            return checkpoint(super().forward, x, use_reentrant=False)
         return super().forward(x)
 
     def extra_repr(self) -> str:

@@ -1,11 +1,11 @@
 from .adapter import Adapter, AdapterLayer, BottleneckAdapter
 from .adaptformer import AdaptFormer, AdaptFormerLayer
+from .aux_losses import collect_aux_losses, report_aux_loss
 from .base import (
     PEFT_METHODS,
     BasePEFTMethod,
     PEFTLayerMixin,
     PEFTReport,
-    collect_aux_losses,
     inject_peft,
     match_modules,
     merge_peft,
@@ -25,6 +25,7 @@ __all__ = [
     'PEFTLayerMixin',
     'PEFTReport',
     'collect_aux_losses',
+    'report_aux_loss',
     'inject_peft',
     'match_modules',
     'merge_peft',

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from mmengine.logging import MMLogger
 from mmengine.registry import Registry
 from torch import nn
@@ -22,7 +21,6 @@ __all__ = [
     'BasePEFTMethod',
     'PEFTLayerMixin',
     'PEFTReport',
-    'collect_aux_losses',
     'inject_peft',
     'match_modules',
     'merge_peft',
@@ -34,9 +32,8 @@ PEFT_METHODS = Registry('peft method', locations=['mmseg_sam.models.peft'])
 class PEFTLayerMixin:
     """Mixin for modules created by a PEFT method.
 
-    Gives every PEFT layer one protocol for auxiliary losses (e.g. Conv-LoRA's
-    load-balancing loss): a layer stores them during a training forward and the
-    segmentor pops them into the loss dict (see :func:`collect_aux_losses`).
+    Auxiliary losses (Conv-LoRA's load balancing) do not go through the layer: it
+    reports them with :func:`~mmseg_sam.models.peft.aux_losses.report_aux_loss`.
     """
 
     def bottleneck_slots(self) -> dict[str, int]:
@@ -50,22 +47,6 @@ class PEFTLayerMixin:
         mergeable layers stay mergeable.
         """
         return {}
-
-    def pop_aux_losses(self) -> dict[str, torch.Tensor]:
-        """Return and clear the auxiliary losses of the last forward (none by default)."""
-        losses = getattr(self, '_aux_losses', None) or {}
-        self._aux_losses = {}
-        return losses
-
-
-def collect_aux_losses(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Pop the auxiliary losses of every PEFT layer in ``model``, summed per name."""
-    total: dict[str, torch.Tensor] = {}
-    for module in model.modules():
-        if isinstance(module, PEFTLayerMixin):
-            for name, value in module.pop_aux_losses().items():
-                total[name] = total[name] + value if name in total else value
-    return total
 
 
 class BasePEFTMethod(metaclass=ABCMeta):

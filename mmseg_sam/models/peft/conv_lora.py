@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions.normal import Normal
 
+from .aux_losses import report_aux_loss
 from .base import (
     PEFT_METHODS,
     BasePEFTMethod,
@@ -184,9 +185,9 @@ class ConvLoRALinear(LoRALinear):
     SAM's attention feeds ``qkv``): ``z = W_e x`` (N, H, W, r), then
     ``h = W0 x + scaling * W_d(z + E_{e(n)}(z))`` with one expert e(n) per element n
     of the batch. Bottleneck slot transforms (COBOT) apply to z before the experts.
-    Under ``self.training`` the layer stores its load-balancing loss
-    ``balance_weight * (cv2(importance) + cv2(load))`` for the segmentor to collect
-    (``pop_aux_losses``).
+    Under ``self.training`` the layer reports its load-balancing loss
+    ``balance_weight * (cv2(importance) + cv2(load))`` as ``loss_moe``
+    (:func:`~mmseg_sam.models.peft.aux_losses.report_aux_loss`).
 
     Dispatch: by default each selected expert runs once on the samples routed to it
     (a Python loop over the experts present in the batch: data-dependent, so it
@@ -242,7 +243,7 @@ class ConvLoRALinear(LoRALinear):
             self.last_routing = index.detach()
         if self.training:
             loss = self.balance_weight * (cv_squared(gates.sum(0)) + cv_squared(load))
-            self._aux_losses = {'loss_moe': loss}
+            report_aux_loss('loss_moe', loss)
         out = torch.zeros_like(zc)
         if self.dense_dispatch or tracing:
             # Every expert on every sample; rows not routed to e add an exact zero.

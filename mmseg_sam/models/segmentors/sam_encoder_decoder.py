@@ -51,8 +51,9 @@ class SAMEncoderDecoder(EncoderDecoder):
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
         """Task losses of the heads plus the backbone's auxiliary losses."""
-        losses = super().loss(inputs, data_samples)
-        for name, value in collect_aux_losses(self.backbone).items():
+        with collect_aux_losses() as aux:  # what the backbone's PEFT layers report in this forward
+            losses = super().loss(inputs, data_samples)
+        for name, value in aux.items():
             if name in losses:
                 raise KeyError(f'auxiliary loss {name!r} clashes with a head loss of the same name')
             losses[name] = value
