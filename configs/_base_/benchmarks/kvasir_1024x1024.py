@@ -2,22 +2,16 @@
 # (PraNet split) at the effective batch of 4, lr 1e-4.
 # Metric: S-measure, weighted F-measure, mean E-measure and MAE (SODMetric).
 # An alternative to polyp_1024x1024.py (the papers' protocol); no method config uses it.
-# Layering: model base (encoder size, checkpoint, head) + dataset + runtime + a schedule
-# base in epochs; this file converts the epochs to iterations and sets the loss. Method
-# configs (configs/<method>/) inherit it and add only their PEFT. The encoder (SAM ViT-H,
-# as the reference) is named only by the model base in the first line below.
+# Method configs (configs/<method>/) inherit this file and add only their PEFT; the
+# encoder (SAM ViT-H, as the reference) is named only by the model base.
 _base_ = [
     '../models/sam-vit-h_mask-decoder-binary.py',
     '../datasets/kvasir_1024x1024.py',
     '../default_runtime.py',
-    '../schedules/adamw-linear_30e.py',
+    '../schedules/adamw-linear_epochs.py',
 ]
-num_train_images = 900
-iters_per_epoch = -(-num_train_images // 4)  # ceil(N / 4): the last, smaller batch counts
-# the scheduler's end defaults to max_iters (linear decay to 0 over the run); validation
-# and a checkpoint once per epoch
-train_cfg = dict(max_iters=iters_per_epoch * _base_.epochs, val_interval=iters_per_epoch)
-default_hooks = dict(checkpoint=dict(interval=iters_per_epoch))
+train_cfg = _base_.epoch_schedules.kvasir.train_cfg  # epochs as iterations
+default_hooks = _base_.epoch_schedules.kvasir.default_hooks
 # PraNet's structure loss with the reference code's plain-mean BCE term (see StructureLoss):
 # the reference trains every binary benchmark except shadows with it.
 model = dict(decode_head=dict(loss_decode=dict(_delete_=True, type='StructureLoss', weighted_bce=False)))

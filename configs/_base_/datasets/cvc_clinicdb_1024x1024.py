@@ -1,50 +1,7 @@
-# CVC-ClinicDB polyps alone, PraNet split: train 550, test 62 frames. Convert first:
+# CVC-ClinicDB polyps alone, PraNet split: train 550, test 62 frames; the test split
+# validates. (polyp_1024x1024.py is the papers' protocol: Kvasir + CVC-ClinicDB.) Convert first:
 #   python tools/dataset_converters/cvc_clinicdb.py /path/to/CVC-ClinicDB -o data/cvc_clinicdb
-# (polyp_1024x1024.py is the papers' protocol: train on Kvasir + CVC-ClinicDB.)
-# Schedule: 30 epochs as the reference: ceil(550 / 4) * 30 = 4140 iterations at batch 4.
-# The test set is also the validation set.
-dataset_type = 'CVCClinicDBDataset'
-data_root = 'data/cvc_clinicdb'
-crop_size = (1024, 1024)
-# mmseg's Resize applies `interpolation` to the image only: labels are always resized nearest.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    # labels are loaded after Resize, so metrics are computed at the original size
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=4,  # effective batch 4 as the reference: divide by the number of GPUs
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-        pipeline=train_pipeline,
-    ),
-)
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'),
-        pipeline=test_pipeline,
-    ),
-)
-test_dataloader = val_dataloader
-val_evaluator = dict(type='SODMetric')  # S-measure, weighted F, mean E-measure, MAE
-test_evaluator = val_evaluator
+_base_ = ['./mmseg-layout_1024x1024.py']
+dataset = dict(type='CVCClinicDBDataset', data_root='data/cvc_clinicdb')  # read by every loader
+train_dataloader = val_dataloader = test_dataloader = dict(dataset=dataset)
+val_evaluator = test_evaluator = dict(type='SODMetric')  # S-measure, weighted F, mean E-measure, MAE

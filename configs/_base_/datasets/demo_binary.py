@@ -1,53 +1,25 @@
 # The synthetic demo dataset (textured objects on textured backgrounds), written by
-# `python tools/dataset_converters/generate_demo_data.py data/demo_binary --mode binary`.
-dataset_type = 'CheckedSegDataset'  # BaseSegDataset + checks of folders, mask sizes and image bit depth
-data_root = 'data/demo_binary'
-metainfo = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 64, 64]])
+# `python tools/dataset_converters/generate_demo_data.py data/demo_binary --mode binary`:
+# mmseg's layout with PNG images and a val split, trained at 128x128 on a CPU.
+_base_ = ['./mmseg-layout_1024x1024.py']
 crop_size = (128, 128)
+# the shared pipelines, resized to crop_size
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
+    dict(step, scale=crop_size) if step.type == 'Resize' else step for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    # labels are loaded after Resize so metrics are computed at the original size
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
+    dict(step, scale=crop_size) if step.type == 'Resize' else step for step in _base_.test_pipeline
 ]
-train_dataloader = dict(
-    batch_size=8,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-        pipeline=train_pipeline,
-    ),
+metainfo = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 64, 64]])
+dataset = dict(
+    type='CheckedSegDataset',  # BaseSegDataset + checks of folders, mask sizes and image bit depth
+    data_root='data/demo_binary',
+    metainfo=metainfo,
+    img_suffix='.png',
+    seg_map_suffix='.png',
 )
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=2,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        metainfo=metainfo,
-        img_suffix='.png',
-        seg_map_suffix='.png',
-        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        pipeline=test_pipeline,
-    ),
+train_dataloader = dict(batch_size=8, num_workers=2, dataset=dict(dataset, pipeline=train_pipeline))
+val_dataloader = test_dataloader = dict(
+    num_workers=2, dataset=dict(dataset, data_prefix=_base_.val_split, pipeline=test_pipeline)
 )
-test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU', 'mDice'])
-test_evaluator = val_evaluator
+val_evaluator = test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU', 'mDice'])

@@ -1,60 +1,7 @@
 # ISIC 2017 skin lesions (task 1): train 2000, val 150, test 600 images. Convert first:
 #   python tools/dataset_converters/isic2017.py /path/to/ISIC2017 -o data/isic2017
-# Schedule of the reference (Conv-LoRA): 30 epochs, ceil(2000 / 4) * 30 = 15000 iterations
-# at batch 4.
-dataset_type = 'ISIC2017Dataset'
-data_root = 'data/isic2017'
-crop_size = (1024, 1024)
-# mmseg's Resize applies `interpolation` to the image only: labels are always resized nearest.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    # labels are loaded after Resize, so metrics are computed at the original size
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
-train_dataloader = dict(
-    batch_size=4,  # effective batch 4 as the reference: divide by the number of GPUs
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-        pipeline=train_pipeline,
-    ),
-)
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/val', seg_map_path='ann_dir/val'),
-        pipeline=test_pipeline,
-    ),
-)
-test_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'),
-        pipeline=test_pipeline,
-    ),
-)
-val_evaluator = dict(type='BinaryIoUMetric')  # foreground IoU, per image then averaged
-test_evaluator = val_evaluator
+_base_ = ['./mmseg-layout_1024x1024.py']
+dataset = dict(type='ISIC2017Dataset', data_root='data/isic2017')  # read by every loader
+train_dataloader = test_dataloader = dict(dataset=dataset)
+val_dataloader = dict(dataset=dict(dataset, data_prefix=_base_.val_split))
+val_evaluator = test_evaluator = dict(type='BinaryIoUMetric')  # foreground IoU, per image then averaged

@@ -1,66 +1,22 @@
 # Polyps, the field's protocol (PraNet; Conv-LoRA): train on the PraNet split's 900 Kvasir-SEG
-# + 550 CVC-ClinicDB images, test on Kvasir-test (100) and CVC-ClinicDB-test (62).
-# Convert both releases first:
+# + 550 CVC-ClinicDB images, test on Kvasir-test (100), which also validates, and
+# CVC-ClinicDB-test (62). Convert both releases first:
 #   python tools/dataset_converters/kvasir_seg.py /path/to/Kvasir-SEG -o data/kvasir_seg
 #   python tools/dataset_converters/cvc_clinicdb.py /path/to/CVC-ClinicDB -o data/cvc_clinicdb
-# Schedule of the reference: 30 epochs of 1450 images at batch 4, ceil(1450 / 4) * 30 = 10890
-# iterations. Kvasir-test is also the validation set.
-dataset_type = 'KvasirSEGDataset'
-data_root = 'data/kvasir_seg'
-clinicdb_data_root = 'data/cvc_clinicdb'
-crop_size = (1024, 1024)
-# mmseg's Resize applies `interpolation` to the image only: labels are always resized nearest.
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=crop_size, keep_ratio=False, interpolation='bicubic'),
-    # labels are loaded after Resize, so metrics are computed at the original size
-    dict(type='LoadAnnotations'),
-    dict(type='PackSegInputs'),
-]
+_base_ = ['./mmseg-layout_1024x1024.py']
+dataset = dict(type='KvasirSEGDataset', data_root='data/kvasir_seg')  # every loader; training adds CVC
+train_split = _base_.train_dataloader.dataset  # the train split's prefixes and pipeline
 train_dataloader = dict(
-    batch_size=4,  # effective batch 4 as the reference: divide by the number of GPUs
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
+        _delete_=True,
         type='ConcatDataset',
         datasets=[
-            dict(
-                type=dataset_type,
-                data_root=data_root,
-                data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-                pipeline=train_pipeline,
-            ),
-            dict(
-                type='CVCClinicDBDataset',
-                data_root=clinicdb_data_root,
-                data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),
-                pipeline=train_pipeline,
-            ),
+            dict(train_split, **dataset),
+            dict(train_split, type='CVCClinicDBDataset', data_root='data/cvc_clinicdb'),
         ],
-    ),
+    )
 )
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='img_dir/test', seg_map_path='ann_dir/test'),
-        pipeline=test_pipeline,
-    ),
-)
+val_dataloader = test_dataloader = dict(dataset=dataset)
 # To test on CVC-ClinicDB instead, in the experiment config:
 # test_dataloader = dict(dataset=dict(type='CVCClinicDBDataset', data_root='data/cvc_clinicdb'))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='SODMetric')  # S-measure, weighted F, mean E-measure, MAE
-test_evaluator = val_evaluator
+val_evaluator = test_evaluator = dict(type='SODMetric')  # S-measure, weighted F, mean E-measure, MAE

@@ -1,10 +1,9 @@
 # The Conv-LoRA reference's optimisation, without a length: AdamW (lr 1e-4, weight decay
 # 1e-4 not on biases and norms, eps 1e-6), linear decay to 0 over the whole run, no
 # warm-up, grad clip 1.0 (the reference also trains in fp16 AMP: `tools/train.py --amp`).
-# The length is in epochs, set by adamw-linear_{10,20,30}e.py; a benchmark base
-# (configs/_base_/benchmarks/) turns it into iterations, ceil(N / 4) * epochs for its N
-# training images at the effective batch of 4, and sets train_cfg.max_iters, which is
-# required: IterBasedTrainLoop cannot be built without it.
+# The length comes from adamw-linear_2k.py (2000 iterations) or adamw-linear_epochs.py (the
+# benchmarks' epochs as iterations): train_cfg.max_iters is required, IterBasedTrainLoop
+# cannot be built without it.
 optim_wrapper = dict(
     type='OptimWrapper',
     constructor='PEFTOptimWrapperConstructor',  # frozen SAM weights: one log line, not hundreds
@@ -13,7 +12,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(bias_decay_mult=0.0, norm_decay_mult=0.0),
 )
 # No `end`: MMEngine's runner sets it to train_cfg.max_iters, so the rate reaches 0 at
-# the last iteration whatever the benchmark's length.
+# the last iteration whatever the length.
 param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, by_epoch=False)]
 train_cfg = dict(type='IterBasedTrainLoop')
 val_cfg = dict(type='ValLoop')
