@@ -33,7 +33,7 @@ from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..models.peft import ConvLoRALinear
+from ..models.peft import PEFTLayerMixin
 
 __all__ = [
     'SAMDistributedDataParallel',
@@ -140,17 +140,17 @@ def init_cpu_process_group(
 def conditionally_used_parameters(model: nn.Module) -> list[str]:
     """Names of trainable parameters that a training step may leave without a gradient.
 
-    These are Conv-LoRA's experts (each sample runs only its top-k experts) and its
-    gate (the noise weights go unused when every expert is selected). DDP must look
-    for unused parameters (``find_unused_parameters=True``) when this is not empty.
+    Every PEFT layer declares its own (``PEFTLayerMixin.conditional_parameters``):
+    Conv-LoRA's experts (each sample runs only its top-k experts) and its gate (the
+    noise weights go unused when every expert is selected). DDP must look for unused
+    parameters (``find_unused_parameters=True``) when this is not empty.
     """
     names = []
     for module_name, module in model.named_modules():
-        if isinstance(module, ConvLoRALinear):
-            for part in ('experts', 'gate'):
-                for name, param in getattr(module, part).named_parameters():
-                    if param.requires_grad:
-                        names.append(f'{module_name}.{part}.{name}' if module_name else f'{part}.{name}')
+        if isinstance(module, PEFTLayerMixin):
+            names += [
+                f'{module_name}.{name}' if module_name else name for name in module.conditional_parameters()
+            ]
     return names
 
 

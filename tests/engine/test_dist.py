@@ -23,6 +23,7 @@ from mmseg_sam.engine.dist import (
     setup_distributed,
 )
 from mmseg_sam.models.peft import ConvLoRALinear
+from mmseg_sam.models.peft.presets import method_types
 from tests.models.test_peft_table import METHODS, _cfg
 from tests.models.test_sam_encoder_decoder import _batch
 
@@ -156,14 +157,14 @@ def test_conditionally_used_parameters_cover_every_unused_one(name):
     unused = {n for n, p in model.named_parameters() if p.requires_grad and p.grad is None}
     reported = set(conditionally_used_parameters(model))
     assert unused <= reported, sorted(unused - reported)
-    assert bool(reported) == ('ConvLoRA' in name)  # no needless unused-parameter search for the others
+    assert bool(reported) == ('ConvLoRA' in method_types(METHODS[name].get('peft')))  # none needless
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert reported <= trainable
 
 
 def test_wrapper_with_frozen_weights(one_process_group):
     """LoRA: no unused-parameter search; the frozen SAM weights get no gradient and never change."""
-    model = _model('LoRA')
+    model = _model('LoRA (r 4, q v)')
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen
     ddp = SAMDistributedDataParallel(model, device_ids=[0])  # the Runner passes LOCAL_RANK; CPU drops it
@@ -179,7 +180,7 @@ def test_wrapper_with_frozen_weights(one_process_group):
 
 
 def test_wrapper_finds_unused_conv_lora_experts(one_process_group):
-    model = _model('ConvLoRA')
+    model = _model('Conv-LoRA (r 3, 8 experts)')
     ddp = SAMDistributedDataParallel(model)
     assert ddp.find_unused_parameters is True
     for _ in range(3):
@@ -191,7 +192,7 @@ def test_wrapper_finds_unused_conv_lora_experts(one_process_group):
 
 def test_plain_ddp_fails_on_conv_lora(one_process_group):
     """What the automatic setting prevents: DDP without unused-parameter search stops."""
-    ddp = DistributedDataParallel(_model('ConvLoRA'), find_unused_parameters=False)
+    ddp = DistributedDataParallel(_model('Conv-LoRA (r 3, 8 experts)'), find_unused_parameters=False)
     _step(ddp)
     with pytest.raises(RuntimeError, match='Expected to have finished reduction'):
         _step(ddp)
@@ -199,7 +200,7 @@ def test_plain_ddp_fails_on_conv_lora(one_process_group):
 
 def test_wrapper_refuses_find_unused_false_with_conv_lora(one_process_group):
     with pytest.raises(ValueError, match=r'find_unused_parameters=False, but \d+ trainable parameters'):
-        SAMDistributedDataParallel(_model('ConvLoRA'), find_unused_parameters=False)
+        SAMDistributedDataParallel(_model('Conv-LoRA (r 3, 8 experts)'), find_unused_parameters=False)
 
 
 def test_setup_distributed_refuses_other_init_backends_on_cpu(clean_env):

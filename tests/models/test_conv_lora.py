@@ -210,9 +210,9 @@ def test_merge_is_refused_and_bad_configs(tiny_arch):
 
 
 def test_vpt_and_conv_lora_on_the_same_qkv_are_refused(tiny_arch):
-    with pytest.raises(ValueError, match='adapted by ConvLoRA, whose experts need the spatial token map'):
+    with pytest.raises(ValueError, match=r'qkv is a ConvLoRALinear, which needs the spatial token map'):
         _model_list(tiny_arch, [dict(type='ConvLoRA'), dict(type='VPT', num_tokens=2)])
-    with pytest.raises(ValueError, match='belongs to a VPT-prompted attention'):
+    with pytest.raises(ValueError, match=r'belongs to a PromptedAttention that adds prompt tokens'):
         _model_list(tiny_arch, [dict(type='VPT', num_tokens=2), dict(type='ConvLoRA')])
 
 

@@ -30,11 +30,30 @@ PEFT_METHODS = Registry('peft method', locations=['mmseg_sam.models.peft'])
 
 
 class PEFTLayerMixin:
-    """Mixin for modules created by a PEFT method.
+    """Mixin for modules created by a PEFT method: what other code may know about them.
+
+    Other methods, the engine and the tools ask a layer through these declared
+    capabilities, never by importing a method's class:
+
+    - :meth:`conditional_parameters`: parameters a training step may leave without a
+      gradient (DDP then needs ``find_unused_parameters``);
+    - ``needs_spatial_tokens``: the layer's input must be the spatial token map
+      (B, H, W, C) of its block, so token prompts must not pass through it;
+    - ``adds_tokens``: the module puts extra (prompt) tokens into the sequence that
+      its sub-layers see;
+    - :meth:`bottleneck_slots`: low-rank bottlenecks a cross-block method may act on;
+    - ``merge()`` / ``unmerge()`` where the update is linear in the input.
 
     Auxiliary losses (Conv-LoRA's load balancing) do not go through the layer: it
     reports them with :func:`~mmseg_sam.models.peft.aux_losses.report_aux_loss`.
     """
+
+    needs_spatial_tokens: bool = False
+    adds_tokens: bool = False
+
+    def conditional_parameters(self) -> list[str]:
+        """Names (relative to this module) of trainable parameters a step may leave unused."""
+        return []
 
     def bottleneck_slots(self) -> dict[str, int]:
         """Named low-rank bottlenecks of this layer and their widths (none by default).

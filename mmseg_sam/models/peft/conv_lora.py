@@ -12,6 +12,7 @@ from .aux_losses import report_aux_loss
 from .base import (
     PEFT_METHODS,
     BasePEFTMethod,
+    PEFTLayerMixin,
     block_pattern,
     check_blocks_matched,
     check_choices,
@@ -225,7 +226,17 @@ class ConvLoRALinear(LoRALinear):
         self.gate = NoisyTopKGate(rank, len(self.experts), k=k, gate_grad=gate_grad)
         self.balance_weight = balance_weight
         self.dense_dispatch = False  # run every expert on every sample (see the class docstring)
+        self.needs_spatial_tokens = True  # the experts convolve the (N, H, W, r) map
         self.last_routing: Tensor | None = None  # (N, k) experts chosen in the last (untraced) forward
+
+    def conditional_parameters(self) -> list[str]:
+        """The experts (a sample runs only its top-k) and the gate (noise weights unused when k = M)."""
+        return [
+            f'{part}.{name}'
+            for part in ('experts', 'gate')
+            for name, param in getattr(self, part).named_parameters()
+            if param.requires_grad
+        ]
 
     def moe(self, z: Tensor) -> Tensor:
         """Route each batch element to its expert(s) and return the weighted expert outputs.
@@ -394,13 +405,13 @@ class ConvLoRA(BasePEFTMethod):
                 'ConvLoRA', self.blocks, (name for name, _ in matches), f'nn.Linear {target!r}'
             )
             for name, linear in matches:
-                if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
+                if isinstance(linear, PEFTLayerMixin):  # another method's layer: never drop it silently
                     raise ValueError(f'{name} is already adapted by {type(linear).__name__}')
                 parent = model.get_submodule(name.rpartition('.')[0])
-                if hasattr(parent, 'prompt_tokens'):  # VPT's PromptedAttention
+                if getattr(parent, 'adds_tokens', False):  # e.g. VPT's prompted attention
                     raise ValueError(
-                        f'{name} belongs to a VPT-prompted attention: its prompt tokens are not a '
-                        'spatial map, so ConvLoRA experts cannot run on them'
+                        f'{name} belongs to a {type(parent).__name__} that adds prompt tokens: they are not '
+                        'a spatial map, so ConvLoRA experts cannot run on them'
                     )
                 layer = ConvLoRALinear(
                     linear, self.rank, self.alpha, self.scales, self.k, self.balance_weight, self.gate_grad

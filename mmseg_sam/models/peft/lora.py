@@ -221,7 +221,7 @@ class LoRA(BasePEFTMethod):
                 )
             check_blocks_matched('LoRA', self.blocks, (name for name, _ in matches), f'nn.Linear {path!r}')
             for module_name, linear in matches:
-                if type(linear) is not nn.Linear:  # another method's wrapper: never drop it silently
+                if isinstance(linear, PEFTLayerMixin):  # another method's layer: never drop it silently
                     raise ValueError(f'{module_name} is already adapted by {type(linear).__name__}')
                 third = linear.out_features // 3
                 slices = {}

@@ -31,7 +31,6 @@ from .base import (
     match_modules,
     replace_module,
 )
-from .conv_lora import ConvLoRALinear
 
 __all__ = ['VPT', 'PromptedAttention']
 
@@ -59,6 +58,8 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
         init_bound: prompts start uniform in ``[-init_bound, init_bound]``.
         dropout: dropout probability on the prompt tokens.
     """
+
+    adds_tokens = True  # its qkv sees the P prompt tokens with the spatial ones (PEFTLayerMixin)
 
     def __init__(self, base: Attention, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
         super().__init__(base, getattr(base, 'attn_impl', 'eager'))
@@ -185,9 +186,9 @@ class VPT(BasePEFTMethod):
         for name, attn in matches:
             if isinstance(attn, PromptedAttention):
                 raise ValueError(f'{name} is already prompted by VPT')
-            if isinstance(attn.qkv, ConvLoRALinear):
+            if getattr(attn.qkv, 'needs_spatial_tokens', False):
                 raise ValueError(
-                    f'{name}.qkv is adapted by ConvLoRA, whose experts need the spatial token map: '
+                    f'{name}.qkv is a {type(attn.qkv).__name__}, which needs the spatial token map: '
                     'VPT prompt tokens cannot pass through it'
                 )
         for name, attn in matches:
