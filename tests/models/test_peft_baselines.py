@@ -183,10 +183,16 @@ def test_blocks_option(tiny_arch, method):
     'cfg, message',
     [
         (dict(type='BitFit', targets=('qkv', 'fc1')), r"BitFit targets \['fc1'\] not allowed"),
-        (dict(type='BitFit', targets=()), 'BitFit targets must name at least one layer'),
-        (dict(type='BitFit', blocks=(-1,)), r'BitFit blocks must be None or non-negative ints, got \(-1,\)'),
+        (dict(type='BitFit', targets=()), r"BitFit targets must name at least one of \['qkv'"),
+        (
+            dict(type='BitFit', blocks=(-1,)),
+            r'BitFit blocks must be None \(every block\) or a non-empty list .* got \(-1,\)',
+        ),
         (dict(type='SSF', targets=('norm3',)), r"SSF targets \['norm3'\] not allowed"),
-        (dict(type='SSF', blocks=()), r'SSF blocks must be None or non-negative ints, got \(\)'),
+        (
+            dict(type='SSF', blocks=()),
+            r'SSF blocks must be None \(every block\) or a non-empty list .* got \(\)',
+        ),
         (dict(type='Adapter', bottleneck=0), 'Adapter bottleneck must be a positive int, got 0'),
         (dict(type='Adapter', targets=('attn', 'ffn')), r"Adapter targets \['ffn'\] not allowed"),
         (dict(type='Adapter', act='tanh'), r"Adapter act \['tanh'\] not allowed"),

@@ -13,8 +13,11 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
     check_choices,
+    check_positive_int,
+    check_targets,
     match_modules,
 )
 
@@ -118,16 +121,10 @@ def check_bottleneck_options(
     method: str, bottleneck: int, blocks: Sequence[int] | None, dropout: float = 0.0
 ) -> tuple[int, ...] | None:
     """Validate the options Adapter and AdaptFormer share; return ``blocks`` as a tuple."""
-    if not isinstance(bottleneck, int) or bottleneck <= 0:
-        raise ValueError(f'{method} bottleneck must be a positive int, got {bottleneck!r}')
+    check_positive_int(method, 'bottleneck', bottleneck)
     if not 0 <= dropout < 1:
         raise ValueError(f'{method} dropout must be in [0, 1), got {dropout!r}')
-    if blocks is None:
-        return None
-    blocks = tuple(blocks)
-    if not blocks or not all(isinstance(i, int) and i >= 0 for i in blocks):
-        raise ValueError(f'{method} blocks must be None or non-negative ints, got {blocks!r}')
-    return blocks
+    return check_blocks(method, blocks)
 
 
 def select_blocks(model: nn.Module, method: str, blocks: Sequence[int] | None) -> list[tuple[str, nn.Module]]:
@@ -170,10 +167,7 @@ class Adapter(BasePEFTMethod):
         act: str = 'gelu',
     ) -> None:
         self.blocks = check_bottleneck_options('Adapter', bottleneck, blocks)
-        targets = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
-        if not targets:
-            raise ValueError('Adapter targets must name at least one sub-layer')
-        check_choices('Adapter targets', targets, _TARGETS)
+        targets = check_targets('Adapter', targets, _TARGETS)
         check_choices('Adapter act', [act], _ACTS)
         self.bottleneck = bottleneck
         self.targets = targets

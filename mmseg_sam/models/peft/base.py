@@ -221,6 +221,54 @@ def merge_peft(backbone: nn.Module) -> int:
     return merged
 
 
+def check_blocks(method: str, blocks: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The one rule for a method's ``blocks``: None (every block) or distinct block indices.
+
+    Returns:
+        The indices as a tuple, or None.
+
+    Raises:
+        ValueError: not None and not a non-empty list / tuple of distinct non-negative
+            ints (bools and strings are refused), naming the value.
+    """
+    if blocks is None:
+        return None
+    values = tuple(blocks) if isinstance(blocks, (list, tuple)) else None
+    if (
+        not values
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in values)
+        or len(set(values)) != len(values)
+    ):
+        raise ValueError(
+            f'{method} blocks must be None (every block) or a non-empty list of distinct non-negative ints, '
+            f'got {blocks!r}'
+        )
+    return values
+
+
+def check_targets(method: str, targets: str | Sequence[str], allowed: Iterable[str]) -> tuple[str, ...]:
+    """The one rule for a method's ``targets``: one name or a non-empty list of distinct allowed names.
+
+    Raises:
+        ValueError: empty, repeated or unknown names (the allowed ones are listed).
+    """
+    values = (targets,) if isinstance(targets, str) else tuple(targets)
+    if not values:
+        raise ValueError(f'{method} targets must name at least one of {list(allowed)}')
+    repeated = sorted({t for t in values if values.count(t) > 1})
+    if repeated:
+        raise ValueError(f'{method} targets name {repeated} more than once: {list(values)}')
+    check_choices(f'{method} targets', values, allowed)
+    return values
+
+
+def check_positive_int(method: str, name: str, value: int) -> int:
+    """The one rule for ranks and widths: a positive int (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f'{method} {name} must be a positive int, got {value!r}')
+    return value
+
+
 def check_choices(name: str, values: Iterable[str], allowed: Iterable[str]) -> None:
     """Raise ``ValueError`` naming the values of ``name`` that are not ``allowed``."""
     allowed = list(allowed)

@@ -9,8 +9,9 @@ from .base import (
     PEFT_METHODS,
     BasePEFTMethod,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
-    check_choices,
+    check_targets,
     match_modules,
 )
 
@@ -63,16 +64,8 @@ class BitFit(BasePEFTMethod):
         blocks: Sequence[int] | None = None,
         include_neck_and_patch_embed: bool = True,
     ) -> None:
-        targets = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
-        if not targets:
-            raise ValueError('BitFit targets must name at least one layer')
-        check_choices('BitFit targets', targets, _TARGETS)
-        if blocks is not None:
-            blocks = tuple(blocks)
-            if not blocks or not all(isinstance(i, int) and i >= 0 for i in blocks):
-                raise ValueError(f'BitFit blocks must be None or non-negative ints, got {blocks!r}')
-        self.targets = targets
-        self.blocks = blocks
+        self.targets = check_targets('BitFit', targets, _TARGETS)
+        self.blocks = check_blocks('BitFit', blocks)
         self.include_neck_and_patch_embed = bool(include_neck_and_patch_embed)
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:

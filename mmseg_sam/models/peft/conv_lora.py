@@ -14,8 +14,10 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
-    check_choices,
+    check_positive_int,
+    check_targets,
     match_modules,
     replace_module,
 )
@@ -371,8 +373,7 @@ class ConvLoRA(BasePEFTMethod):
         targets: Sequence[str] = ('qkv',),
         blocks: Sequence[int] | None = None,
     ) -> None:
-        if not isinstance(rank, int) or rank <= 0:
-            raise ValueError(f'ConvLoRA rank must be a positive int, got {rank!r}')
+        check_positive_int('ConvLoRA', 'rank', rank)
         if alpha <= 0:
             raise ValueError(f'ConvLoRA alpha must be > 0, got {alpha!r}')
         if scales is None:
@@ -386,12 +387,10 @@ class ConvLoRA(BasePEFTMethod):
             raise ValueError(f'ConvLoRA k must be in [1, {len(scales)}] (the number of experts), got {k!r}')
         if balance_weight < 0:
             raise ValueError(f'ConvLoRA balance_weight must be >= 0, got {balance_weight!r}')
-        targets = (targets,) if isinstance(targets, str) else tuple(targets)
-        check_choices('ConvLoRA targets', targets, self._LINEAR_PATHS)
         self.rank, self.alpha, self.scales, self.k = rank, float(alpha), scales, k
         self.balance_weight, self.gate_grad = balance_weight, gate_grad
-        self.targets = targets
-        self.blocks = None if blocks is None else tuple(blocks)
+        self.targets = check_targets('ConvLoRA', targets, self._LINEAR_PATHS)
+        self.blocks = check_blocks('ConvLoRA', blocks)
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
         blocks = block_pattern(self.blocks)

@@ -13,8 +13,11 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
     check_choices,
+    check_positive_int,
+    check_targets,
     match_modules,
     replace_module,
 )
@@ -185,16 +188,12 @@ class LoRA(BasePEFTMethod):
         blocks: Sequence[int] | None = None,
         init: str = 'kaiming',
     ) -> None:
-        if not isinstance(rank, int) or rank <= 0:
-            raise ValueError(f'LoRA rank must be a positive int, got {rank!r}')
+        check_positive_int('LoRA', 'rank', rank)
         if alpha is not None and alpha <= 0:
             raise ValueError(f'LoRA alpha must be > 0, got {alpha!r}')
         if not 0 <= dropout < 1:
             raise ValueError(f'LoRA dropout must be in [0, 1), got {dropout!r}')
-        targets = (targets,) if isinstance(targets, str) else tuple(targets)
-        if not targets:
-            raise ValueError('LoRA targets must name at least one layer')
-        check_choices('LoRA targets', targets, _TARGETS)
+        targets = check_targets('LoRA', targets, _TARGETS)
         if 'qkv' in targets and {'q', 'k', 'v'} & set(targets):
             raise ValueError(f"LoRA targets {list(targets)}: 'qkv' already covers 'q', 'k' and 'v'")
         check_choices('LoRA init', [init], _INITS)
@@ -202,7 +201,7 @@ class LoRA(BasePEFTMethod):
         self.alpha = float(rank if alpha is None else alpha)
         self.dropout = dropout
         self.targets = targets
-        self.blocks = None if blocks is None else tuple(blocks)
+        self.blocks = check_blocks('LoRA', blocks)
         self.init = init
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:

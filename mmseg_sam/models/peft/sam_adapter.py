@@ -19,6 +19,7 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
     match_modules,
 )
@@ -169,12 +170,7 @@ class SAMAdapter(BasePEFTMethod):
             raise ValueError(f'SAMAdapter scale_factor must be a positive int, got {scale_factor!r}')
         if not isinstance(freq_ratio, (int, float)) or not 0 < freq_ratio < 1:
             raise ValueError(f'SAMAdapter freq_ratio must be in (0, 1), got {freq_ratio!r}')
-        if blocks is not None:
-            blocks = tuple(blocks)
-            if not blocks or not all(
-                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in blocks
-            ):
-                raise ValueError(f'SAMAdapter blocks must be None or non-negative ints, got {blocks!r}')
+        blocks = check_blocks('SAMAdapter', blocks)
         if not isinstance(zero_init, bool):
             raise ValueError(f'SAMAdapter zero_init must be a bool, got {zero_init!r}')
         self.scale_factor = scale_factor

@@ -11,8 +11,9 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
-    check_choices,
+    check_targets,
     match_modules,
     replace_module,
 )
@@ -183,16 +184,8 @@ class SSF(BasePEFTMethod):
     mergeable = True
 
     def __init__(self, targets: Sequence[str] = tuple(_TARGETS), blocks: Sequence[int] | None = None) -> None:
-        targets = (targets,) if isinstance(targets, str) else tuple(dict.fromkeys(targets))
-        if not targets:
-            raise ValueError('SSF targets must name at least one layer')
-        check_choices('SSF targets', targets, _TARGETS)
-        if blocks is not None:
-            blocks = tuple(blocks)
-            if not blocks or not all(isinstance(i, int) and i >= 0 for i in blocks):
-                raise ValueError(f'SSF blocks must be None or non-negative ints, got {blocks!r}')
-        self.targets = targets
-        self.blocks = blocks
+        self.targets = check_targets('SSF', targets, _TARGETS)
+        self.blocks = check_blocks('SSF', blocks)
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
         # Find and check every target first, so that a refusal leaves the model untouched.

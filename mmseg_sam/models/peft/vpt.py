@@ -26,6 +26,7 @@ from .base import (
     BasePEFTMethod,
     PEFTLayerMixin,
     block_pattern,
+    check_blocks,
     check_blocks_matched,
     check_choices,
     match_modules,
@@ -153,16 +154,11 @@ class VPT(BasePEFTMethod):
         if not isinstance(num_tokens, int) or isinstance(num_tokens, bool) or num_tokens <= 0:
             raise ValueError(f'VPT num_tokens must be a positive int, got {num_tokens!r}')
         check_choices('VPT mode', [mode], _MODES)
-        if blocks is not None:
-            if mode == 'shallow':
-                raise ValueError(
-                    f'VPT blocks must be None in shallow mode (prompts the first block), got {blocks!r}'
-                )
-            blocks = tuple(blocks)
-            if not blocks or not all(
-                isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in blocks
-            ):
-                raise ValueError(f'VPT blocks must be None or non-negative ints, got {blocks!r}')
+        if blocks is not None and mode == 'shallow':
+            raise ValueError(
+                f'VPT blocks must be None in shallow mode (prompts the first block), got {blocks!r}'
+            )
+        blocks = check_blocks('VPT', blocks)
         if not 0 <= dropout < 1:
             raise ValueError(f'VPT dropout must be in [0, 1), got {dropout!r}')
         self.num_tokens = num_tokens
