@@ -1,5 +1,9 @@
-"""Every config in configs/ builds and runs a forward pass with the tiny SAM swapped in."""
+"""The configs in configs/: each builds and predicts with the tiny SAM swapped in, and each
+folder's README.md lists exactly its configs with their true trainable-parameter counts."""
 
+import json
+import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -10,15 +14,69 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
+from mmseg_sam.models.peft.presets import grid_presets
 from tests.conftest import TINY_ARCH, TINY_HEAD
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 MODEL_BASES = sorted((REPO / 'configs/_base_/models').glob('*.py'))
+FOLDERS = sorted(p for p in (REPO / 'configs').iterdir() if p.is_dir() and p.name != '_base_')
+# Besides one folder per method of the benchmark grid (the PEFT presets name them): the demos
+# and the demos' old names.
+OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls'}
+# A README row that lists a config: | [name.py](name.py) | cell | ... |
+_ROW = re.compile(r'^\| \[([\w.-]+\.py)\]\(\1\) \|(.*)\|$')
 
 
-def test_there_are_configs():
-    assert len(CONFIGS) >= 2
+def readme_table(folder: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The config table of ``folder/README.md``: its header cells and, per config, its cells by header."""
+    lines = (folder / 'README.md').read_text().splitlines()
+    rows = [i for i, line in enumerate(lines) if _ROW.match(line)]
+    assert rows, f'{folder}/README.md has no row | [<config>.py](<config>.py) | ... |'
+    header = [c.strip() for c in lines[rows[0] - 2].strip('|').split('|')]
+    table = {}
+    for i in rows:
+        name, rest = _ROW.match(lines[i]).groups()
+        table[name] = dict(zip(header[1:], (c.strip() for c in rest.split('|')), strict=True))
+    return header, table
+
+
+def test_every_config_folder_lists_exactly_its_configs():
+    """The folder READMEs are the catalogue: every config is listed once, in its own folder."""
+    assert {p.name for p in FOLDERS} == {folder for folder, _ in grid_presets()} | OTHER_FOLDERS
+    listed = []
+    for folder in FOLDERS:
+        _, table = readme_table(folder)
+        assert set(table) == {p.name for p in folder.glob('*.py')}, folder.name
+        listed += [folder / name for name in table]
+    assert sorted(listed) == CONFIGS
+
+
+@cache
+def _trainable(part_cfg: str) -> int:
+    """Trainable parameters of a backbone or decode head config, built on the meta device."""
+    register_all_modules(init_default_scope=True)
+    with torch.device('meta'):
+        module = MODELS.build(json.loads(part_cfg))
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize('folder', FOLDERS, ids=lambda p: p.name)
+def test_readme_trainable_parameters_are_the_configs(folder):
+    """'trainable: encoder' / 'trainable: total' cells equal the counts of the config's own model."""
+    header, table = readme_table(folder)
+    if 'trainable: encoder' not in header:
+        assert folder.name in OTHER_FOLDERS - {'demo'}  # old names: a table of forwards only
+        return
+    for name, cells in table.items():
+        cfg = Config.fromfile(folder / name)
+        model = cfg.model.to_dict()
+        encoder = _trainable(json.dumps(model['backbone'], sort_keys=True))
+        head = _trainable(json.dumps(model['decode_head'], sort_keys=True))
+        assert cells['trainable: encoder'] == f'{encoder:,}', name
+        assert cells['trainable: total'] == f'{encoder + head:,}', name
+        iterations = cells.get('iterations (epochs)') or cells['iterations']
+        assert iterations.split()[0] == f'{cfg.train_cfg.max_iters:,}', name
 
 
 @pytest.mark.parametrize('path', CONFIGS + MODEL_BASES, ids=lambda p: p.name)
@@ -66,17 +124,51 @@ def test_binary_base_losses_reward_the_foreground():
         assert loss(good, label, ignore_index=255) < loss(-good, label, ignore_index=255), loss_cfg
 
 
-@pytest.mark.parametrize('head', ['sam_lora', 'sam_mask_cls'])
-def test_hue_demo_configs_match_the_generator(head):
+@pytest.mark.parametrize('model', ['sam-vit-small', 'sam-vit-small-maskcls'])
+def test_hue_demo_configs_match_the_generator(model):
     """The many-class demo configs name the generator's classes and palette, in its order."""
     from mmseg_sam.datasets.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
 
-    cfg = Config.fromfile(
-        REPO / 'configs' / head / 'sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py'
-    )
+    cfg = Config.fromfile(REPO / 'configs/demo' / f'{model}_lora-qv-r4_2k_demo-multiclass-hue-128x128.py')
     for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
         assert loader.dataset.data_root == 'data/demo_multiclass_hue'
         assert tuple(loader.dataset.metainfo.classes) == SYNTHETIC_CLASSES['multiclass_hue']
         assert [list(c) for c in loader.dataset.metainfo.palette] == SYNTHETIC_PALETTE['multiclass_hue']
     assert cfg.model.decode_head.num_classes == len(SYNTHETIC_CLASSES['multiclass_hue'])
     assert cfg.train_cfg.max_iters == cfg.param_scheduler[0].end == 2000
+
+
+# Old names of the demo configs, kept for mmseg_sam 0.1.x: old path -> configs/demo/ name.
+RENAMED = {
+    'sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py': 'sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py',
+    'sam_lora/sam-vit-b_lora-qv-r4_1k_demo-binary-256x256.py': 'sam-vit-b_lora-qv-r4_1k_demo-binary-256x256.py',
+    'sam_lora/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py': (
+        'sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py'
+    ),
+    'sam_lora/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py': (
+        'sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py'
+    ),
+    'sam_mask_cls/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py': (
+        'sam-vit-small-maskcls_lora-qv-r4_1k_demo-multiclass-128x128.py'
+    ),
+    'sam_mask_cls/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py': (
+        'sam-vit-small-maskcls_lora-qv-r4_2k_demo-multiclass-hue-128x128.py'
+    ),
+}
+
+
+def test_old_config_folders_hold_only_the_renamed_configs():
+    old = {
+        f'{p.parent.name}/{p.name}'
+        for folder in ('sam_lora', 'sam_mask_cls')
+        for p in (REPO / 'configs' / folder).glob('*.py')
+    }
+    assert old == set(RENAMED)
+
+
+@pytest.mark.parametrize('old', sorted(RENAMED))
+def test_old_config_name_resolves_to_its_new_name_and_warns(old):
+    new = REPO / 'configs/demo' / RENAMED[old]
+    with pytest.warns(FutureWarning, match=f'configs/{old} is renamed configs/demo/{RENAMED[old]}'):
+        forwarded = Config.fromfile(REPO / 'configs' / old)
+    assert forwarded.to_dict() == Config.fromfile(new).to_dict()

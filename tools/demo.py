@@ -22,8 +22,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SMALL_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
-VIT_B_CONFIG = REPO / 'configs/sam_lora/sam-vit-b_lora-qv-r4_1k_demo-binary-256x256.py'
+SMALL_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+VIT_B_CONFIG = REPO / 'configs/demo/sam-vit-b_lora-qv-r4_1k_demo-binary-256x256.py'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

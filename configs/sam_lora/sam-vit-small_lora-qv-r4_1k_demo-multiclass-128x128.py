@@ -1,19 +1,12 @@
-# The small demo model on the multi-class demo data with one mask token per class
-# (softmax cross-entropy): the baseline of the mask-classification config.
-_base_ = ['./sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py']
-data_root = 'data/demo_multiclass'
-metainfo = dict(
-    classes=('background', 'stripes', 'checker', 'dots'),
-    palette=[[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 96, 255]],
-)
-train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo))
-val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo))
-test_dataloader = val_dataloader
-model = dict(
-    decode_head=dict(
-        num_classes=4,
-        out_channels=4,
-        threshold=None,
-        loss_decode=dict(use_sigmoid=False),
-    )
+# Old name of configs/demo/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py,
+# kept for mmseg_sam 0.1.x only.
+_base_ = ['../demo/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py']
+
+import warnings  # noqa: E402  (after _base_: mmengine reads a config that imports first as a lazy one)
+
+warnings.warn(
+    'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py is renamed '
+    'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py; the old name is removed after 0.1.x',
+    FutureWarning,
+    stacklevel=1,
 )

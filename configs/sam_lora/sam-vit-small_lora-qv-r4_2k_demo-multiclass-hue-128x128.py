@@ -1,31 +1,12 @@
-# The small demo model on the 8-hue-class demo data (9 classes with background) with
-# one mask token per class: the baseline of
-# configs/sam_mask_cls/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py.
-# Data (2000 train / 200 val images; with the generator's default 200 training images
-# both heads overfit):
-#   python tools/dataset_converters/generate_demo_data.py data/demo_multiclass_hue \
-#       --mode multiclass_hue --num-train 2000 --num-val 200
-# 2000 iterations (twice the texture toy's): the set loss of mask classification
-# converges more slowly than per-pixel cross-entropy (see the README's table).
-_base_ = ['./sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py']
-data_root = 'data/demo_multiclass_hue'
-metainfo = dict(
-    classes=('background', 'hue0', 'hue45', 'hue90', 'hue135', 'hue180', 'hue225', 'hue270', 'hue315'),
-    palette=[
-        [0, 0, 0],
-        [255, 0, 0],
-        [255, 191, 0],
-        [128, 255, 0],
-        [0, 255, 64],
-        [0, 255, 255],
-        [0, 64, 255],
-        [128, 0, 255],
-        [255, 0, 191],
-    ],
+# Old name of configs/demo/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py,
+# kept for mmseg_sam 0.1.x only.
+_base_ = ['../demo/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py']
+
+import warnings  # noqa: E402  (after _base_: mmengine reads a config that imports first as a lazy one)
+
+warnings.warn(
+    'configs/sam_lora/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py is renamed '
+    'configs/demo/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py; the old name is removed after 0.1.x',
+    FutureWarning,
+    stacklevel=1,
 )
-train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo))
-val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo))
-test_dataloader = val_dataloader
-model = dict(decode_head=dict(num_classes=9, out_channels=9))
-train_cfg = dict(max_iters=2000, val_interval=500)
-param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end=2000, by_epoch=False)]

@@ -1,11 +1,12 @@
-# The small demo model on the 8-hue-class demo data with the mask-classification head
-# (10 queries, Hungarian-matched set loss), at the same schedule as
-# configs/sam_lora/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py.
-_base_ = ['../sam_lora/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py']
-model = dict(
-    decode_head=dict(
-        mode='mask_classification',
-        num_queries=10,
-        loss_decode=dict(_delete_=True, type='MaskClassificationLoss'),
-    )
+# Old name of configs/demo/sam-vit-small-maskcls_lora-qv-r4_2k_demo-multiclass-hue-128x128.py,
+# kept for mmseg_sam 0.1.x only.
+_base_ = ['../demo/sam-vit-small-maskcls_lora-qv-r4_2k_demo-multiclass-hue-128x128.py']
+
+import warnings  # noqa: E402  (after _base_: mmengine reads a config that imports first as a lazy one)
+
+warnings.warn(
+    'configs/sam_mask_cls/sam-vit-small_lora-qv-r4_2k_demo-multiclass-hue-128x128.py is renamed '
+    'configs/demo/sam-vit-small-maskcls_lora-qv-r4_2k_demo-multiclass-hue-128x128.py; the old name is removed after 0.1.x',
+    FutureWarning,
+    stacklevel=1,
 )

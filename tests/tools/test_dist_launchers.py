@@ -21,7 +21,7 @@ from mmengine.dataset import DefaultSampler
 from mmseg_sam.datasets import generate_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 # Both runs sum the same per-sample gradients in a different order (float32); AdamW's
 # eps=1e-6 bounds how much that can move a parameter. Measured: ~1e-8 (see the test output).
 PARAM_TOL = 1e-5

@@ -12,7 +12,7 @@ from mmseg.registry import MODELS
 from mmseg_sam.datasets import generate_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 spec = importlib.util.spec_from_file_location(
     'expert_usage_tool', REPO / 'tools/analysis_tools/expert_usage.py'
 )

@@ -27,8 +27,8 @@ from mmseg_sam.engine.hooks import SAMCheckpointHook
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
 
 REPO = Path(__file__).resolve().parents[2]
-BINARY_BASE = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
-MULTICLASS_BASE = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py'
+BINARY_BASE = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+MULTICLASS_BASE = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py'
 MULTICLASS_PALETTE = [[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 96, 255]]  # the multiclass config's
 
 spec = importlib.util.spec_from_file_location('infer_tool', REPO / 'tools/infer.py')

@@ -16,7 +16,7 @@ from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.utils.safe_globals import MMENGINE_CHECKPOINT_GLOBALS
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 MAX_ITERS = 12
 
 # Conv-LoRA's noisy gate draws from torch's RNG in training, LoRA dropout too, and

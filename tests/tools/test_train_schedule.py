@@ -6,7 +6,7 @@ from pathlib import Path
 from mmengine.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+DEMO = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 
 spec = importlib.util.spec_from_file_location('train_tool_schedule', REPO / 'tools/train.py')
 tool = importlib.util.module_from_spec(spec)

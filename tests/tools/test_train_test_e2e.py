@@ -13,7 +13,7 @@ from PIL import Image
 from mmseg_sam.datasets import generate_synthetic_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-DEMO_CONFIG = REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
+DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 
 
 def _tiny_config(tmp_path: Path, data_root: Path, checkpoint: Path) -> Path:
