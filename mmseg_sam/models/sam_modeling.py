@@ -25,6 +25,8 @@ __all__ = [
     'PromptEncoder',
     'TwoWayTransformer',
     'SAM_PACKAGE_INIT_LOADED',
+    'window_partition',
+    'window_unpartition',
 ]
 
 
@@ -69,3 +71,5 @@ TwoWayTransformer = _modeling.TwoWayTransformer
 Block = _image_encoder.Block
 Attention = _image_encoder.Attention
 LayerNorm2d = _common.LayerNorm2d
+window_partition = _image_encoder.window_partition
+window_unpartition = _image_encoder.window_unpartition

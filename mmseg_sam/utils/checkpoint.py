@@ -31,6 +31,7 @@ __all__ = [
     'load_state_dict_file',
     'load_strict',
     'to_sam_state_dict',
+    'upgrade_peft_key',
 ]
 
 SAM_COMPONENTS = ('image_encoder', 'prompt_encoder', 'mask_decoder')
@@ -339,3 +340,29 @@ def _abbrev(keys: Iterable[str], limit: int = 12) -> str:
     keys = list(keys)
     shown = ', '.join(keys[:limit])
     return shown + (f', ... (+{len(keys) - limit} more)' if len(keys) > limit else '')
+
+
+# PEFT keys of checkpoints written when Adapter, AdaptFormer, SAM-Adapter and LST attached
+# their modules next to the sub-modules they hooked -> the PEFT places that hold them now.
+_LEGACY_PEFT_KEYS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r'^((?:.*\.)?blocks\.\d+\.)attn\.adapter\.'), r'\1attn_adapter.'),
+    (re.compile(r'^((?:.*\.)?blocks\.\d+\.)mlp\.adapter\.'), r'\1mlp_adapter.'),
+    (re.compile(r'^((?:.*\.)?blocks\.\d+\.)mlp\.adaptformer\.'), r'\1mlp_parallel.'),
+    (re.compile(r'^((?:.*\.)?)sam_adapter\.'), r'\1input_prompts.'),
+    (re.compile(r'^((?:.*\.)?)lst\.'), r'\1side_network.'),
+]
+
+
+def upgrade_peft_key(key: str) -> str:
+    """The current name of a PEFT state-dict key (keys of the current layout are returned as they are).
+
+    ``blocks.N.attn.adapter.*`` -> ``blocks.N.attn_adapter.*``, ``blocks.N.mlp.adapter.*``
+    -> ``blocks.N.mlp_adapter.*``, ``blocks.N.mlp.adaptformer.*`` -> ``blocks.N.mlp_parallel.*``,
+    ``sam_adapter.*`` -> ``input_prompts.*``, ``lst.*`` -> ``side_network.*`` (any prefix
+    such as ``backbone.`` kept).
+    """
+    for pattern, replacement in _LEGACY_PEFT_KEYS:
+        new, count = pattern.subn(replacement, key)
+        if count:
+            return new
+    return key

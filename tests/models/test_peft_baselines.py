@@ -15,10 +15,12 @@ import mmseg_sam.models.peft.bitfit  # noqa: F401  (registers BitFit)
 import mmseg_sam.models.peft.ssf  # noqa: F401  (registers SSF)
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import inject_peft
-from mmseg_sam.models.peft.adapter import AdapterLayer, BottleneckAdapter
+from mmseg_sam.models.peft.adapter import AdapterLayer
 from mmseg_sam.models.peft.adaptformer import AdaptFormerLayer
+from mmseg_sam.models.peft.bottleneck import BottleneckAdapter
 from mmseg_sam.models.peft.presets import preset
 from mmseg_sam.models.peft.ssf import SSFLayerNorm, SSFLinear
+from mmseg_sam.models.sam_modeling import window_partition, window_unpartition
 from tests.conftest import TINY_IMG, perturb_
 
 _BLOCK_BIASES = r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.bias'
@@ -31,11 +33,11 @@ METHODS = {
     ),
     'Adapter': (
         preset('Adapter (bottleneck 64)').tiny['peft'],
-        r'blocks\.\d+\.(?:attn|mlp)\.adapter\.(?:down|up)\.(?:weight|bias)',
+        r'blocks\.\d+\.(?:attn|mlp)_adapter\.(?:down|up)\.(?:weight|bias)',
     ),
     'AdaptFormer': (
         preset('AdaptFormer (bottleneck 16)').tiny['peft'],
-        r'blocks\.\d+\.mlp\.adaptformer\.(?:norm|down|up)\.(?:weight|bias)',
+        r'blocks\.\d+\.mlp_parallel\.(?:norm|down|up)\.(?:weight|bias)',
     ),
 }
 ALL = pytest.mark.parametrize('method', list(METHODS))
@@ -157,8 +159,8 @@ def test_deepcopy_and_pickle_keep_the_method(tiny_arch, method):
     [
         ('BitFit', r'blocks\.0\.norm1\.bias is already trained by BitFit'),
         ('SSF', r'blocks\.0\.attn\.qkv is already adapted by SSF'),
-        ('Adapter', r'blocks\.0\.attn already has an Adapter'),
-        ('AdaptFormer', r'blocks\.0\.mlp already has an AdaptFormer'),
+        ('Adapter', r'blocks\.0\.attn_adapter is already filled by AdapterLayer'),
+        ('AdaptFormer', r'blocks\.0\.mlp_parallel is already filled by AdaptFormerLayer'),
     ],
 )
 def test_double_injection_is_refused(tiny_arch, method, message):
@@ -290,14 +292,13 @@ def test_ssf_merge_errors():
         layer.unmerge()
 
 
-def test_ssf_refuses_wrapped_or_hooked_layers(tiny_arch):
+def test_ssf_refuses_layers_of_other_methods(tiny_arch):
     model = _model(tiny_arch, dict(type='LoRA', targets=('qkv',)))
-    with pytest.raises(ValueError, match=r'blocks\.0\.attn\.qkv is a LoRALinear, not a plain Linear'):
-        inject_peft(model, dict(type='SSF', targets=('qkv',)))
-    model = _model(tiny_arch, dict(type='AdaptFormer'))
-    with pytest.raises(ValueError, match=r'blocks\.0\.norm2 has forward hooks'):
-        inject_peft(model, dict(type='SSF', targets=('norm1', 'norm2')))
-    assert type(model.blocks[0].norm1) is nn.LayerNorm  # refused before wrapping anything
+    with pytest.raises(ValueError, match=r'blocks\.0\.attn\.qkv is already adapted by LoRALinear'):
+        inject_peft(model, dict(type='SSF', targets=('proj', 'qkv')))
+    assert type(model.blocks[0].attn.proj) is nn.Linear  # refused before wrapping anything
+    model = _model(tiny_arch, dict(type='AdaptFormer'))  # fills a place: the norms stay free for SSF
+    inject_peft(model, dict(type='SSF', targets=('norm1', 'norm2')))
 
 
 # ---------------------------------------------------------------- Adapter and AdaptFormer
@@ -316,32 +317,46 @@ def test_adaptformer_vit_b_parameter_count():
     assert model.peft_report.trainable['AdaptFormer'] == 322_752  # 12 x 26,896
 
 
+def _block_reference(block, x, attn_out=lambda f: f, mlp_out=lambda f, x, h: f):
+    """segment_anything's Block.forward with a function on each sub-layer's output."""
+    shortcut = x
+    h = block.norm1(x)
+    hw = h.shape[1:3]
+    h, pad_hw = window_partition(h, block.window_size) if block.window_size else (h, None)
+    h = block.attn(h)
+    h = window_unpartition(h, block.window_size, pad_hw, hw) if block.window_size else h
+    x = shortcut + attn_out(h)
+    normed = block.norm2(x)
+    return x + mlp_out(block.mlp(normed), x, normed)
+
+
 def test_adapter_is_serial_on_the_sub_layer_output(tiny_arch):
     model = _perturb_trainable(_model(tiny_arch, dict(type='Adapter', bottleneck=4, act='relu')))
-    mlp = model.blocks[0].mlp
-    layer = mlp.adapter
-    x = torch.randn(2, 3, 32)
-    with torch.no_grad():
-        f = type(mlp).forward(mlp, x)  # the MLP without its hook
-        assert torch.allclose(mlp(x), f + layer.up(torch.relu(layer.down(f))), atol=1e-6)
+    for block in model.blocks:  # windowed (padded) and global
+        a, m = block.attn_adapter, block.mlp_adapter
+        x = torch.randn(2, 4, 4, 32)
+        with torch.no_grad():
+            expected = _block_reference(
+                block,
+                x,
+                attn_out=lambda f, a=a: f + a.up(torch.relu(a.down(f))),
+                mlp_out=lambda f, *_, m=m: f + m.up(torch.relu(m.down(f))),
+            )
+            torch.testing.assert_close(block(x), expected, atol=1e-6, rtol=0)
 
 
 def test_adaptformer_is_parallel_to_the_mlp(tiny_arch):
     model = _model(tiny_arch, dict(type='AdaptFormer', bottleneck=4, scale=0.5))
     model = _perturb_trainable(model)
     block = model.blocks[0]
-    layer = block.mlp.adaptformer
+    layer = block.mlp_parallel
     perturb_(block.norm2, std=0.5)  # an identity-like norm2 would hide LN_a(norm2(x)) for LN_a(x)
-    x = torch.randn(2, 3, 3, 32)  # the MLP sub-layer input, (B, H, W, C)
+    x = torch.randn(2, 4, 4, 32)
     with torch.no_grad():
-        out = block.mlp(block.norm2(x))
-        # the MLP and norm2 without their hooks
-        plain = type(block.mlp).forward(block.mlp, type(block.norm2).forward(block.norm2, x))
-        branch = 0.5 * layer.up(torch.relu(layer.down(layer.norm(x))))
-        assert torch.allclose(out, plain + branch, atol=1e-6)
-    assert layer._mlp_input is None  # stash cleared after use
-    with pytest.raises(RuntimeError, match='MLP ran without its block norm2'):
-        block.mlp(x)
+        expected = _block_reference(
+            block, x, mlp_out=lambda f, x, h: f + 0.5 * layer.up(torch.relu(layer.down(layer.norm(x))))
+        )
+        torch.testing.assert_close(block(x), expected, atol=1e-6, rtol=0)
 
 
 def test_adaptformer_branch_input_is_pinned_on_identical_weights(tiny_arch):
@@ -355,18 +370,21 @@ def test_adaptformer_branch_input_is_pinned_on_identical_weights(tiny_arch):
     _perturb_trainable(models['block'])
     perturb_(models['block'].blocks[0].norm2, std=0.5)
     models['mlp'].load_state_dict(models['block'].state_dict())  # identical weights, strict
-    x = torch.randn(2, 3, 3, 32)  # the MLP sub-layer input, (B, H, W, C)
+    x = torch.randn(2, 4, 4, 32)  # a block input, (B, H, W, C)
     outputs = {}
     for where, model in models.items():
         block = model.blocks[0]
-        layer = block.mlp.adaptformer
+        layer = block.mlp_parallel
         assert f"branch_input='{where}'" in repr(layer)
         with torch.no_grad():
-            normed = type(block.norm2).forward(block.norm2, x)  # norm2 without its hook
-            plain = type(block.mlp).forward(block.mlp, normed)
-            branch_in = x if where == 'block' else normed
-            expected = plain + 0.5 * layer.up(torch.relu(layer.down(layer.norm(branch_in))))
-            outputs[where] = block.mlp(block.norm2(x))
+            expected = _block_reference(
+                block,
+                x,
+                mlp_out=lambda f, x, h, layer=layer, where=where: (
+                    f + 0.5 * layer.up(torch.relu(layer.down(layer.norm(x if where == 'block' else h))))
+                ),
+            )
+            outputs[where] = block(x)
         torch.testing.assert_close(outputs[where], expected, atol=1e-6, rtol=0)
     assert (outputs['block'] - outputs['mlp']).abs().max() > 1e-3  # same parameters, another function
     image = _image()
@@ -412,7 +430,7 @@ def test_slot_transforms(tiny_arch, method, layer_type):
         transformed = model(x)[-1]
         layer = layers[0]
         expected = layer.up(layer.act(3.0 * layer.down(layer.norm(t)))) * layer.scale
-        assert torch.allclose(layer(t), expected, atol=1e-6)
+        assert torch.allclose(BottleneckAdapter.forward(layer, t), expected, atol=1e-6)  # the branch alone
     assert not torch.allclose(plain, transformed, atol=1e-4)
 
 

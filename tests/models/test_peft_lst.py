@@ -23,7 +23,7 @@ def _base_and_lst(arch, **cfg):
     base = perturb_(_model(arch, peft=False), seed=3)
     model = _model(arch, **cfg)
     missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
-    assert all(k.startswith('lst.') for k in missing) and not unexpected
+    assert all(k.startswith('side_network.') for k in missing) and not unexpected
     return base, model
 
 
@@ -36,21 +36,21 @@ def test_output_equals_frozen_model_at_init(tiny_arch):
     x = _image()
     with torch.no_grad():
         assert torch.equal(model(x)[-1], base(x)[-1])
-        perturb_(model.lst.up, std=0.1)
+        perturb_(model.side_network.up, std=0.1)
         assert not torch.allclose(model(x)[-1], base(x)[-1])  # the check above is not vacuous
 
 
 def test_gradients_reach_lst_only_even_with_sam_trainable(tiny_arch):
     model = _model(tiny_arch).train()
-    perturb_(model.lst.up, std=0.1)
+    perturb_(model.side_network.up, std=0.1)
     for name, p in model.named_parameters():
-        if not name.startswith('lst.'):
+        if not name.startswith('side_network.'):
             p.requires_grad_(True)  # the detach, not requires_grad, must stop the gradient
     model(_image())[-1].square().mean().backward()
-    lst_names = [n for n, _ in model.named_parameters() if n.startswith('lst.')]
-    assert 'lst.alpha' in lst_names and 'lst.up.weight' in lst_names
+    lst_names = [n for n, _ in model.named_parameters() if n.startswith('side_network.')]
+    assert 'side_network.alpha' in lst_names and 'side_network.up.weight' in lst_names
     for name, p in model.named_parameters():
-        if name.startswith('lst.'):
+        if name.startswith('side_network.'):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
         elif name.startswith('neck.'):  # after the fusion: trained whenever requires_grad is set
             assert p.grad is not None, name
@@ -60,7 +60,7 @@ def test_gradients_reach_lst_only_even_with_sam_trainable(tiny_arch):
 
 def test_shapes_square_and_non_square(tiny_arch):
     model = _model(tiny_arch)
-    perturb_(model.lst.up, std=0.1)
+    perturb_(model.side_network.up, std=0.1)
     with torch.no_grad():
         assert model(_image())[-1].shape == (1, 32, 4, 4)
         assert model(_image(64, 96))[-1].shape == (1, 32, 4, 6)
@@ -77,7 +77,7 @@ def test_state_dict_round_trip_and_base_keys(tiny_arch):
         assert torch.equal(model(x)[-1], other(x)[-1])
     base_keys = set(_model(tiny_arch, peft=False).state_dict())
     keys = set(model.state_dict())
-    assert {k for k in keys if not k.startswith('lst.')} == base_keys
+    assert {k for k in keys if not k.startswith('side_network.')} == base_keys
     assert {k.split('.')[1] for k in keys - base_keys} == {'down', 'alpha', 'stages', 'up'}
 
 
@@ -91,23 +91,23 @@ def test_trainable_parameter_count_by_hand(tiny_arch):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
     deeper = _model(tiny_arch, side_depth_per_stage=2)
     assert deeper.peft_report.trainable['LST'] == expected + block
-    assert len(deeper.lst.stages[0]) == 2
+    assert len(deeper.side_network.stages[0]) == 2
 
 
 def test_gates_start_at_one_half(tiny_arch):
     model = _model(tiny_arch, temperature=0.1)
-    assert model.lst.alpha.shape == (1,) and torch.equal(model.lst.alpha, torch.zeros(1))
-    assert torch.equal(model.lst.mu, torch.full((1,), 0.5))
+    assert model.side_network.alpha.shape == (1,) and torch.equal(model.side_network.alpha, torch.zeros(1))
+    assert torch.equal(model.side_network.mu, torch.full((1,), 0.5))
     with torch.no_grad():
-        model.lst.alpha.fill_(0.05)
-    assert torch.allclose(model.lst.mu, torch.sigmoid(torch.tensor([0.5])))  # alpha / T
+        model.side_network.alpha.fill_(0.05)
+    assert torch.allclose(model.side_network.mu, torch.sigmoid(torch.tensor([0.5])))  # alpha / T
 
 
 def test_one_stage_per_global_block(tiny_arch):
     arch = dict(tiny_arch, num_layers=3, global_attn_indexes=(0, 2))
     model = SAMViT(arch=arch, img_size=TINY_IMG, peft=dict(type='LST', **SIDE)).eval()
-    assert len(model.lst.stages) == 2 and len(model.lst.down) == 3
-    perturb_(model.lst.up, std=0.1)
+    assert len(model.side_network.stages) == 2 and len(model.side_network.down) == 3
+    perturb_(model.side_network.up, std=0.1)
     with torch.no_grad():
         assert model(_image(64, 96))[-1].shape == (1, 32, 4, 6)
 
@@ -134,7 +134,7 @@ def test_no_global_block(tiny_arch):
 
 
 def test_double_injection(tiny_arch):
-    with pytest.raises(ValueError, match='already has LST injected'):
+    with pytest.raises(ValueError, match='side_network is already filled by LadderSideNetwork'):
         SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=[dict(type='LST', **SIDE)] * 2)
 
 
@@ -149,51 +149,35 @@ def test_refuses_a_trainable_encoder(tiny_arch):
         )
 
 
-def test_deepcopy_pickle_and_nothing_captured_between_forwards(tiny_arch):
+def test_deepcopy_pickle_and_nothing_stored_between_forwards(tiny_arch):
     model = _model(tiny_arch)
-    perturb_(model.lst.up, std=0.1)
+    perturb_(model.side_network.up, std=0.1)
     x = _image()
     with torch.no_grad():
         out = model(x)[-1]
-    assert model.lst._features == []
     clone = copy.deepcopy(model)
     with torch.no_grad():
         assert torch.equal(clone(x)[-1], out)
-        clone.lst.up.bias.add_(1.0)
+        clone.side_network.up.bias.add_(1.0)
         assert not torch.allclose(clone(x)[-1], out)
         assert torch.equal(model(x)[-1], out)
-    hooks = [*clone.blocks[0]._forward_pre_hooks.values(), *clone.blocks[1]._forward_hooks.values()]
-    hooks += [*clone.neck._forward_pre_hooks.values(), *clone._forward_hooks.values()]
-    assert len(hooks) == 4 and all(h.__self__ is clone.lst for h in hooks)  # rebound to the clone
-    assert clone.lst._features == [] and model.lst._features == []
-    tensors = [k for k, v in vars(model.lst).items() if isinstance(v, torch.Tensor)]
+    tensors = [k for k, v in vars(model.side_network).items() if isinstance(v, torch.Tensor)]
     assert tensors == []
     with torch.no_grad():
         assert torch.equal(pickle.loads(pickle.dumps(model))(x)[-1], out)
 
 
-def test_capture_is_cleared_when_the_forward_fails(tiny_arch):
-    model = _model(tiny_arch)
-    model.blocks[1].register_forward_hook(_raise)
-    with pytest.raises(RuntimeError, match='boom'):
-        model(_image())
-    assert model.lst._features == []
-
-
-def _raise(module, args, output):
-    raise RuntimeError('boom')
-
-
-def test_neck_alone_is_refused():
-    side = LadderSideNetwork(8, 1, side_dims=6, side_heads=3)
-    with pytest.raises(RuntimeError, match='after 0 captured feature maps, expected 2'):
-        side.fuse_into_neck(None, (torch.zeros(1, 8, 2, 2),))
+def test_the_side_network_reads_the_block_0_input_and_the_global_blocks():
+    side = LadderSideNetwork(8, (1,), side_dims=6, side_heads=3)
+    assert side.tap_blocks == (1,)
+    with pytest.raises(AssertionError):
+        side([torch.zeros(1, 2, 2, 8)])  # one map; expected the block-0 input and one global block
 
 
 def test_backprop_skips_the_encoder(tiny_arch):
     """Frozen encoder: the output needs grad (LST), yet no graph leads back to the image."""
     model = _model(tiny_arch).train()
-    perturb_(model.lst.up, std=0.1)
+    perturb_(model.side_network.up, std=0.1)
     image = _image().requires_grad_(True)
     out = model(image)[-1]
     assert out.requires_grad

@@ -224,7 +224,7 @@ def test_sam_adapter_counts(tiny_arch):
     # r = 8: embedding 32*8+8, handcrafted 3*16*16*8+8, lightweight 2 x (8*8+8), shared 8*32+32
     assert model.peft_report.trainable['SAMAdapter'] == 264 + 6152 + 2 * 72 + 288
     assert set(_trainable(model)) == {
-        f'sam_adapter.{name}'
+        f'input_prompts.{name}'
         for name in [
             'embedding_generator.weight',
             'embedding_generator.bias',
@@ -246,13 +246,13 @@ def test_sam_adapter_counts(tiny_arch):
 
 def test_sam_adapter_gradients_reach_adapter_only(tiny_arch):
     model = _model(tiny_arch, ADAPTER)
-    assert all(n.startswith('sam_adapter.') for n in _trainable(model))
+    assert all(n.startswith('input_prompts.') for n in _trainable(model))
     _check_gradients(model, _image(TINY_IMG, 96))
 
 
 def test_sam_adapter_state_dict(tiny_arch):
-    names = _model(tiny_arch, ADAPTER).sam_adapter.state_dict()
-    _check_state_dict(tiny_arch, ADAPTER, {f'sam_adapter.{k}' for k in names})
+    names = _model(tiny_arch, ADAPTER).input_prompts.state_dict()
+    _check_state_dict(tiny_arch, ADAPTER, {f'input_prompts.{k}' for k in names})
 
 
 @pytest.mark.parametrize(
@@ -262,7 +262,7 @@ def test_sam_adapter_state_dict(tiny_arch):
         (dict(freq_ratio=1), r'freq_ratio must be in \(0, 1\), got 1'),
         (dict(scale_factor=0), 'scale_factor must be a positive int, got 0'),
         (dict(scale_factor=3), 'scale_factor 3 does not divide embed_dims 32'),
-        (dict(blocks=[0, 2]), r'SAMAdapter blocks \[2\] matched no SAM Block'),
+        (dict(blocks=[0, 2]), r'SAMAdapter blocks \[2\] matched no block'),
         (dict(blocks=[]), r'blocks must be None \(every block\) or a non-empty list .* got \[\]'),
         (dict(zero_init='yes'), "zero_init must be a bool, got 'yes'"),
     ],
@@ -274,7 +274,7 @@ def test_sam_adapter_bad_configs(tiny_arch, cfg, message):
 
 def test_sam_adapter_refuses_double_injection(tiny_arch):
     model = _model(tiny_arch, ADAPTER)
-    with pytest.raises(ValueError, match='already has a sam_adapter'):
+    with pytest.raises(ValueError, match='input_prompts is already filled by SAMAdapterPromptGenerator'):
         SAMAdapter(scale_factor=4).inject(model)
 
 
@@ -282,18 +282,15 @@ def test_sam_adapter_stores_nothing_and_deepcopies(tiny_arch):
     model = _model(tiny_arch, ADAPTER).train()
     x = _image()
     model(x)[-1].sum().backward()  # a graph-carrying forward: a stored tensor would break deepcopy
-    assert model.sam_adapter._features is None
-    with pytest.raises(ValueError, match='not divisible by the patch size'):
-        model(_image(TINY_IMG, 72))
-    assert model.sam_adapter._features is None  # released on errors too
-    with pytest.raises(RuntimeError, match='outside a forward of its backbone'):
-        model.blocks[0](torch.zeros(1, 4, 4, 32))
+    assert not [k for k, v in vars(model.input_prompts).items() if isinstance(v, torch.Tensor)]
+    block_alone = model.blocks[0](torch.zeros(1, 4, 4, 32))  # a block is a plain function of its input
+    assert block_alone.shape == (1, 4, 4, 32)
 
     model.eval()
     clone = copy.deepcopy(model)
     with torch.no_grad():
         before = model(x)[-1]
         assert torch.equal(clone(x)[-1], before)
-        clone.sam_adapter.shared_mlp.bias.add_(1.0)  # the clone's hooks use the clone's adapter
+        clone.input_prompts.shared_mlp.bias.add_(1.0)  # the clone's forward uses the clone's generator
         assert not torch.equal(clone(x)[-1], before)
         assert torch.equal(model(x)[-1], before)

@@ -6,7 +6,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch import nn
 
-from ...utils.checkpoint import check_keys
+from ...utils.checkpoint import check_keys, upgrade_peft_key
 from .unwrap import unwrap_model
 
 __all__ = ['SAMCheckpointHook', 'check_checkpoint_keys']
@@ -93,7 +93,8 @@ def check_checkpoint_keys(model: nn.Module, state: dict) -> list[str]:
             naming the keys and both shapes.
     """
     frozen = _frozen_from_sam(model)
-    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+    # DDP's prefix off, PEFT keys of the earlier layout renamed as SAMViT's load renames them
+    state = {upgrade_peft_key(re.sub(r'^module\.', '', k)): v for k, v in state.items()}
     expected = model.state_dict()
     missing = check_keys(
         expected,

@@ -11,9 +11,9 @@ from mmseg.registry import MODELS
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ...utils.checkpoint import load_sam_component, load_strict
+from ...utils.checkpoint import load_sam_component, load_strict, upgrade_peft_key
 from ..peft import PEFTReport, inject_peft
-from ..sam_modeling import Block, ImageEncoderViT
+from ..sam_modeling import Block, ImageEncoderViT, window_partition, window_unpartition
 from .sam_attention import ATTN_IMPLS, SAMAttention, check_attn_impl
 
 __all__ = ['SAMBlock', 'SAMViT', 'SAM_ARCHS', 'image_encoder_kwargs']
@@ -103,17 +103,29 @@ def _block_attn_impl(attn_impl: str, window_size: int) -> str:
 
 
 class SAMBlock(Block):
-    """segment_anything's ``Block`` with :class:`SAMAttention` and optional checkpointing.
+    """segment_anything's ``Block`` with :class:`SAMAttention`, checkpointing and PEFT places.
 
     It takes over the wrapped block's ``norm1``, ``norm2`` and ``mlp``, and its ``attn``
     becomes a :class:`SAMAttention` with the same parameters, so state-dict keys stay
-    SAM's. With
-    ``with_cp``, a training forward with grad enabled runs the block body under
+    SAM's. The forward is segment_anything's, written out with the places where PEFT
+    methods act (empty places change nothing and hold no parameters)::
+
+        x = x + attn_adapter(unpartition(attn(partition(norm1(x)))))
+        h = norm2(x)
+        x = x + mlp_adapter(mlp(h)) [+ mlp_parallel(x, h)]
+
+    - ``attn_adapter`` / ``mlp_adapter``: serial on a sub-layer's output (``nn.Identity``
+      until a method fills them: Adapter);
+    - ``mlp_parallel``: a branch beside the MLP, given the sub-layer input ``x`` and
+      ``norm2(x)`` (None until a method fills it: AdaptFormer);
+    - the linears ``attn.qkv``, ``attn.proj``, ``mlp.lin1``, ``mlp.lin2`` and the norms,
+      which methods replace by wrappers that keep their weights (LoRA, SSF), and
+      ``attn`` itself (VPT's prompted attention).
+
+    With ``with_cp``, a training forward with grad enabled runs the block under
     ``torch.utils.checkpoint`` (non-reentrant): its activations are recomputed in
-    backward instead of stored. Forward (pre-)hooks on the block itself (SAM-Adapter's
-    prompts, LST's captures) run outside the checkpoint, once; hooks on its sub-modules
-    are re-run by the recompute, which sees the same inputs and RNG state. Auxiliary
-    losses are reported once: the recompute runs outside any ``collect_aux_losses``.
+    backward instead of stored, with the same inputs and RNG state. Auxiliary losses
+    are reported once: the recompute runs outside any ``collect_aux_losses``.
 
     Args:
         base: the block whose modules to use.
@@ -125,16 +137,35 @@ class SAMBlock(Block):
         nn.Module.__init__(self)
         self.norm1 = base.norm1
         self.attn = SAMAttention(base.attn, attn_impl)
+        self.attn_adapter: nn.Module = nn.Identity()
         self.norm2 = base.norm2
         self.mlp = base.mlp
+        self.mlp_adapter: nn.Module = nn.Identity()
+        self.mlp_parallel: nn.Module | None = None
         self.window_size = base.window_size
         self.with_cp = with_cp
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:
+            h, w = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)  # (B, H, W, C) -> (B*nW, ws, ws, C)
+        x = self.attn(x)
+        if self.window_size > 0:
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))  # (B*nW, ws, ws, C) -> (B, H, W, C)
+        x = shortcut + self.attn_adapter(x)
+        normed = self.norm2(x)
+        y = self.mlp_adapter(self.mlp(normed))
+        if self.mlp_parallel is not None:
+            y = y + self.mlp_parallel(x, normed)
+        return x + y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
         if self.with_cp and self.training and torch.is_grad_enabled():
-            return checkpoint(super().forward, x, use_reentrant=False)
-        return super().forward(x)
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
 
     def extra_repr(self) -> str:
         return f'window_size={self.window_size}, with_cp={self.with_cp}'
@@ -229,6 +260,12 @@ class SAMViT(ImageEncoderViT):
         self.frozen = frozen
         if frozen:
             self.requires_grad_(False)
+        # Backbone-level PEFT places (blocks have their own, see SAMBlock): empty until a method fills them.
+        self.input_prompts: nn.Module | None = (
+            None  # prepare(images, embedding), prompt(i, state) -> (B, h, w, C)
+        )
+        self.side_network: nn.Module | None = None  # reads detached taps, adds to the neck input
+        self._register_load_state_dict_pre_hook(_upgrade_legacy_peft_keys)
         self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
 
     def _resize_position_tables(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
@@ -268,16 +305,39 @@ class SAMViT(ImageEncoderViT):
         h, w = x.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
             raise ValueError(f'input size {h}x{w} is not divisible by the patch size {self.patch_size}')
-        x = self.patch_embed(x)  # (B, C_in, H, W) -> (B, H/p, W/p, C)
+        images = x
+        embedding = self.patch_embed(images)  # (B, C_in, H, W) -> (B, H/p, W/p, C)
+        x = embedding
         if self.pos_embed is not None:
             x = x + self._pos_embed_for((x.shape[1], x.shape[2]))
+        # place: prompts added to block inputs, computed from the image (SAM-Adapter)
+        prompts = (
+            None if self.input_prompts is None else self.input_prompts.prepare(images, embedding.detach())
+        )
+        side, taps = self.side_network, []
         outs = []
         for i, block in enumerate(self.blocks):
+            if prompts is not None and (prompt := self.input_prompts.prompt(i, prompts)) is not None:
+                x = x + prompt  # (B, h, w, C)
+            if side is not None and i == 0:
+                taps.append(x.detach())  # the side network reads the encoder, never trains it
             x = block(x)
+            if side is not None and i in side.tap_blocks:
+                taps.append(x.detach())
             if i in self.out_indices:
                 outs.append(x.permute(0, 3, 1, 2))  # (B, h, w, C) -> (B, C, h, w)
+        if side is not None:  # place: a side network's output joins the neck input (LST)
+            x = x.detach() + side(taps).to(x.dtype)
         outs.append(self.neck(x.permute(0, 3, 1, 2)))  # (B, h, w, C) -> (B, C_out, h, w)
         return tuple(outs)
+
+
+def _upgrade_legacy_peft_keys(state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
+    """Load pre-hook: PEFT keys of checkpoints written before the PEFT places, renamed in place."""
+    for old in [k for k in state_dict if k.startswith(prefix)]:
+        new = prefix + upgrade_peft_key(old[len(prefix) :])
+        if new != old:
+            state_dict[new] = state_dict.pop(old)
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

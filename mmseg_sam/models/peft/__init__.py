@@ -1,4 +1,14 @@
-from .adapter import Adapter, AdapterLayer, BottleneckAdapter
+"""PEFT methods for SAM backbones: one method per file, registered in ``PEFT_METHODS``.
+
+Every module of this package is imported here, so a new method registers itself by
+existing: add ``<method>.py`` with a registered :class:`BasePEFTMethod` subclass and a
+line in ``presets.PRESETS`` (see docs/adding_a_peft_method.md).
+"""
+
+import importlib
+import pkgutil
+
+from .adapter import Adapter, AdapterLayer
 from .adaptformer import AdaptFormer, AdaptFormerLayer
 from .aux_losses import collect_aux_losses, report_aux_loss
 from .base import (
@@ -11,13 +21,18 @@ from .base import (
     merge_peft,
 )
 from .bitfit import BitFit
+from .bottleneck import BottleneckAdapter
 from .cobot import COBOT
 from .conv_lora import ConvLoRA, ConvLoRALinear
-from .lora import LoRA, LoRALinear
+from .lora import LoRA
+from .low_rank import LoRALinear
 from .lst import LST, LadderSideNetwork
 from .sam_adapter import SAMAdapter
 from .ssf import SSF, SSFLayerNorm, SSFLinear
 from .vpt import VPT, PromptedAttention
+
+for _module in pkgutil.iter_modules(__path__):  # methods added as files register without an edit here
+    importlib.import_module(f'{__name__}.{_module.name}')
 
 __all__ = [
     'PEFT_METHODS',

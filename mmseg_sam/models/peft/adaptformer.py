@@ -2,13 +2,12 @@
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
-from .adapter import BottleneckAdapter, check_bottleneck_options, select_blocks
-from .base import PEFT_METHODS, BasePEFTMethod
+from .base import PEFT_METHODS, BasePEFTMethod, check_blocks, select_blocks, set_place
+from .bottleneck import BottleneckAdapter, check_bottleneck_options
 
 __all__ = ['AdaptFormer', 'AdaptFormerLayer']
 
@@ -20,16 +19,13 @@ BRANCH_INPUTS = ('block', 'mlp')
 
 
 class AdaptFormerLayer(BottleneckAdapter):
-    """The parallel branch ``scale * up(dropout(relu(down(LN_a(x_in)))))`` of one block's MLP.
+    """The parallel branch ``scale * up(dropout(relu(down(LN_a(x_in)))))`` beside a block's MLP.
 
-    Attached as ``mlp.adaptformer``; :meth:`add_to_output` (a forward hook on ``mlp``)
-    adds the branch to ``mlp``'s output, so the block computes
-    ``x + mlp(norm2(x)) + branch(x_in)``, where ``x_in`` is
+    Fills the block's ``mlp_parallel`` place (see ``SAMBlock``), which calls it with the
+    MLP sub-layer's input ``x`` and ``norm2(x)``; the block computes
+    ``x + mlp(norm2(x)) + branch(x_in)`` where ``x_in`` is
 
     - ``branch_input='block'``: ``x``, the MLP sub-layer's input before ``norm2``;
-      :meth:`stash_input` (a forward pre-hook on ``norm2``) keeps it for the duration
-      of one sub-layer (a plain attribute: never in the state dict, and ``None``
-      between forwards so the module deep-copies);
     - ``branch_input='mlp'``: ``norm2(x)``, what the MLP itself receives.
 
     Args:
@@ -52,33 +48,21 @@ class AdaptFormerLayer(BottleneckAdapter):
     ) -> None:
         super().__init__(dims, bottleneck, act='relu', dropout=dropout, scale=scale, norm=True)
         self.branch_input = branch_input
-        self._mlp_input: torch.Tensor | None = None
 
-    def stash_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        """Forward pre-hook on ``norm2``: keep its input x, (B, H, W, C)."""
-        self._mlp_input = args[0]
-
-    def add_to_output(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
-        """Forward hook on ``mlp``: ``mlp(norm2(x)) + branch(x_in)``, both (B, H, W, C)."""
-        if self.branch_input == 'mlp':
-            return output + self(args[0])  # args[0] = norm2(x)
-        x, self._mlp_input = self._mlp_input, None
-        if x is None:
-            raise RuntimeError(
-                'AdaptFormer: the MLP ran without its block norm2 running first, so the '
-                'MLP sub-layer input (before norm2) is unknown'
-            )
-        return output + self(x)
+    def forward(self, x: torch.Tensor, normed: torch.Tensor) -> torch.Tensor:
+        """The branch of the MLP sub-layer with input ``x`` and ``normed = norm2(x)``, both (B, H, W, C)."""
+        return super().forward(normed if self.branch_input == 'mlp' else x)
 
     def extra_repr(self) -> str:
-        return f'branch_input={self.branch_input!r}'
+        return f'{super().extra_repr()}, branch_input={self.branch_input!r}'
 
 
 @PEFT_METHODS.register_module()
 class AdaptFormer(BasePEFTMethod):
     """A bottleneck branch in parallel to the MLP of each block (AdaptFormer).
 
-    Each selected block computes ``x + mlp(norm2(x)) + scale * up(dropout(relu(down(LN_a(x_in)))))``
+    Fills each selected block's ``mlp_parallel`` place, so the block computes
+    ``x + mlp(norm2(x)) + scale * up(dropout(relu(down(LN_a(x_in)))))``
     where ``LN_a`` is the branch's own affine LayerNorm and ``x_in`` is ``x``
     (``branch_input='block'``, the AdaptFormer paper's code) or ``norm2(x)``
     (``branch_input='mlp'``, SAM-COBOT's reference, whose Adapter wraps the MLP; the
@@ -105,7 +89,8 @@ class AdaptFormer(BasePEFTMethod):
     ) -> None:
         if branch_input not in BRANCH_INPUTS:
             raise ValueError(f'AdaptFormer branch_input must be one of {BRANCH_INPUTS}, got {branch_input!r}')
-        self.blocks = check_bottleneck_options('AdaptFormer', bottleneck, blocks, dropout)
+        check_bottleneck_options('AdaptFormer', bottleneck, dropout)
+        self.blocks = check_blocks('AdaptFormer', blocks)
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale):
             raise ValueError(f'AdaptFormer scale must be a finite number, got {scale!r}')
         self.bottleneck = bottleneck
@@ -114,18 +99,11 @@ class AdaptFormer(BasePEFTMethod):
         self.branch_input = branch_input
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        blocks = select_blocks(model, 'AdaptFormer', self.blocks)
-        for name, block in blocks:
-            if 'adaptformer' in block.mlp._modules:
-                raise ValueError(f'{name}.mlp already has an AdaptFormer ({name}.mlp.adaptformer)')
         params: dict[str, nn.Parameter] = {}
-        for name, block in blocks:
+        for name, block in select_blocks(model, 'AdaptFormer', self.blocks, places=['mlp_parallel']):
             layer = AdaptFormerLayer(
                 block.attn.proj.out_features, self.bottleneck, self.dropout, self.scale, self.branch_input
             )
-            block.mlp.adaptformer = layer
-            if self.branch_input == 'block':
-                block.norm2.register_forward_pre_hook(layer.stash_input)
-            block.mlp.register_forward_hook(layer.add_to_output)
-            params.update({f'{name}.mlp.adaptformer.{pname}': p for pname, p in layer.named_parameters()})
+            set_place(block, 'mlp_parallel', layer, f'{name}.mlp_parallel')
+            params.update({f'{name}.mlp_parallel.{pname}': p for pname, p in layer.named_parameters()})
         return params

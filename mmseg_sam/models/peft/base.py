@@ -135,6 +135,51 @@ def check_blocks_matched(method: str, blocks: Sequence[int] | None, names: Itera
         raise ValueError(f'{method} blocks {missing} matched no {what}')
 
 
+def select_blocks(
+    model: nn.Module, method: str, blocks: Sequence[int] | None, places: Iterable[str] = ()
+) -> list[tuple[str, nn.Module]]:
+    """The backbone blocks ``blocks.<i>`` for the requested indices (all if None).
+
+    Args:
+        model: the backbone.
+        method: the method's name, for messages.
+        blocks: requested indices, or None.
+        places: block places the method will fill (e.g. ``'mlp_parallel'``); every
+            selected block must offer them.
+
+    Raises:
+        ValueError: no block matched, a requested index matched none, or a block does
+            not offer a place (naming the block type and the place).
+    """
+    pattern = re.compile(rf'blocks\.{block_pattern(blocks)}')
+    matches = [(name, module) for name, module in model.named_modules() if pattern.fullmatch(name)]
+    if not matches:
+        raise ValueError(f'{method} found no block matching {pattern.pattern!r} (blocks={blocks})')
+    check_blocks_matched(method, blocks, (name for name, _ in matches), 'block')
+    for place in places:
+        for name, block in matches:
+            if not hasattr(block, place):
+                raise ValueError(
+                    f'{method} needs the place {place!r} of each block, and {name} '
+                    f'({type(block).__name__}) does not offer it'
+                )
+    return matches
+
+
+def set_place(owner: nn.Module, place: str, module: nn.Module, where: str) -> None:
+    """Fill an empty PEFT place (``nn.Identity`` or None) of a block or backbone with ``module``.
+
+    Raises:
+        ValueError: ``owner`` has no such place, or another module already fills it.
+    """
+    if not hasattr(owner, place):
+        raise ValueError(f'{type(owner).__name__} offers no PEFT place {place!r} ({where})')
+    current = getattr(owner, place)
+    if current is not None and not isinstance(current, nn.Identity):
+        raise ValueError(f'{where} is already filled by {type(current).__name__}')
+    setattr(owner, place, module)
+
+
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     """Put ``new`` at the dotted path ``name`` inside ``model``."""
     parent_name, _, child = name.rpartition('.')

@@ -21,7 +21,7 @@ from .base import (
     match_modules,
     replace_module,
 )
-from .lora import LoRALinear
+from .low_rank import LoRALinear
 
 __all__ = [
     'ConvLoRA',

@@ -1,11 +1,8 @@
 """LoRA (Hu et al., 2021) for SAM's ViT: low-rank updates of frozen linear layers."""
 
-import math
 import re
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .base import (
@@ -21,8 +18,9 @@ from .base import (
     match_modules,
     replace_module,
 )
+from .low_rank import LORA_INITS, LoRALinear
 
-__all__ = ['LoRA', 'LoRALinear']
+__all__ = ['LoRA']
 
 # Target name -> (module path inside a block, slice of the output features in thirds
 # of the fused qkv, or None for the whole output).
@@ -35,129 +33,6 @@ _TARGETS: dict[str, tuple[str, int | None]] = {
     'lin1': ('mlp.lin1', None),
     'lin2': ('mlp.lin2', None),
 }
-_INITS = ('kaiming', 'xavier')
-
-
-class LoRALinear(nn.Linear, PEFTLayerMixin):
-    """A frozen ``nn.Linear`` plus low-rank updates of (slices of) its output.
-
-    It takes over the wrapped layer's ``weight`` and ``bias`` tensors under the same
-    names, so state-dict keys of the base weights do not change
-    (``blocks.0.attn.qkv.weight``) and pretrained checkpoints still load by key. Each
-    adapted slice ``s`` (e.g. ``'q'`` and ``'v'`` of a fused qkv) adds
-    ``scaling * B_s(A_s(dropout(x)))`` to its part of the output.
-
-    Args:
-        base: the linear layer to adapt.
-        slices: adapted output ranges by name, e.g. ``{'q': slice(0, C)}``.
-        rank: rank of each update.
-        alpha: ``scaling = alpha / rank``.
-        dropout: dropout on the input of the update.
-        init: ``'kaiming'`` (A kaiming-uniform, B zero: the update starts at zero) or
-            ``'xavier'`` (A and B xavier-normal, as the COBOT reference).
-    """
-
-    def __init__(
-        self,
-        base: nn.Linear,
-        slices: dict[str, slice],
-        rank: int,
-        alpha: float,
-        dropout: float = 0.0,
-        init: str = 'kaiming',
-    ) -> None:
-        nn.Module.__init__(self)
-        self.in_features = base.in_features
-        self.out_features = base.out_features
-        self.weight = base.weight
-        self.bias = base.bias
-        self.rank = rank
-        self.scaling = alpha / rank
-        self.slices = dict(slices)
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_A = nn.ModuleDict(
-            {name: nn.Linear(self.in_features, rank, bias=False) for name in self.slices}
-        )
-        self.lora_B = nn.ModuleDict(
-            {name: nn.Linear(rank, s.stop - s.start, bias=False) for name, s in self.slices.items()}
-        )
-        # Bottleneck slots (see PEFTLayerMixin): transforms of A's output, by slice name.
-        self.slot_transforms = nn.ModuleDict()
-        self.merged = False
-        self.reset_lora_parameters(init)
-
-    def reset_lora_parameters(self, init: str = 'kaiming') -> None:
-        for name in self.slices:
-            a, b = self.lora_A[name].weight, self.lora_B[name].weight
-            if init == 'kaiming':
-                nn.init.kaiming_uniform_(a, a=math.sqrt(5))
-                nn.init.zeros_(b)
-            else:
-                nn.init.xavier_normal_(a)
-                nn.init.xavier_normal_(b)
-
-    def bottleneck_slots(self) -> dict[str, int]:
-        """One slot per adapted slice, of width ``rank``."""
-        return {name: self.rank for name in self.slices}
-
-    def _bottleneck(self, name: str, z: torch.Tensor) -> torch.Tensor:
-        transform = self.slot_transforms[name] if name in self.slot_transforms else None
-        return z if transform is None else transform(z)
-
-    def delta_weight(self, name: str) -> torch.Tensor:
-        """The update of slice ``name`` as a (slice_out, in) matrix."""
-        a, b = self.lora_A[name].weight, self.lora_B[name].weight
-        if name in self.slot_transforms:
-            a = self.slot_transforms[name].matrix() @ a  # linear slot transform z -> M z
-        return (b @ a) * self.scaling
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out)
-        if self.merged:
-            return out
-        x = self.lora_dropout(x)
-        deltas = {
-            name: self.lora_B[name](self._bottleneck(name, self.lora_A[name](x))) * self.scaling
-            for name in self.slices
-        }
-        if len(self.slices) == 1:
-            ((name, s),) = self.slices.items()
-            if s.start == 0 and s.stop == self.out_features:
-                return out + deltas[name]
-        # Rebuild the output from its slices: adapted ones get their update.
-        pieces, cursor = [], 0
-        for name, s in sorted(self.slices.items(), key=lambda item: item[1].start):
-            if s.start > cursor:
-                pieces.append(out[..., cursor : s.start])
-            pieces.append(out[..., s] + deltas[name])
-            cursor = s.stop
-        if cursor < self.out_features:
-            pieces.append(out[..., cursor:])
-        return torch.cat(pieces, dim=-1)
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """Add the updates into ``weight`` (exact: LoRA is linear in the input)."""
-        if self.merged:
-            return
-        for name, s in self.slices.items():
-            self.weight[s] += self.delta_weight(name).to(self.weight.dtype)
-        self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """Subtract the updates from ``weight`` again."""
-        if not self.merged:
-            return
-        for name, s in self.slices.items():
-            self.weight[s] -= self.delta_weight(name).to(self.weight.dtype)
-        self.merged = False
-
-    def extra_repr(self) -> str:
-        return (
-            f'in_features={self.in_features}, out_features={self.out_features}, '
-            f'rank={self.rank}, scaling={self.scaling:g}, slices={list(self.slices)}'
-        )
 
 
 @PEFT_METHODS.register_module()
@@ -196,7 +71,7 @@ class LoRA(BasePEFTMethod):
         targets = check_targets('LoRA', targets, _TARGETS)
         if 'qkv' in targets and {'q', 'k', 'v'} & set(targets):
             raise ValueError(f"LoRA targets {list(targets)}: 'qkv' already covers 'q', 'k' and 'v'")
-        check_choices('LoRA init', [init], _INITS)
+        check_choices('LoRA init', [init], LORA_INITS)
         self.rank = rank
         self.alpha = float(rank if alpha is None else alpha)
         self.dropout = dropout

@@ -1,7 +1,7 @@
 """Ladder Side-Tuning (LST, Sung et al., NeurIPS 2022) for SAM's ViT, as Conv-LoRA uses it.
 
 A small side ViT runs next to the frozen SAM encoder. It reads the encoder's features
-through forward hooks, *detached*, so backpropagation never enters the encoder: the
+*detached* (the backbone's ``side_network`` place), so backpropagation never enters the encoder: the
 activations of the SAM blocks need not be kept for the backward pass, which is what
 makes LST memory-efficient. Its output is added to the last block's output, before the
 neck, through a zero-initialised projection, so the model starts as the frozen model.
@@ -9,19 +9,18 @@ neck, through a zero-initialised projection, so the model starts as the frozen m
 
 import math
 from functools import partial
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..sam_modeling import Block
-from .base import PEFT_METHODS, BasePEFTMethod
+from .base import PEFT_METHODS, BasePEFTMethod, set_place
 
 __all__ = ['LST', 'LadderSideNetwork']
 
 
 class LadderSideNetwork(nn.Module):
-    """The side network of LST, with the forward hooks that connect it to a SAM encoder.
+    """The side network of LST; it fills the backbone's ``side_network`` place.
 
     With the detached block-0 input f_0 and the detached outputs f_1..f_J of the J
     global-attention blocks, all (B, H, W, C)::
@@ -33,16 +32,13 @@ class LadderSideNetwork(nn.Module):
             h = stage_j(h)                              # side transformer blocks
         neck input x (B, C, H, W) -> x.detach() + up(h) (permuted to (B, C, H, W))
 
-    The hooks are bound methods of this module: :meth:`capture_input` (pre-hook on
-    ``blocks[0]``), :meth:`capture_output` (hook on each global block),
-    :meth:`fuse_into_neck` (pre-hook on ``neck``) and :meth:`clear` (hook on the
-    encoder, also run when the forward raises). Captured tensors live in a plain
-    attribute for the duration of one forward only: never in the state dict, and empty
-    between forwards so the module deep-copies.
+    The backbone's forward hands it the detached block-0 input and the detached
+    outputs of the blocks in ``tap_blocks`` (the global ones), and adds its output to
+    the detached last block output that enters the neck.
 
     Args:
         embed_dims: width C of the SAM encoder.
-        num_stages: number J of global-attention blocks (one stage each, >= 1).
+        tap_blocks: indices of the J global-attention blocks it reads (one stage each, J >= 1).
         side_dims: width D of the side network.
         side_heads: attention heads of the side blocks (divides ``side_dims``).
         side_depth_per_stage: side transformer blocks per stage.
@@ -53,7 +49,7 @@ class LadderSideNetwork(nn.Module):
     def __init__(
         self,
         embed_dims: int,
-        num_stages: int,
+        tap_blocks: tuple[int, ...],
         side_dims: int = 192,
         side_heads: int = 3,
         side_depth_per_stage: int = 1,
@@ -61,8 +57,10 @@ class LadderSideNetwork(nn.Module):
         temperature: float = 0.1,
     ) -> None:
         super().__init__()
+        num_stages = len(tap_blocks)
         assert num_stages >= 1, 'LadderSideNetwork needs at least one stage'
         self.num_stages = num_stages
+        self.tap_blocks = tuple(tap_blocks)
         self.temperature = float(temperature)
         # down[0] is the stem on the block-0 input; down[j] reads global block j.
         self.down = nn.ModuleList(nn.Linear(embed_dims, side_dims) for _ in range(num_stages + 1))
@@ -87,7 +85,6 @@ class LadderSideNetwork(nn.Module):
         )
         self.up = nn.Linear(side_dims, embed_dims)
         self._init_weights()
-        self._features: list[Tensor] = []  # f_0, f_1..f_J of the running forward
 
     def _init_weights(self) -> None:
         """ViT init (trunc-normal std 0.02, zero biases) for the side linears; ``up`` zero."""
@@ -99,7 +96,7 @@ class LadderSideNetwork(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def extra_repr(self) -> str:
-        return f'num_stages={self.num_stages}, temperature={self.temperature}'
+        return f'tap_blocks={self.tap_blocks}, temperature={self.temperature}'
 
     @property
     def mu(self) -> Tensor:
@@ -125,45 +122,13 @@ class LadderSideNetwork(nn.Module):
             h = stage(h)  # (B, H, W, D)
         return self.up(h)  # (B, H, W, D) -> (B, H, W, C)
 
-    # ------------------------------------------------------------------ hooks
-
-    def capture_input(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        """Forward pre-hook on ``blocks[0]``: start a capture with its input (B, H, W, C)."""
-        self._features = [args[0].detach()]
-
-    def capture_output(self, module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
-        """Forward hook on a global block: keep its output (B, H, W, C), detached."""
-        self._features.append(output.detach())
-
-    def fuse_into_neck(self, module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Forward pre-hook on ``neck``: replace its input x by ``x.detach() + up(h)``.
-
-        x is detached too, so the loss reaches neither the encoder's parameters nor its
-        input through the main path.
-        """
-        features, self._features = self._features, []
-        if len(features) != self.num_stages + 1:
-            raise RuntimeError(
-                f'LST: the neck ran after {len(features)} captured feature maps, expected '
-                f'{self.num_stages + 1} (block-0 input and {self.num_stages} global blocks); '
-                'the neck must run within the encoder forward, after all blocks'
-            )
-        x, *rest = args
-        side = self(features).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-        return (x.detach() + side.to(x.dtype), *rest)
-
-    def clear(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        """Forward hook on the encoder (always called): drop any captured tensor."""
-        self._features = []
-
 
 @PEFT_METHODS.register_module()
 class LST(BasePEFTMethod):
     """Ladder Side-Tuning: a small side ViT fused with SAM at its global-attention blocks.
 
-    Adds ``model.lst`` (a :class:`LadderSideNetwork`, the only trainable parameters);
-    SAM's own modules and state-dict keys are unchanged, the connection is made with
-    forward hooks. One side stage per global-attention block (2, 5, 8, 11 for ViT-B),
+    Fills the backbone's ``side_network`` place with a :class:`LadderSideNetwork` (the
+    only trainable parameters); SAM's own modules and state-dict keys are unchanged. One side stage per global-attention block (2, 5, 8, 11 for ViT-B),
     each a ladder fusion ``h = mu_j h + (1 - mu_j) down_j(f_j)`` with
     ``mu_j = sigmoid(alpha_j / T)`` (alpha_j = 0 at init) and ``side_depth_per_stage``
     global-attention side blocks of segment_anything (no relative positions). The
@@ -223,15 +188,21 @@ class LST(BasePEFTMethod):
             raise ValueError(
                 f'LST needs a SAM image encoder with `blocks` and `neck`, got {type(model).__name__}'
             )
-        if 'lst' in model._modules:
-            raise ValueError('the model already has LST injected (model.lst)')
+        if not hasattr(model, 'side_network'):
+            raise ValueError(
+                f'LST needs a backbone with a side_network place (SAMViT), got {type(model).__name__}'
+            )
         global_blocks = [i for i, block in enumerate(blocks) if getattr(block, 'window_size', None) == 0]
         if not global_blocks:
             raise ValueError(
                 'LST fuses at global-attention blocks (window_size == 0), and the model has none '
                 f'among its {len(blocks)} blocks (global_attn_indexes is empty)'
             )
-        trainable = [n for n, p in model.named_parameters() if p.requires_grad and not n.startswith('neck.')]
+        trainable = [
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad and not n.startswith(('neck.', 'side_network.'))
+        ]
         if trainable:
             raise ValueError(
                 f'LST detaches the encoder from the loss, but it has trainable parameters {trainable[:3]}'
@@ -241,16 +212,11 @@ class LST(BasePEFTMethod):
         embed_dims = getattr(model, 'embed_dims', None) or model.patch_embed.proj.out_channels
         lst = LadderSideNetwork(
             embed_dims,
-            len(global_blocks),
+            tuple(global_blocks),
             side_dims=self.side_dims,
             side_heads=self.side_heads,
             side_depth_per_stage=self.side_depth_per_stage,
             temperature=self.temperature,
         )
-        model.lst = lst
-        blocks[0].register_forward_pre_hook(lst.capture_input)
-        for i in global_blocks:
-            blocks[i].register_forward_hook(lst.capture_output)
-        neck.register_forward_pre_hook(lst.fuse_into_neck)
-        model.register_forward_hook(lst.clear, always_call=True)
-        return {f'lst.{name}': p for name, p in lst.named_parameters()}
+        set_place(model, 'side_network', lst, 'side_network')
+        return {f'side_network.{name}': p for name, p in lst.named_parameters()}

@@ -7,22 +7,11 @@ generator makes one prompt map per block, added to that block's input.
 
 import math
 from collections.abc import Sequence
-from functools import partial
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..sam_modeling import Block
-from .base import (
-    PEFT_METHODS,
-    BasePEFTMethod,
-    PEFTLayerMixin,
-    block_pattern,
-    check_blocks,
-    check_blocks_matched,
-    match_modules,
-)
+from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, check_blocks, select_blocks, set_place
 
 __all__ = ['SAMAdapter', 'SAMAdapterPromptGenerator', 'high_frequency_component']
 
@@ -58,10 +47,10 @@ class SAMAdapterPromptGenerator(nn.Module, PEFTLayerMixin):
     handcrafted_generator(HFC(x))`` (B, H/p, W/p, r), and block i's prompt is
     ``shared_mlp(lightweight_mlp[i](f))`` (B, H/p, W/p, C).
 
-    The backbone's forward pre-hook :meth:`prepare` computes ``f`` for the current
-    input, each adapted block's forward pre-hook :meth:`add_prompt` adds its prompt to
-    the block's input, and the backbone's forward hook :meth:`release` drops ``f``, so
-    no tensor outlives a forward.
+    It fills the backbone's ``input_prompts`` place: the backbone's forward calls
+    :meth:`prepare` once (``f`` for the current images) and :meth:`prompt` before each
+    block, and adds the prompt to the block's input. ``f`` is passed along by the
+    backbone's forward, never stored here.
 
     Args:
         embed_dims: channels C of the backbone.
@@ -92,7 +81,6 @@ class SAMAdapterPromptGenerator(nn.Module, PEFTLayerMixin):
             {str(i): nn.Sequential(nn.Linear(hidden, hidden), nn.GELU()) for i in block_indices}
         )
         self.shared_mlp = nn.Linear(hidden, embed_dims)
-        self._features: Tensor | None = None  # (B, H/p, W/p, r) during a backbone forward
         self.reset_parameters(zero_init)
 
     def reset_parameters(self, zero_init: bool = False) -> None:
@@ -109,44 +97,37 @@ class SAMAdapterPromptGenerator(nn.Module, PEFTLayerMixin):
             nn.init.zeros_(self.shared_mlp.weight)
             nn.init.zeros_(self.shared_mlp.bias)
 
-    def prepare(self, backbone: nn.Module, args: tuple[Any, ...]) -> None:
-        """Backbone forward pre-hook: compute the prompt features of the input images.
+    def prepare(self, images: Tensor, embedding: Tensor) -> Tensor:
+        """The prompt features ``f`` of a batch.
 
         Args:
-            backbone: the SAM ViT; its frozen ``patch_embed`` is run once more here.
-            args: the backbone's positional inputs; ``args[0]`` is (B, C_in, H, W).
+            images: (B, C_in, H, W) the backbone's input.
+            embedding: (B, H/p, W/p, C) its frozen patch embedding (detached).
+
+        Returns:
+            Tensor: (B, H/p, W/p, r).
         """
-        x = args[0]
-        with torch.no_grad():
-            embedding = backbone.patch_embed(x)  # (B, C_in, H, W) -> (B, H/p, W/p, C)
-        hfc = self.handcrafted_generator(high_frequency_component(x, self.freq_ratio))  # (B, r, H/p, W/p)
+        hfc = self.handcrafted_generator(
+            high_frequency_component(images, self.freq_ratio)
+        )  # (B, r, H/p, W/p)
         # (B, r, H/p, W/p) -> (B, H/p, W/p, r)
-        self._features = self.embedding_generator(embedding) + hfc.permute(0, 2, 3, 1)
+        return self.embedding_generator(embedding) + hfc.permute(0, 2, 3, 1)
 
-    def add_prompt(self, block: nn.Module, args: tuple[Any, ...], *, index: int) -> tuple[Any, ...]:
-        """Block forward pre-hook: add block ``index``'s prompt to its input (B, H, W, C)."""
-        if self._features is None:
-            raise RuntimeError(
-                f'SAM-Adapter block {index} ran outside a forward of its backbone: its prompt '
-                'features are computed by the backbone forward pre-hook'
-            )
-        # (B, h, w, r) -> (B, h, w, C)
-        prompt = self.shared_mlp(self.lightweight_mlp[str(index)](self._features))
-        return (args[0] + prompt, *args[1:])
+    forward = prepare
 
-    def release(self, backbone: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        """Backbone forward hook (also on errors): drop the stored prompt features."""
-        self._features = None
+    def prompt(self, index: int, features: Tensor) -> Tensor | None:
+        """Block ``index``'s prompt (B, h, w, C), or None for a block without one."""
+        mlp = self.lightweight_mlp[str(index)] if str(index) in self.lightweight_mlp else None
+        return None if mlp is None else self.shared_mlp(mlp(features))  # (B, h, w, r) -> (B, h, w, C)
 
 
 @PEFT_METHODS.register_module()
 class SAMAdapter(BasePEFTMethod):
     """SAM-Adapter / EVP prompts added to the input of SAM ViT blocks.
 
-    Adds one top-level child ``sam_adapter`` (:class:`SAMAdapterPromptGenerator`) to
-    the backbone and registers hooks: a forward pre-hook and a forward hook on the
-    backbone, and a forward pre-hook on every adapted block. SAM's modules and their
-    state-dict keys are untouched.
+    Fills the backbone's ``input_prompts`` place with a
+    :class:`SAMAdapterPromptGenerator`. SAM's modules and their state-dict keys are
+    untouched.
 
     Args:
         scale_factor: bottleneck ``r = C // scale_factor``; must divide C (EVP: 32).
@@ -179,9 +160,9 @@ class SAMAdapter(BasePEFTMethod):
         self.zero_init = zero_init
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        if hasattr(model, 'sam_adapter'):
+        if not hasattr(model, 'input_prompts'):
             raise ValueError(
-                f'{type(model).__name__} already has a sam_adapter: SAMAdapter was injected twice'
+                f'SAMAdapter needs a backbone with an input_prompts place (SAMViT), got {type(model).__name__}'
             )
         proj = getattr(getattr(model, 'patch_embed', None), 'proj', None)
         if not isinstance(proj, nn.Conv2d):
@@ -193,13 +174,7 @@ class SAMAdapter(BasePEFTMethod):
             raise ValueError(
                 f'SAMAdapter scale_factor {self.scale_factor} does not divide embed_dims {embed_dims}'
             )
-        pattern = rf'blocks\.{block_pattern(self.blocks)}'
-        matches = list(match_modules(model, pattern, Block))
-        if not matches:
-            raise ValueError(f'SAMAdapter found no SAM Block matching {pattern!r} (blocks={self.blocks})')
-        check_blocks_matched('SAMAdapter', self.blocks, (name for name, _ in matches), 'SAM Block')
-        indices = [int(name.split('.')[1]) for name, _ in matches]
-
+        indices = [int(name.split('.')[1]) for name, _ in select_blocks(model, 'SAMAdapter', self.blocks)]
         generator = SAMAdapterPromptGenerator(
             embed_dims,
             tuple(proj.kernel_size),
@@ -209,9 +184,5 @@ class SAMAdapter(BasePEFTMethod):
             freq_ratio=self.freq_ratio,
             zero_init=self.zero_init,
         ).to(device=proj.weight.device, dtype=proj.weight.dtype)
-        model.add_module('sam_adapter', generator)
-        model.register_forward_pre_hook(generator.prepare)
-        model.register_forward_hook(generator.release, always_call=True)
-        for (_, block), index in zip(matches, indices):
-            block.register_forward_pre_hook(partial(generator.add_prompt, index=index))
-        return {f'sam_adapter.{name}': p for name, p in generator.named_parameters()}
+        set_place(model, 'input_prompts', generator, 'input_prompts')
+        return {f'input_prompts.{name}': p for name, p in generator.named_parameters()}

@@ -201,18 +201,8 @@ class SSF(BasePEFTMethod):
                 )
             check_blocks_matched('SSF', self.blocks, (name for name, _ in matches), f'module of {pattern!r}')
             for name, module in matches:
-                if isinstance(module, _SSFMixin):
-                    raise ValueError(f'{name} is already adapted by SSF')
-                if type(module) is not layer_type:
-                    raise ValueError(
-                        f'{name} is a {type(module).__name__}, not a plain {layer_type.__name__}: '
-                        'wrapping it would drop its behaviour'
-                    )
-                if module._forward_hooks or module._forward_pre_hooks:
-                    raise ValueError(
-                        f'{name} has forward hooks (from another PEFT method?): wrapping it would '
-                        'drop them; inject SSF first'
-                    )
+                if isinstance(module, PEFTLayerMixin):  # SSF's own or another method's layer
+                    raise ValueError(f'{name} is already adapted by {type(module).__name__}')
             found += matches
         params: dict[str, nn.Parameter] = {}
         for name, module in found:
