@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny SAM architecture and checkpoints in the official formats."""
+"""Shared fixtures and builders: a tiny SAM architecture, segmentors and batches built on it,
+and checkpoints in the official formats."""
 
 import copy
 from functools import partial
@@ -6,6 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.structures import PixelData
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 from torch import nn
 
@@ -26,6 +30,45 @@ TINY_ARCH = dict(
 TINY_HEAD = dict(
     embed_dims=32, decoder_depth=2, decoder_num_heads=2, decoder_mlp_dims=64, mask_in_channels=16
 )
+
+
+def tiny_segmentor_cfg(sam_checkpoint: str | Path | None = None, **backbone) -> dict:
+    """A ``SAMEncoderDecoder`` config on the tiny SAM with a binary (1-channel) head.
+
+    Args:
+        sam_checkpoint: SAM checkpoint for both parts, or None for random weights.
+        **backbone: extra ``SAMViT`` arguments (``peft=...``, ``frozen=False``).
+    """
+    return dict(
+        type='SAMEncoderDecoder',
+        sam_checkpoint=sam_checkpoint and str(sam_checkpoint),
+        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
+        backbone=dict(type='SAMViT', arch=dict(TINY_ARCH), img_size=TINY_IMG, **copy.deepcopy(backbone)),
+        decode_head=dict(
+            type='SAMMaskDecoderHead',
+            num_classes=2,
+            out_channels=1,
+            threshold=0.5,
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+            **TINY_HEAD,
+        ),
+    )
+
+
+def tiny_segmentor(sam_checkpoint: str | Path | None = None, **backbone) -> nn.Module:
+    """The model of :func:`tiny_segmentor_cfg`, built."""
+    return MODELS.build(tiny_segmentor_cfg(sam_checkpoint, **backbone))
+
+
+def tiny_batch(n: int = 2) -> tuple[torch.Tensor, list[SegDataSample]]:
+    """``n`` random (3, 64, 64) images with random 0/1 labels, as the data preprocessor outputs them."""
+    samples = []
+    for _ in range(n):
+        shape = (TINY_IMG, TINY_IMG)
+        sample = SegDataSample(metainfo=dict(img_shape=shape, pad_shape=shape, ori_shape=shape))
+        sample.gt_sem_seg = PixelData(data=torch.randint(0, 2, (1, TINY_IMG, TINY_IMG)))
+        samples.append(sample)
+    return torch.randn(n, 3, TINY_IMG, TINY_IMG), samples
 
 
 def build_reference_sam(img_size: int = TINY_IMG, arch: dict | None = None, seed: int = 0):

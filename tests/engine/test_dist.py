@@ -12,7 +12,6 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
 from mmengine.registry import MODEL_WRAPPERS
-from mmseg.registry import MODELS
 from torch.nn.parallel import DistributedDataParallel
 
 from mmseg_sam.engine.dist import (
@@ -23,9 +22,10 @@ from mmseg_sam.engine.dist import (
     setup_distributed,
 )
 from mmseg_sam.models.peft import ConvLoRALinear
-from mmseg_sam.models.peft.presets import method_types
-from tests.models.test_peft_table import METHODS, _cfg
-from tests.models.test_sam_encoder_decoder import _batch
+from mmseg_sam.models.peft.presets import PRESETS, method_types
+from tests.conftest import tiny_batch, tiny_segmentor
+
+METHODS = {item.name: dict(item.tiny) for item in PRESETS}  # each preset at the tiny SAM's widths
 
 _LAUNCH_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -62,11 +62,11 @@ def one_process_group(clean_env):
 
 def _model(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return MODELS.build(_cfg(METHODS[name])).train()
+    return tiny_segmentor(**METHODS[name]).train()
 
 
 def _step(model: torch.nn.Module) -> None:
-    losses = model(*_batch(), mode='loss')
+    losses = model(*tiny_batch(), mode='loss')
     sum(v for k, v in losses.items() if 'loss' in k).backward()
 
 

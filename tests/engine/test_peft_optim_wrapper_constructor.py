@@ -4,7 +4,7 @@ from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 
 from mmseg_sam.engine.optimizers import PEFTOptimWrapperConstructor
-from tests.models.test_sam_encoder_decoder import _segmentor
+from tests.conftest import tiny_segmentor
 
 CFG = dict(
     type='OptimWrapper',
@@ -34,7 +34,7 @@ def _build(constructor_cls, model):
 
 
 def test_same_optimizer_one_summary_line():
-    model = _segmentor(peft=dict(type='LoRA', rank=2, targets=('q', 'v')))
+    model = tiny_segmentor(peft=dict(type='LoRA', rank=2, targets=('q', 'v')))
     ours, messages = _build(PEFTOptimWrapperConstructor, model)
     default, default_messages = _build(DefaultOptimWrapperConstructor, model)
     frozen = [p for p in model.parameters() if not p.requires_grad]

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 
 from mmseg_sam.engine.hooks import SAMCheckpointHook
-from tests.models.test_sam_encoder_decoder import _segmentor
+from tests.conftest import tiny_segmentor
 
 
 def _runner(model):
@@ -16,7 +16,7 @@ def _checkpoint(model):
 
 
 def test_saves_only_what_the_sam_checkpoint_lacks(sam_checkpoint):
-    model = _segmentor(sam_checkpoint, peft=dict(type='LoRA', rank=2, targets=('q', 'v')))
+    model = tiny_segmentor(sam_checkpoint, peft=dict(type='LoRA', rank=2, targets=('q', 'v')))
     checkpoint = _checkpoint(model)
     SAMCheckpointHook().before_save_checkpoint(_runner(model), checkpoint)
     kept = set(checkpoint['state_dict'])
@@ -34,7 +34,7 @@ def test_saves_only_what_the_sam_checkpoint_lacks(sam_checkpoint):
 
 
 def test_without_sam_checkpoint_nothing_is_dropped():
-    model = _segmentor(peft=dict(type='LoRA', rank=2))
+    model = tiny_segmentor(peft=dict(type='LoRA', rank=2))
     checkpoint = _checkpoint(model)
     SAMCheckpointHook().before_save_checkpoint(_runner(model), checkpoint)
     assert set(checkpoint['state_dict']) == set(model.state_dict())
@@ -42,20 +42,20 @@ def test_without_sam_checkpoint_nothing_is_dropped():
 
 def test_loading_checks_keys_strictly(sam_checkpoint):
     lora = dict(type='LoRA', rank=2, targets=('q', 'v'))
-    model = _segmentor(sam_checkpoint, peft=lora)
+    model = tiny_segmentor(sam_checkpoint, peft=lora)
     checkpoint = _checkpoint(model)
     hook = SAMCheckpointHook()
     hook.before_save_checkpoint(_runner(model), checkpoint)
-    hook.after_load_checkpoint(_runner(_segmentor(sam_checkpoint, peft=lora)), checkpoint)  # fine
+    hook.after_load_checkpoint(_runner(tiny_segmentor(sam_checkpoint, peft=lora)), checkpoint)  # fine
 
     with pytest.raises(
         ValueError, match=r'(?s)missing keys \(\d+\): backbone\.blocks\.0\.attn\.proj\.bias.*sam_checkpoint'
     ):
-        hook.after_load_checkpoint(_runner(_segmentor(None, peft=lora)), checkpoint)
+        hook.after_load_checkpoint(_runner(tiny_segmentor(None, peft=lora)), checkpoint)
     with pytest.raises(ValueError, match=r'unexpected keys \(8\): backbone\.blocks\.0\.attn\.qkv\.lora_A'):
-        hook.after_load_checkpoint(_runner(_segmentor(sam_checkpoint)), checkpoint)
+        hook.after_load_checkpoint(_runner(tiny_segmentor(sam_checkpoint)), checkpoint)
     trainable_missing = dict(
         checkpoint, state_dict={k: v for k, v in checkpoint['state_dict'].items() if 'lora_B' not in k}
     )
     with pytest.raises(ValueError, match=r'missing keys \(4\): backbone\.blocks\.0\.attn\.qkv\.lora_B'):
-        hook.after_load_checkpoint(_runner(_segmentor(sam_checkpoint, peft=lora)), trainable_missing)
+        hook.after_load_checkpoint(_runner(tiny_segmentor(sam_checkpoint, peft=lora)), trainable_missing)
