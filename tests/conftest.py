@@ -4,6 +4,7 @@ and checkpoints in the official formats."""
 import copy
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -32,18 +33,21 @@ TINY_HEAD = dict(
 )
 
 
-def tiny_segmentor_cfg(sam_checkpoint: str | Path | None = None, **backbone) -> dict:
+def tiny_segmentor_cfg(
+    sam_checkpoint: str | Path | None = None, img_size: int = TINY_IMG, **backbone: Any
+) -> dict:
     """A ``SAMEncoderDecoder`` config on the tiny SAM with a binary (1-channel) head.
 
     Args:
         sam_checkpoint: SAM checkpoint for both parts, or None for random weights.
+        img_size: input size of the encoder and the data preprocessor.
         **backbone: extra ``SAMViT`` arguments (``peft=...``, ``frozen=False``).
     """
     return dict(
         type='SAMEncoderDecoder',
         sam_checkpoint=sam_checkpoint and str(sam_checkpoint),
-        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
-        backbone=dict(type='SAMViT', arch=dict(TINY_ARCH), img_size=TINY_IMG, **copy.deepcopy(backbone)),
+        data_preprocessor=dict(type='SegDataPreProcessor', size=(img_size, img_size)),
+        backbone=dict(type='SAMViT', arch=dict(TINY_ARCH), img_size=img_size, **copy.deepcopy(backbone)),
         decode_head=dict(
             type='SAMMaskDecoderHead',
             num_classes=2,
@@ -55,7 +59,7 @@ def tiny_segmentor_cfg(sam_checkpoint: str | Path | None = None, **backbone) -> 
     )
 
 
-def tiny_segmentor(sam_checkpoint: str | Path | None = None, **backbone) -> nn.Module:
+def tiny_segmentor(sam_checkpoint: str | Path | None = None, **backbone: Any) -> nn.Module:
     """The model of :func:`tiny_segmentor_cfg`, built."""
     return MODELS.build(tiny_segmentor_cfg(sam_checkpoint, **backbone))
 

@@ -11,7 +11,7 @@ from mmseg.registry import MODELS
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import merge_peft
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, build_reference_sam
+from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, tiny_segmentor_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
@@ -22,20 +22,7 @@ spec.loader.exec_module(tool)
 
 
 def _write_config(tmp_path: Path, backbone: dict, checkpoint: Path | None, img_size: int = TINY_IMG) -> Path:
-    model = dict(
-        type='SAMEncoderDecoder',
-        sam_checkpoint=None if checkpoint is None else str(checkpoint),
-        data_preprocessor=dict(type='SegDataPreProcessor', size=(img_size, img_size)),
-        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=img_size, **backbone),
-        decode_head=dict(
-            type='SAMMaskDecoderHead',
-            num_classes=2,
-            out_channels=1,
-            threshold=0.5,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
-            **TINY_HEAD,
-        ),
-    )
+    model = tiny_segmentor_cfg(checkpoint, img_size, **backbone)
     path = tmp_path / 'cfg.py'
     path.write_text(f'default_scope = "mmseg"\nmodel = {model!r}\n')
     return path

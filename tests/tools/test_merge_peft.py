@@ -10,7 +10,7 @@ from mmseg.registry import MODELS
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.peft import merge_peft
 from mmseg_sam.utils.checkpoint import detect_format
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.conftest import TINY_IMG, tiny_segmentor_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
@@ -21,20 +21,7 @@ spec.loader.exec_module(tool)
 
 
 def _write_config(tmp_path, peft, checkpoint) -> Path:
-    model = dict(
-        type='SAMEncoderDecoder',
-        sam_checkpoint=str(checkpoint),
-        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
-        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, peft=peft),
-        decode_head=dict(
-            type='SAMMaskDecoderHead',
-            num_classes=2,
-            out_channels=1,
-            threshold=0.5,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
-            **TINY_HEAD,
-        ),
-    )
+    model = tiny_segmentor_cfg(checkpoint, peft=peft)
     path = tmp_path / 'cfg.py'
     path.write_text(f'default_scope = "mmseg"\nmodel = {model!r}\n')
     return path

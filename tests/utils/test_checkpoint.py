@@ -12,7 +12,7 @@ from mmseg_sam.utils.checkpoint import (
     load_state_dict_file,
     to_sam_state_dict,
 )
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_, tiny_segmentor_cfg
 
 
 @pytest.fixture(scope='module')
@@ -83,30 +83,15 @@ def test_a_save_pretrained_folder_loads_into_encoder_head_and_segmentor(hf_sam, 
     saved = load_file(str(tmp_path / 'model.safetensors'))
     assert 'prompt_encoder.shared_embedding.positional_embedding' not in saved  # transformers 5.x
     assert 'shared_image_embedding.positional_embedding' in saved
-    head_cfg = dict(
-        type='SAMMaskDecoderHead',
-        num_classes=2,
-        out_channels=1,
-        threshold=0.5,
-        **TINY_HEAD,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
-    )
-    head = MODELS.build(dict(head_cfg, checkpoint=str(tmp_path)))
+    cfg = tiny_segmentor_cfg(tmp_path)
+    head = MODELS.build(dict(cfg['decode_head'], checkpoint=str(tmp_path)))
     torch.testing.assert_close(
         head.prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
         hf_sam.prompt_encoder.shared_embedding.positional_embedding,
         rtol=0,
         atol=0,
     )
-    segmentor = MODELS.build(
-        dict(
-            type='SAMEncoderDecoder',
-            sam_checkpoint=str(tmp_path),
-            data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
-            backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG),
-            decode_head=head_cfg,
-        )
-    ).eval()
+    segmentor = MODELS.build(cfg).eval()
     x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
     with torch.no_grad():
         assert (segmentor.backbone(x)[-1] - hf_sam.get_image_embeddings(x)).abs().max().item() <= 1e-5
