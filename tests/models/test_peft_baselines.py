@@ -159,8 +159,8 @@ def test_deepcopy_and_pickle_keep_the_method(tiny_arch, method):
     [
         ('BitFit', r'blocks\.0\.norm1\.bias is already trained by BitFit'),
         ('SSF', r'blocks\.0\.attn\.qkv is already adapted by SSF'),
-        ('Adapter', r'blocks\.0\.attn_adapter is already filled by AdapterLayer'),
-        ('AdaptFormer', r'blocks\.0\.mlp_parallel is already filled by AdaptFormerLayer'),
+        ('Adapter', r'blocks\.0\.attn_adapter is already adapted by AdapterLayer'),
+        ('AdaptFormer', r'blocks\.0\.mlp_parallel is already adapted by AdaptFormerLayer'),
     ],
 )
 def test_double_injection_is_refused(tiny_arch, method, message):

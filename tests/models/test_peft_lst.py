@@ -134,7 +134,7 @@ def test_no_global_block(tiny_arch):
 
 
 def test_double_injection(tiny_arch):
-    with pytest.raises(ValueError, match='side_network is already filled by LadderSideNetwork'):
+    with pytest.raises(ValueError, match='side_network is already adapted by LadderSideNetwork'):
         SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=[dict(type='LST', **SIDE)] * 2)
 
 

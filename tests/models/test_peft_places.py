@@ -73,9 +73,9 @@ def test_no_method_registers_hooks_or_imports_another_method():
 @pytest.mark.parametrize(
     ('peft', 'message'),
     [
-        ([dict(type='Adapter', bottleneck=4), dict(type='Adapter', bottleneck=4)], r'blocks\.0\.attn_adapter is already filled by AdapterLayer'),
-        ([dict(type='AdaptFormer'), dict(type='AdaptFormer')], r'blocks\.0\.mlp_parallel is already filled by AdaptFormerLayer'),
-        ([dict(type='SAMAdapter', scale_factor=4)] * 2, r'input_prompts is already filled by SAMAdapterPromptGenerator'),
+        ([dict(type='Adapter', bottleneck=4), dict(type='Adapter', bottleneck=4)], r'blocks\.0\.attn_adapter is already adapted by AdapterLayer'),
+        ([dict(type='AdaptFormer'), dict(type='AdaptFormer')], r'blocks\.0\.mlp_parallel is already adapted by AdaptFormerLayer'),
+        ([dict(type='SAMAdapter', scale_factor=4)] * 2, r'input_prompts is already adapted by SAMAdapterPromptGenerator'),
     ],
 )  # fmt: skip
 def test_a_filled_place_is_refused_by_name(tiny_arch, peft, message):

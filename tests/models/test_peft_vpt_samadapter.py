@@ -152,7 +152,7 @@ def test_vpt_composes_with_lora(tiny_arch):
         (dict(mode='shallow', blocks=[1]), r'blocks must be None in shallow mode .* got \[1\]'),
         (dict(blocks=[]), r'blocks must be None \(every block\) or a non-empty list .* got \[\]'),
         (dict(blocks=[-1]), r'blocks must be None \(every block\) or a non-empty list .* got \[-1\]'),
-        (dict(blocks=[1, 2]), r'VPT blocks \[2\] matched no SAM Attention'),
+        (dict(blocks=[1, 2]), r'VPT blocks \[2\] matched no block'),
         (dict(dropout=1.0), r'dropout must be in \[0, 1\), got 1.0'),
     ],
 )
@@ -163,9 +163,9 @@ def test_vpt_bad_configs(tiny_arch, cfg, message):
 
 def test_vpt_refuses_double_injection(tiny_arch):
     model = _model(tiny_arch, dict(type='VPT'))
-    with pytest.raises(ValueError, match='blocks.0.attn is already prompted by VPT'):
+    with pytest.raises(ValueError, match='blocks.0.attn is already adapted by PromptedAttention'):
         VPT().inject(model)
-    with pytest.raises(ValueError, match='VPT found no SAM Attention'):
+    with pytest.raises(ValueError, match='VPT found no block matching'):
         VPT().inject(nn.ModuleDict(dict(patch_embed=model.patch_embed)))
 
 
@@ -274,7 +274,7 @@ def test_sam_adapter_bad_configs(tiny_arch, cfg, message):
 
 def test_sam_adapter_refuses_double_injection(tiny_arch):
     model = _model(tiny_arch, ADAPTER)
-    with pytest.raises(ValueError, match='input_prompts is already filled by SAMAdapterPromptGenerator'):
+    with pytest.raises(ValueError, match='input_prompts is already adapted by SAMAdapterPromptGenerator'):
         SAMAdapter(scale_factor=4).inject(model)
 
 

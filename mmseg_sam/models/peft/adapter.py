@@ -7,12 +7,10 @@ from torch import nn
 
 from .base import (
     PEFT_METHODS,
-    BasePEFTMethod,
+    BlockPlaceMethod,
     check_blocks,
     check_choices,
     check_targets,
-    select_blocks,
-    set_place,
 )
 from .bottleneck import ACTS, BottleneckAdapter, check_bottleneck_options
 
@@ -35,7 +33,7 @@ class AdapterLayer(BottleneckAdapter):
 
 
 @PEFT_METHODS.register_module()
-class Adapter(BasePEFTMethod):
+class Adapter(BlockPlaceMethod):
     """Serial bottleneck adapters after the attention and/or MLP sub-layers of each block.
 
     Fills the blocks' ``attn_adapter`` / ``mlp_adapter`` places with an
@@ -64,14 +62,8 @@ class Adapter(BasePEFTMethod):
         self.bottleneck = bottleneck
         self.act = act
 
-    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        params: dict[str, nn.Parameter] = {}
-        for name, block in select_blocks(
-            model, 'Adapter', self.blocks, places=[_PLACES[t] for t in self.targets]
-        ):
-            for target in self.targets:
-                place = _PLACES[target]
-                layer = AdapterLayer(block.attn.proj.out_features, self.bottleneck, act=self.act)
-                set_place(block, place, layer, f'{name}.{place}')
-                params.update({f'{name}.{place}.{pname}': p for pname, p in layer.named_parameters()})
-        return params
+    def places(self) -> dict[str, None]:
+        return {_PLACES[target]: None for target in self.targets}
+
+    def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> AdapterLayer:
+        return AdapterLayer(block.attn.proj.out_features, self.bottleneck, act=self.act)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import PEFT_METHODS, BasePEFTMethod, check_blocks, select_blocks, set_place
+from .base import PEFT_METHODS, BlockPlaceMethod, check_blocks
 from .bottleneck import BottleneckAdapter, check_bottleneck_options
 
 __all__ = ['AdaptFormer', 'AdaptFormerLayer']
@@ -58,7 +58,7 @@ class AdaptFormerLayer(BottleneckAdapter):
 
 
 @PEFT_METHODS.register_module()
-class AdaptFormer(BasePEFTMethod):
+class AdaptFormer(BlockPlaceMethod):
     """A bottleneck branch in parallel to the MLP of each block (AdaptFormer).
 
     Fills each selected block's ``mlp_parallel`` place, so the block computes
@@ -98,12 +98,9 @@ class AdaptFormer(BasePEFTMethod):
         self.dropout = dropout
         self.branch_input = branch_input
 
-    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        params: dict[str, nn.Parameter] = {}
-        for name, block in select_blocks(model, 'AdaptFormer', self.blocks, places=['mlp_parallel']):
-            layer = AdaptFormerLayer(
-                block.attn.proj.out_features, self.bottleneck, self.dropout, self.scale, self.branch_input
-            )
-            set_place(block, 'mlp_parallel', layer, f'{name}.mlp_parallel')
-            params.update({f'{name}.mlp_parallel.{pname}': p for pname, p in layer.named_parameters()})
-        return params
+    def places(self) -> dict[str, None]:
+        return {'mlp_parallel': None}
+
+    def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> AdaptFormerLayer:
+        dims = block.attn.proj.out_features
+        return AdaptFormerLayer(dims, self.bottleneck, self.dropout, self.scale, self.branch_input)

@@ -19,6 +19,7 @@ from torch import nn
 __all__ = [
     'PEFT_METHODS',
     'BasePEFTMethod',
+    'BlockPlaceMethod',
     'PEFTLayerMixin',
     'PEFTReport',
     'inject_peft',
@@ -87,6 +88,69 @@ class BasePEFTMethod(metaclass=ABCMeta):
     def __repr__(self) -> str:
         args = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if not k.startswith('_'))
         return f'{type(self).__name__}({args})'
+
+
+class BlockPlaceMethod(BasePEFTMethod):
+    """Template of the methods that put one module at named places of every selected block.
+
+    The template owns what every such method does: selecting the blocks (``blocks``,
+    one rule), checking that each block offers the places, refusing a place that a
+    PEFT layer already holds (naming it), checking every place before changing any,
+    putting the built modules in, and reporting their new parameters (the ones they do
+    not share with the module they replace, whose weights they keep). A method states
+    only what differs:
+
+    - :meth:`places`: the places it fills in each block, e.g. ``{'attn.qkv': ['q', 'v']}``
+      (a sub-module path, or a block place such as ``'mlp_parallel'``) with what it
+      needs to know to build there;
+    - :meth:`check_place` (optional): refuse a place it cannot adapt, saying why;
+    - :meth:`build`: the module for one place.
+
+    Subclasses set ``self.blocks`` (None: every block).
+    """
+
+    blocks: tuple[int, ...] | None = None
+
+    @abstractmethod
+    def places(self) -> dict[str, Any]:
+        """Place (path inside a block) -> what :meth:`build` needs for it."""
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        """Raise ``ValueError`` if the module ``current`` at ``where`` cannot be adapted."""
+
+    @abstractmethod
+    def build(self, place: str, spec: Any, current: nn.Module | None, block: nn.Module) -> nn.Module:
+        """The module to put at ``place`` of ``block``, where ``current`` is now."""
+
+    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        method = type(self).__name__
+        places = self.places()
+        roots = sorted({place.split('.')[0] for place in places})
+        plan = []
+        for block_name, block in select_blocks(model, method, self.blocks, places=roots):
+            for place, spec in places.items():
+                where = f'{block_name}.{place}'
+                try:
+                    current = (
+                        block.get_submodule(place)
+                        if getattr(block, place.split('.')[0]) is not None
+                        else None
+                    )
+                except AttributeError as err:
+                    raise ValueError(
+                        f'{method} needs {where}, which {type(block).__name__} does not have'
+                    ) from err
+                if isinstance(current, PEFTLayerMixin):
+                    raise ValueError(f'{where} is already adapted by {type(current).__name__}')
+                self.check_place(where, place, current, block)
+                plan.append((where, block, place, spec, current))
+        params: dict[str, nn.Parameter] = {}
+        for where, block, place, spec, current in plan:  # every place checked: now change the model
+            new = self.build(place, spec, current, block)
+            replace_module(block, place, new)
+            kept = {id(p) for p in current.parameters()} if current is not None else set()
+            params.update({f'{where}.{name}': p for name, p in new.named_parameters() if id(p) not in kept})
+        return params
 
 
 @dataclass
@@ -176,7 +240,7 @@ def set_place(owner: nn.Module, place: str, module: nn.Module, where: str) -> No
         raise ValueError(f'{type(owner).__name__} offers no PEFT place {place!r} ({where})')
     current = getattr(owner, place)
     if current is not None and not isinstance(current, nn.Identity):
-        raise ValueError(f'{where} is already filled by {type(current).__name__}')
+        raise ValueError(f'{where} is already adapted by {type(current).__name__}')
     setattr(owner, place, module)
 
 

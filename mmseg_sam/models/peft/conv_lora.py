@@ -11,15 +11,10 @@ from torch.distributions.normal import Normal
 from .aux_losses import report_aux_loss
 from .base import (
     PEFT_METHODS,
-    BasePEFTMethod,
-    PEFTLayerMixin,
-    block_pattern,
+    BlockPlaceMethod,
     check_blocks,
-    check_blocks_matched,
     check_positive_int,
     check_targets,
-    match_modules,
-    replace_module,
 )
 from .low_rank import LoRALinear
 
@@ -338,7 +333,7 @@ def pop_expert_usage(model: nn.Module) -> dict[str, Tensor]:
 
 
 @PEFT_METHODS.register_module()
-class ConvLoRA(BasePEFTMethod):
+class ConvLoRA(BlockPlaceMethod):
     """Conv-LoRA on SAM ViT blocks (defaults: the reference's qkv, r=3, alpha=32, 8 experts).
 
     Args:
@@ -392,31 +387,20 @@ class ConvLoRA(BasePEFTMethod):
         self.targets = check_targets('ConvLoRA', targets, self._LINEAR_PATHS)
         self.blocks = check_blocks('ConvLoRA', blocks)
 
-    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        blocks = block_pattern(self.blocks)
-        params: dict[str, nn.Parameter] = {}
-        for target in self.targets:
-            pattern = rf'blocks\.{blocks}\.' + self._LINEAR_PATHS[target].replace('.', r'\.')
-            matches = list(match_modules(model, pattern, nn.Linear))
-            if not matches:
-                raise ValueError(f'ConvLoRA found no nn.Linear matching {pattern!r} (blocks={self.blocks})')
-            check_blocks_matched(
-                'ConvLoRA', self.blocks, (name for name, _ in matches), f'nn.Linear {target!r}'
+    def places(self) -> dict[str, str]:
+        return {self._LINEAR_PATHS[target]: target for target in self.targets}
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        if not isinstance(current, nn.Linear):
+            raise ValueError(f'ConvLoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
+        parent = block.get_submodule(place.rpartition('.')[0])
+        if getattr(parent, 'adds_tokens', False):  # e.g. VPT's prompted attention
+            raise ValueError(
+                f'{where} belongs to a {type(parent).__name__} that adds prompt tokens: they are not '
+                'a spatial map, so ConvLoRA experts cannot run on them'
             )
-            for name, linear in matches:
-                if isinstance(linear, PEFTLayerMixin):  # another method's layer: never drop it silently
-                    raise ValueError(f'{name} is already adapted by {type(linear).__name__}')
-                parent = model.get_submodule(name.rpartition('.')[0])
-                if getattr(parent, 'adds_tokens', False):  # e.g. VPT's prompted attention
-                    raise ValueError(
-                        f'{name} belongs to a {type(parent).__name__} that adds prompt tokens: they are not '
-                        'a spatial map, so ConvLoRA experts cannot run on them'
-                    )
-                layer = ConvLoRALinear(
-                    linear, self.rank, self.alpha, self.scales, self.k, self.balance_weight, self.gate_grad
-                )
-                replace_module(model, name, layer)
-                for pname, p in layer.named_parameters():
-                    if pname not in ('weight', 'bias'):
-                        params[f'{name}.{pname}'] = p
-        return params
+
+    def build(self, place: str, spec: str, current: nn.Module | None, block: nn.Module) -> ConvLoRALinear:
+        return ConvLoRALinear(
+            current, self.rank, self.alpha, self.scales, self.k, self.balance_weight, self.gate_grad
+        )

@@ -1,22 +1,16 @@
 """LoRA (Hu et al., 2021) for SAM's ViT: low-rank updates of frozen linear layers."""
 
-import re
 from collections.abc import Sequence
 
 from torch import nn
 
 from .base import (
     PEFT_METHODS,
-    BasePEFTMethod,
-    PEFTLayerMixin,
-    block_pattern,
+    BlockPlaceMethod,
     check_blocks,
-    check_blocks_matched,
     check_choices,
     check_positive_int,
     check_targets,
-    match_modules,
-    replace_module,
 )
 from .low_rank import LORA_INITS, LoRALinear
 
@@ -36,7 +30,7 @@ _TARGETS: dict[str, tuple[str, int | None]] = {
 
 
 @PEFT_METHODS.register_module()
-class LoRA(BasePEFTMethod):
+class LoRA(BlockPlaceMethod):
     """Low-rank adaptation of SAM ViT linear layers.
 
     Args:
@@ -79,35 +73,23 @@ class LoRA(BasePEFTMethod):
         self.blocks = check_blocks('LoRA', blocks)
         self.init = init
 
-    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        # Group targets by the linear they live in: q/k/v share attn.qkv.
+    def places(self) -> dict[str, list[str]]:
+        """The linears to wrap, each with its targets: q, k and v share ``attn.qkv``."""
         by_path: dict[str, list[str]] = {}
         for target in self.targets:
             by_path.setdefault(_TARGETS[target][0], []).append(target)
-        params: dict[str, nn.Parameter] = {}
-        blocks = block_pattern(self.blocks)
-        for path, names in by_path.items():
-            pattern = rf'blocks\.{blocks}\.' + re.escape(path)
-            matches = list(match_modules(model, pattern, nn.Linear))
-            if not matches:
-                raise ValueError(
-                    f'LoRA found no nn.Linear matching {pattern!r} for targets {names} (blocks={self.blocks})'
-                )
-            check_blocks_matched('LoRA', self.blocks, (name for name, _ in matches), f'nn.Linear {path!r}')
-            for module_name, linear in matches:
-                if isinstance(linear, PEFTLayerMixin):  # another method's layer: never drop it silently
-                    raise ValueError(f'{module_name} is already adapted by {type(linear).__name__}')
-                third = linear.out_features // 3
-                slices = {}
-                for name in names:
-                    part = _TARGETS[name][1]
-                    if part is None:
-                        slices[name] = slice(0, linear.out_features)
-                    else:
-                        slices[name] = slice(part * third, (part + 1) * third)
-                wrapped = LoRALinear(linear, slices, self.rank, self.alpha, self.dropout, self.init)
-                replace_module(model, module_name, wrapped)
-                for pname, p in wrapped.named_parameters():
-                    if pname.startswith('lora_'):
-                        params[f'{module_name}.{pname}'] = p
-        return params
+        return by_path
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        if not isinstance(current, nn.Linear):
+            raise ValueError(f'LoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
+
+    def build(self, place: str, spec: list[str], current: nn.Module | None, block: nn.Module) -> LoRALinear:
+        third = current.out_features // 3
+        slices = {}
+        for name in spec:
+            part = _TARGETS[name][1]
+            slices[name] = (
+                slice(0, current.out_features) if part is None else slice(part * third, (part + 1) * third)
+            )
+        return LoRALinear(current, slices, self.rank, self.alpha, self.dropout, self.init)

@@ -8,14 +8,10 @@ from torch import nn
 
 from .base import (
     PEFT_METHODS,
-    BasePEFTMethod,
+    BlockPlaceMethod,
     PEFTLayerMixin,
-    block_pattern,
     check_blocks,
-    check_blocks_matched,
     check_targets,
-    match_modules,
-    replace_module,
 )
 
 __all__ = ['SSF', 'SSFLayerNorm', 'SSFLinear']
@@ -165,14 +161,13 @@ class SSFLayerNorm(nn.LayerNorm, _SSFMixin):
 
 
 @PEFT_METHODS.register_module()
-class SSF(BasePEFTMethod):
+class SSF(BlockPlaceMethod):
     """Scaling & Shifting Features: ``y = gamma * op(x) + beta`` after selected ops.
 
     Each selected ``nn.Linear``/``nn.LayerNorm`` is replaced by :class:`SSFLinear` /
-    :class:`SSFLayerNorm`, which keep its weights under the same keys. Only plain
-    layers are wrapped: a layer already wrapped (by SSF or another method) or carrying
-    forward hooks (e.g. AdaptFormer's on ``norm2``) is refused, because the wrapper
-    would drop that behaviour. Mergeable: see :meth:`SSFLinear.merge`.
+    :class:`SSFLayerNorm`, which keep its weights under the same keys. A layer already
+    wrapped (by SSF or another method) is refused, because the wrapper would drop that
+    behaviour. Mergeable: see :meth:`SSFLinear.merge`.
 
     Args:
         targets: ops of each block followed by a scale and shift: any of
@@ -187,27 +182,17 @@ class SSF(BasePEFTMethod):
         self.targets = check_targets('SSF', targets, _TARGETS)
         self.blocks = check_blocks('SSF', blocks)
 
-    def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        # Find and check every target first, so that a refusal leaves the model untouched.
-        found: list[tuple[str, nn.Module]] = []
-        for target in self.targets:
-            path, layer_type = _TARGETS[target]
-            pattern = rf'blocks\.{block_pattern(self.blocks)}\.' + path.replace('.', r'\.')
-            matches = list(match_modules(model, pattern, layer_type))
-            if not matches:
-                raise ValueError(
-                    f'SSF found no {layer_type.__name__} matching {pattern!r} for target '
-                    f'{target!r} (blocks={self.blocks})'
-                )
-            check_blocks_matched('SSF', self.blocks, (name for name, _ in matches), f'module of {pattern!r}')
-            for name, module in matches:
-                if isinstance(module, PEFTLayerMixin):  # SSF's own or another method's layer
-                    raise ValueError(f'{name} is already adapted by {type(module).__name__}')
-            found += matches
-        params: dict[str, nn.Parameter] = {}
-        for name, module in found:
-            wrapped = SSFLinear(module) if isinstance(module, nn.Linear) else SSFLayerNorm(module)
-            replace_module(model, name, wrapped)
-            params[f'{name}.ssf_scale'] = wrapped.ssf_scale
-            params[f'{name}.ssf_shift'] = wrapped.ssf_shift
-        return params
+    def places(self) -> dict[str, type[nn.Module]]:
+        return {_TARGETS[target][0]: _TARGETS[target][1] for target in self.targets}
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        layer_type = self.places()[place]
+        if not isinstance(current, layer_type):
+            raise ValueError(
+                f'SSF needs a {layer_type.__name__} at {where}, found a {type(current).__name__}'
+            )
+
+    def build(
+        self, place: str, spec: type[nn.Module], current: nn.Module | None, block: nn.Module
+    ) -> nn.Module:
+        return SSFLinear(current) if isinstance(current, nn.Linear) else SSFLayerNorm(current)

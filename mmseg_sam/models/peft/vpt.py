@@ -23,14 +23,10 @@ from ..backbones.sam_attention import SAMAttention
 from ..sam_modeling import Attention
 from .base import (
     PEFT_METHODS,
-    BasePEFTMethod,
+    BlockPlaceMethod,
     PEFTLayerMixin,
-    block_pattern,
     check_blocks,
-    check_blocks_matched,
     check_choices,
-    match_modules,
-    replace_module,
 )
 
 __all__ = ['VPT', 'PromptedAttention']
@@ -126,7 +122,7 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
 
 
 @PEFT_METHODS.register_module()
-class VPT(BasePEFTMethod):
+class VPT(BlockPlaceMethod):
     """Visual Prompt Tuning of SAM ViT blocks, as prefix keys and values of their attention.
 
     Each prompted block's ``attn`` becomes a :class:`PromptedAttention` with its own
@@ -172,23 +168,22 @@ class VPT(BasePEFTMethod):
             raise ValueError(
                 f'VPT needs a SAM ViT with patch_embed.proj (nn.Conv2d), got {type(model).__name__}'
             )
-        bound = math.sqrt(6.0 / (3 * math.prod(proj.kernel_size) + proj.out_channels))
-        pattern = rf'blocks\.{block_pattern(self.blocks)}\.attn'
-        matches = list(match_modules(model, pattern, Attention))
-        if not matches:
-            raise ValueError(f'VPT found no SAM Attention matching {pattern!r} (blocks={self.blocks})')
-        check_blocks_matched('VPT', self.blocks, (name for name, _ in matches), 'SAM Attention')
-        params: dict[str, nn.Parameter] = {}
-        for name, attn in matches:
-            if isinstance(attn, PromptedAttention):
-                raise ValueError(f'{name} is already prompted by VPT')
-            if getattr(attn.qkv, 'needs_spatial_tokens', False):
-                raise ValueError(
-                    f'{name}.qkv is a {type(attn.qkv).__name__}, which needs the spatial token map: '
-                    'VPT prompt tokens cannot pass through it'
-                )
-        for name, attn in matches:
-            prompted = PromptedAttention(attn, self.num_tokens, bound, self.dropout)
-            replace_module(model, name, prompted)
-            params[f'{name}.prompt_tokens'] = prompted.prompt_tokens
-        return params
+        self._bound = math.sqrt(
+            6.0 / (3 * math.prod(proj.kernel_size) + proj.out_channels)
+        )  # the prompts' init
+        return super().inject(model)
+
+    def places(self) -> dict[str, None]:
+        return {'attn': None}
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        if not isinstance(current, Attention):
+            raise ValueError(f'VPT prompts a SAM Attention; {where} is a {type(current).__name__}')
+        if getattr(current.qkv, 'needs_spatial_tokens', False):
+            raise ValueError(
+                f'{where}.qkv is a {type(current.qkv).__name__}, which needs the spatial token map: '
+                'VPT prompt tokens cannot pass through it'
+            )
+
+    def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> PromptedAttention:
+        return PromptedAttention(current, self.num_tokens, self._bound, self.dropout)
