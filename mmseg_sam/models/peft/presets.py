@@ -100,6 +100,7 @@ PRESETS: tuple[PEFTPreset, ...] = (
         dict(peft=dict(type='LoRA', rank=4, targets=('q', 'v'))),
         dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
     ),
+    PEFTPreset('DoRA (r 4, q v)', dict(peft=dict(type='DoRA', rank=4)), dict(peft=dict(type='DoRA', rank=2))),
     PEFTPreset(
         'LoRA (r 3, qkv)',
         dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),

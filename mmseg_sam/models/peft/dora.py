@@ -1,0 +1,188 @@
+"""DoRA (Liu et al., ICML 2024): weight-decomposed low-rank adaptation of frozen linear layers."""
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import (
+    PEFT_METHODS,
+    BlockPlaceMethod,
+    check_blocks,
+    check_choices,
+    check_positive_int,
+    check_targets,
+)
+from .low_rank import LORA_INITS, LoRALinear
+
+__all__ = ['DoRA', 'DoRALinear']
+
+# target -> (linear inside a block, third of the fused qkv's output or None for the whole output)
+_TARGETS: dict[str, tuple[str, int | None]] = {
+    'qkv': ('attn.qkv', None),
+    'q': ('attn.qkv', 0),
+    'k': ('attn.qkv', 1),
+    'v': ('attn.qkv', 2),
+    'proj': ('attn.proj', None),
+    'lin1': ('mlp.lin1', None),
+    'lin2': ('mlp.lin2', None),
+}
+
+
+class DoRALinear(LoRALinear):
+    """A frozen linear whose adapted output rows are re-normalised to a learned magnitude.
+
+    For each adapted slice s with frozen rows ``W0_s`` (n_s, in) and LoRA update
+    ``dW_s = scaling * B_s A_s``: ``V_s = W0_s + dW_s`` and the adapted weight is
+    ``W'_s = m_s * V_s / ||V_s||`` (L2 norm of each output row, ``m_s`` (n_s,) starts at
+    ``||W0_s||``, so the layer starts as the frozen one). The output of the slice is
+    ``b_s + (m_s / ||V_s||) * (W0_s x + dW_s dropout(x))``. With ``detach_norm`` (the
+    paper's choice, Sec. 4.3) ``||V_s||`` is a constant in backward, which saves memory.
+    Mergeable: ``merge()`` writes ``W'_s`` into the frozen rows and keeps the factor
+    ``m_s / ||V_s||`` to undo it.
+
+    Args:
+        base: the linear layer to adapt.
+        slices: adapted output ranges by name.
+        rank, alpha, dropout, init: as :class:`LoRALinear`.
+        detach_norm: treat ``||V_s||`` as a constant in backward.
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        slices: dict[str, slice],
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        init: str = 'kaiming',
+        detach_norm: bool = True,
+    ) -> None:
+        super().__init__(base, slices, rank, alpha, dropout, init)
+        self.detach_norm = detach_norm
+        with torch.no_grad():
+            self.magnitude = nn.ParameterDict(
+                {name: nn.Parameter(self.weight[s].norm(dim=1).clone()) for name, s in self.slices.items()}
+            )
+        self._merge_factors: dict[str, torch.Tensor] = {}
+
+    def _factor(self, name: str) -> torch.Tensor:
+        """``m_s / ||W0_s + dW_s||`` (n_s,)."""
+        norm = (self.weight[self.slices[name]] + self.delta_weight(name)).norm(dim=1)
+        return self.magnitude[name] / (norm.detach() if self.detach_norm else norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out)
+        if self.merged:
+            return out
+        dropped = self.lora_dropout(x)
+        pieces, cursor = [], 0
+        for name, s in sorted(self.slices.items(), key=lambda item: item[1].start):
+            if s.start > cursor:
+                pieces.append(out[..., cursor : s.start])
+            frozen = F.linear(x, self.weight[s])  # W0_s x, (..., n_s)
+            delta = self.lora_B[name](self._bottleneck(name, self.lora_A[name](dropped))) * self.scaling
+            bias = 0 if self.bias is None else self.bias[s]
+            pieces.append(bias + self._factor(name) * (frozen + delta))
+            cursor = s.stop
+        if cursor < self.out_features:
+            pieces.append(out[..., cursor:])
+        return torch.cat(pieces, dim=-1)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Write ``W'_s`` into the frozen rows (exact: the layer is linear in its input)."""
+        if self.merged:
+            return
+        for name, s in self.slices.items():
+            factor = self._factor(name)
+            self.weight[s] = (factor[:, None] * (self.weight[s] + self.delta_weight(name))).to(
+                self.weight.dtype
+            )
+            self._merge_factors[name] = factor
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Restore the frozen rows: ``W0_s = W'_s / factor - dW_s``."""
+        if not self.merged:
+            return
+        for name, s in self.slices.items():
+            factor = self._merge_factors.pop(name)
+            self.weight[s] = (self.weight[s] / factor[:, None] - self.delta_weight(name)).to(
+                self.weight.dtype
+            )
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f'{super().extra_repr()}, detach_norm={self.detach_norm}'
+
+
+@PEFT_METHODS.register_module()
+class DoRA(BlockPlaceMethod):
+    """Weight-decomposed low-rank adaptation of SAM ViT linear layers (mergeable).
+
+    Same targets and options as LoRA, plus a trainable magnitude per adapted output row
+    (see :class:`DoRALinear`). Parameters: LoRA's plus ``n_s`` per adapted slice; ViT-B
+    with rank 4 on q and v: 147,456 + 18,432.
+
+    Args:
+        rank: rank of every update (> 0).
+        alpha: ``scaling = alpha / rank``; defaults to ``rank``.
+        dropout: dropout on the update's input, in [0, 1).
+        targets: ``'qkv'`` or its slices ``'q'``, ``'k'``, ``'v'``, and ``'proj'``,
+            ``'lin1'``, ``'lin2'``.
+        blocks: block indices to adapt; all blocks when None.
+        init: ``'kaiming'`` (B zero) or ``'xavier'``.
+        detach_norm: treat the row norms as constants in backward (the paper's choice).
+    """
+
+    mergeable = True
+
+    def __init__(
+        self,
+        rank: int = 4,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        targets: Sequence[str] = ('q', 'v'),
+        blocks: Sequence[int] | None = None,
+        init: str = 'kaiming',
+        detach_norm: bool = True,
+    ) -> None:
+        self.rank = check_positive_int('DoRA', 'rank', rank)
+        if alpha is not None and not alpha > 0:
+            raise ValueError(f'DoRA alpha must be > 0, got {alpha!r}')
+        if not 0 <= dropout < 1:
+            raise ValueError(f'DoRA dropout must be in [0, 1), got {dropout!r}')
+        self.targets = check_targets('DoRA', targets, _TARGETS)
+        if 'qkv' in self.targets and {'q', 'k', 'v'} & set(self.targets):
+            raise ValueError(f"DoRA targets {list(self.targets)}: 'qkv' already covers 'q', 'k' and 'v'")
+        check_choices('DoRA init', [init], LORA_INITS)
+        if not isinstance(detach_norm, bool):
+            raise ValueError(f'DoRA detach_norm must be a bool, got {detach_norm!r}')
+        self.alpha = float(rank if alpha is None else alpha)
+        self.dropout = dropout
+        self.blocks = check_blocks('DoRA', blocks)
+        self.init = init
+        self.detach_norm = detach_norm
+
+    def places(self) -> dict[str, list[str]]:
+        by_path: dict[str, list[str]] = {}
+        for target in self.targets:
+            by_path.setdefault(_TARGETS[target][0], []).append(target)
+        return by_path
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        if not isinstance(current, nn.Linear):
+            raise ValueError(f'DoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
+
+    def build(self, place: str, spec: list[str], current: nn.Module | None, block: nn.Module) -> DoRALinear:
+        third = current.out_features // 3
+        slices = {}
+        for name in spec:
+            part = _TARGETS[name][1]
+            slices[name] = (
+                slice(0, current.out_features) if part is None else slice(part * third, (part + 1) * third)
+            )
+        return DoRALinear(current, slices, self.rank, self.alpha, self.dropout, self.init, self.detach_norm)
