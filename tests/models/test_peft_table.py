@@ -89,7 +89,7 @@ def test_method_runs_one_iteration_of_tools_train(name, demo_data, tmp_path):
     backbone = METHODS[name]
     cfg = tmp_path / 'method.py'
     cfg.write_text(f"""
-_base_ = [{str(REPO / 'configs/sam_lora/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py')!r}]
+_base_ = [{str(REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py')!r}]
 data_root = {str(demo_data)!r}
 model = dict(
     data_preprocessor=dict(size=(64, 64)),

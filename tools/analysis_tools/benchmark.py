@@ -354,7 +354,7 @@ def markdown(report: dict[str, Any]) -> str:
         f'{cfg["device"]}, amp {cfg["amp"]}{cp}',
         '',
         f'- SAMViT options: `{cfg["backbone_options"] or {}}`; attn_impl: '
-        f'{attn or "none (SAMViT has no attn_impl at this commit: segment_anything eager attention)"}',
+        f'{attn or "none (this SAMViT has no attn_impl option: segment_anything eager attention)"}',
         f'- commit {commit}; torch {env["torch"]}, {env["machine"]}, {env["threads"]} torch threads',
         f'- times: median of {cfg["repeat"]} after {cfg["warmup"]} warm-up; step = forward + backward + AdamW '
         'on the trainable parameters (frozen rows: backward to the input)',

@@ -62,7 +62,7 @@ class SODMetric(BaseBinaryMetric):
     Args:
         protocol: ``'field'`` or ``'conv_lora'`` (see above).
         alpha: S-measure weight of the object term (0.5 in both protocols).
-        beta2: no longer an option: the protocol sets both betas (raises naming them).
+        beta2: not an option: the protocol sets both betas; passing it raises, naming the protocols.
         **kwargs: ``ignore_index``, ``output_dir``, ``format_only``, ... of
             :class:`BaseBinaryMetric`.
     """
