@@ -6,28 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (
-    PEFT_METHODS,
-    BlockPlaceMethod,
-    check_blocks,
-    check_choices,
-    check_positive_int,
-    check_targets,
-)
-from .low_rank import LORA_INITS, LoRALinear
+from .base import PEFT_METHODS, BlockPlaceMethod, check_blocks
+from .low_rank import LoRALinear, check_low_rank_options, linear_places, target_slices
 
 __all__ = ['DoRA', 'DoRALinear']
-
-# target -> (linear inside a block, third of the fused qkv's output or None for the whole output)
-_TARGETS: dict[str, tuple[str, int | None]] = {
-    'qkv': ('attn.qkv', None),
-    'q': ('attn.qkv', 0),
-    'k': ('attn.qkv', 1),
-    'v': ('attn.qkv', 2),
-    'proj': ('attn.proj', None),
-    'lin1': ('mlp.lin1', None),
-    'lin2': ('mlp.lin2', None),
-}
 
 
 class DoRALinear(LoRALinear):
@@ -77,18 +59,13 @@ class DoRALinear(LoRALinear):
         if self.merged:
             return out
         dropped = self.lora_dropout(x)
-        pieces, cursor = [], 0
-        for name, s in sorted(self.slices.items(), key=lambda item: item[1].start):
-            if s.start > cursor:
-                pieces.append(out[..., cursor : s.start])
+        adapted = {}
+        for name, s in self.slices.items():
             frozen = F.linear(x, self.weight[s])  # W0_s x, (..., n_s)
             delta = self.lora_B[name](self._bottleneck(name, self.lora_A[name](dropped))) * self.scaling
             bias = 0 if self.bias is None else self.bias[s]
-            pieces.append(bias + self._factor(name) * (frozen + delta))
-            cursor = s.stop
-        if cursor < self.out_features:
-            pieces.append(out[..., cursor:])
-        return torch.cat(pieces, dim=-1)
+            adapted[name] = bias + self._factor(name) * (frozen + delta)
+        return self.assemble(out, adapted)
 
     @torch.no_grad()
     def merge(self) -> None:
@@ -150,15 +127,8 @@ class DoRA(BlockPlaceMethod):
         init: str = 'kaiming',
         detach_norm: bool = True,
     ) -> None:
-        self.rank = check_positive_int('DoRA', 'rank', rank)
-        if alpha is not None and not alpha > 0:
-            raise ValueError(f'DoRA alpha must be > 0, got {alpha!r}')
-        if not 0 <= dropout < 1:
-            raise ValueError(f'DoRA dropout must be in [0, 1), got {dropout!r}')
-        self.targets = check_targets('DoRA', targets, _TARGETS)
-        if 'qkv' in self.targets and {'q', 'k', 'v'} & set(self.targets):
-            raise ValueError(f"DoRA targets {list(self.targets)}: 'qkv' already covers 'q', 'k' and 'v'")
-        check_choices('DoRA init', [init], LORA_INITS)
+        self.targets = check_low_rank_options('DoRA', rank, alpha, dropout, targets, init)
+        self.rank = rank
         if not isinstance(detach_norm, bool):
             raise ValueError(f'DoRA detach_norm must be a bool, got {detach_norm!r}')
         self.alpha = float(rank if alpha is None else alpha)
@@ -168,21 +138,12 @@ class DoRA(BlockPlaceMethod):
         self.detach_norm = detach_norm
 
     def places(self) -> dict[str, list[str]]:
-        by_path: dict[str, list[str]] = {}
-        for target in self.targets:
-            by_path.setdefault(_TARGETS[target][0], []).append(target)
-        return by_path
+        return linear_places(self.targets)
 
     def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
         if not isinstance(current, nn.Linear):
             raise ValueError(f'DoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
 
     def build(self, place: str, spec: list[str], current: nn.Module | None, block: nn.Module) -> DoRALinear:
-        third = current.out_features // 3
-        slices = {}
-        for name in spec:
-            part = _TARGETS[name][1]
-            slices[name] = (
-                slice(0, current.out_features) if part is None else slice(part * third, (part + 1) * third)
-            )
+        slices = target_slices(spec, current)
         return DoRALinear(current, slices, self.rank, self.alpha, self.dropout, self.init, self.detach_norm)

@@ -1,16 +1,70 @@
 """The low-rank layer LoRA-style methods share: a frozen linear plus updates of slices of its output."""
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PEFTLayerMixin
+from .base import PEFTLayerMixin, check_choices, check_positive_int, check_targets
 
-__all__ = ['LoRALinear', 'LORA_INITS']
+__all__ = [
+    'LINEAR_TARGETS',
+    'LORA_INITS',
+    'LoRALinear',
+    'check_low_rank_options',
+    'linear_places',
+    'target_slices',
+]
 
 LORA_INITS = ('kaiming', 'xavier')
+# Target name -> (linear inside a block, third of the fused qkv's output or None for the whole output).
+LINEAR_TARGETS: dict[str, tuple[str, int | None]] = {
+    'qkv': ('attn.qkv', None),
+    'q': ('attn.qkv', 0),
+    'k': ('attn.qkv', 1),
+    'v': ('attn.qkv', 2),
+    'proj': ('attn.proj', None),
+    'lin1': ('mlp.lin1', None),
+    'lin2': ('mlp.lin2', None),
+}
+
+
+def check_low_rank_options(
+    method: str, rank: int, alpha: float | None, dropout: float, targets: Sequence[str], init: str
+) -> tuple[str, ...]:
+    """Validate the options LoRA-style methods share; returns the targets as a tuple."""
+    check_positive_int(method, 'rank', rank)
+    if alpha is not None and not alpha > 0:
+        raise ValueError(f'{method} alpha must be > 0, got {alpha!r}')
+    if not 0 <= dropout < 1:
+        raise ValueError(f'{method} dropout must be in [0, 1), got {dropout!r}')
+    targets = check_targets(method, targets, LINEAR_TARGETS)
+    if 'qkv' in targets and {'q', 'k', 'v'} & set(targets):
+        raise ValueError(f"{method} targets {list(targets)}: 'qkv' already covers 'q', 'k' and 'v'")
+    check_choices(f'{method} init', [init], LORA_INITS)
+    return targets
+
+
+def linear_places(targets: Sequence[str]) -> dict[str, list[str]]:
+    """The linears to wrap in a block, each with its targets: q, k and v share ``attn.qkv``."""
+    by_path: dict[str, list[str]] = {}
+    for target in targets:
+        by_path.setdefault(LINEAR_TARGETS[target][0], []).append(target)
+    return by_path
+
+
+def target_slices(names: Sequence[str], linear: nn.Linear) -> dict[str, slice]:
+    """The output rows of ``linear`` that each target adapts (a third of a fused qkv, or all)."""
+    third = linear.out_features // 3
+    slices = {}
+    for name in names:
+        part = LINEAR_TARGETS[name][1]
+        slices[name] = (
+            slice(0, linear.out_features) if part is None else slice(part * third, (part + 1) * third)
+        )
+    return slices
 
 
 class LoRALinear(nn.Linear, PEFTLayerMixin):
@@ -99,12 +153,15 @@ class LoRALinear(nn.Linear, PEFTLayerMixin):
             ((name, s),) = self.slices.items()
             if s.start == 0 and s.stop == self.out_features:
                 return out + deltas[name]
-        # Rebuild the output from its slices: adapted ones get their update.
+        return self.assemble(out, {name: out[..., s] + deltas[name] for name, s in self.slices.items()})
+
+    def assemble(self, out: torch.Tensor, adapted: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The full output: ``out`` (..., out_features) with each adapted slice replaced by ``adapted[name]``."""
         pieces, cursor = [], 0
         for name, s in sorted(self.slices.items(), key=lambda item: item[1].start):
             if s.start > cursor:
                 pieces.append(out[..., cursor : s.start])
-            pieces.append(out[..., s] + deltas[name])
+            pieces.append(adapted[name])
             cursor = s.stop
         if cursor < self.out_features:
             pieces.append(out[..., cursor:])
