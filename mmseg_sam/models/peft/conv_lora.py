@@ -16,7 +16,7 @@ from .base import (
     check_positive_int,
     check_targets,
 )
-from .low_rank import LoRALinear
+from .low_rank import LINEAR_TARGETS, LoRALinear, check_linear_place
 
 __all__ = [
     'ConvLoRA',
@@ -354,7 +354,7 @@ class ConvLoRA(BlockPlaceMethod):
         ``find_unused_parameters`` for models with Conv-LoRA.
     """
 
-    _LINEAR_PATHS = {'qkv': 'attn.qkv', 'proj': 'attn.proj', 'lin1': 'mlp.lin1', 'lin2': 'mlp.lin2'}
+    _TARGETS = ('qkv', 'proj', 'lin1', 'lin2')  # whole linears (LINEAR_TARGETS): experts need every output
 
     def __init__(
         self,
@@ -384,15 +384,14 @@ class ConvLoRA(BlockPlaceMethod):
             raise ValueError(f'ConvLoRA balance_weight must be >= 0, got {balance_weight!r}')
         self.rank, self.alpha, self.scales, self.k = rank, float(alpha), scales, k
         self.balance_weight, self.gate_grad = balance_weight, gate_grad
-        self.targets = check_targets('ConvLoRA', targets, self._LINEAR_PATHS)
+        self.targets = check_targets('ConvLoRA', targets, self._TARGETS)
         self.blocks = check_blocks('ConvLoRA', blocks)
 
     def places(self) -> dict[str, str]:
-        return {self._LINEAR_PATHS[target]: target for target in self.targets}
+        return {LINEAR_TARGETS[target][0]: target for target in self.targets}
 
     def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
-        if not isinstance(current, nn.Linear):
-            raise ValueError(f'ConvLoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
+        check_linear_place('ConvLoRA', where, current)
         parent = block.get_submodule(place.rpartition('.')[0])
         if getattr(parent, 'adds_tokens', False):  # e.g. VPT's prompted attention
             raise ValueError(

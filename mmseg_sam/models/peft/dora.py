@@ -1,13 +1,13 @@
 """DoRA (Liu et al., ICML 2024): weight-decomposed low-rank adaptation of frozen linear layers."""
 
-from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PEFT_METHODS, BlockPlaceMethod, check_blocks
-from .low_rank import LoRALinear, check_low_rank_options, linear_places, target_slices
+from .base import PEFT_METHODS
+from .low_rank import LoRALinear, LowRankMethod
 
 __all__ = ['DoRA', 'DoRALinear']
 
@@ -97,7 +97,7 @@ class DoRALinear(LoRALinear):
 
 
 @PEFT_METHODS.register_module()
-class DoRA(BlockPlaceMethod):
+class DoRA(LowRankMethod):
     """Weight-decomposed low-rank adaptation of SAM ViT linear layers (mergeable).
 
     Same targets and options as LoRA, plus a trainable magnitude per adapted output row
@@ -115,35 +115,11 @@ class DoRA(BlockPlaceMethod):
         detach_norm: treat the row norms as constants in backward (the paper's choice).
     """
 
-    mergeable = True
-
-    def __init__(
-        self,
-        rank: int = 4,
-        alpha: float | None = None,
-        dropout: float = 0.0,
-        targets: Sequence[str] = ('q', 'v'),
-        blocks: Sequence[int] | None = None,
-        init: str = 'kaiming',
-        detach_norm: bool = True,
-    ) -> None:
-        self.targets = check_low_rank_options('DoRA', rank, alpha, dropout, targets, init)
-        self.rank = rank
+    def __init__(self, *args: Any, detach_norm: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         if not isinstance(detach_norm, bool):
             raise ValueError(f'DoRA detach_norm must be a bool, got {detach_norm!r}')
-        self.alpha = float(rank if alpha is None else alpha)
-        self.dropout = dropout
-        self.blocks = check_blocks('DoRA', blocks)
-        self.init = init
         self.detach_norm = detach_norm
 
-    def places(self) -> dict[str, list[str]]:
-        return linear_places(self.targets)
-
-    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
-        if not isinstance(current, nn.Linear):
-            raise ValueError(f'DoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
-
-    def build(self, place: str, spec: list[str], current: nn.Module | None, block: nn.Module) -> DoRALinear:
-        slices = target_slices(spec, current)
-        return DoRALinear(current, slices, self.rank, self.alpha, self.dropout, self.init, self.detach_norm)
+    def make_layer(self, linear: nn.Linear, slices: dict[str, slice]) -> DoRALinear:
+        return DoRALinear(linear, slices, self.rank, self.alpha, self.dropout, self.init, self.detach_norm)

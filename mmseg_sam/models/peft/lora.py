@@ -1,21 +1,15 @@
 """LoRA (Hu et al., 2021) for SAM's ViT: low-rank updates of frozen linear layers."""
 
-from collections.abc import Sequence
-
 from torch import nn
 
-from .base import (
-    PEFT_METHODS,
-    BlockPlaceMethod,
-    check_blocks,
-)
-from .low_rank import LoRALinear, check_low_rank_options, linear_places, target_slices
+from .base import PEFT_METHODS
+from .low_rank import LoRALinear, LowRankMethod
 
 __all__ = ['LoRA']
 
 
 @PEFT_METHODS.register_module()
-class LoRA(BlockPlaceMethod):
+class LoRA(LowRankMethod):
     """Low-rank adaptation of SAM ViT linear layers.
 
     Args:
@@ -31,33 +25,5 @@ class LoRA(BlockPlaceMethod):
             xavier-normal, the COBOT reference's init).
     """
 
-    mergeable = True
-
-    def __init__(
-        self,
-        rank: int = 4,
-        alpha: float | None = None,
-        dropout: float = 0.0,
-        targets: Sequence[str] = ('q', 'v'),
-        blocks: Sequence[int] | None = None,
-        init: str = 'kaiming',
-    ) -> None:
-        targets = check_low_rank_options('LoRA', rank, alpha, dropout, targets, init)
-        self.rank = rank
-        self.alpha = float(rank if alpha is None else alpha)
-        self.dropout = dropout
-        self.targets = targets
-        self.blocks = check_blocks('LoRA', blocks)
-        self.init = init
-
-    def places(self) -> dict[str, list[str]]:
-        return linear_places(self.targets)
-
-    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
-        if not isinstance(current, nn.Linear):
-            raise ValueError(f'LoRA adapts nn.Linear layers; {where} is a {type(current).__name__}')
-
-    def build(self, place: str, spec: list[str], current: nn.Module | None, block: nn.Module) -> LoRALinear:
-        return LoRALinear(
-            current, target_slices(spec, current), self.rank, self.alpha, self.dropout, self.init
-        )
+    def make_layer(self, linear: nn.Linear, slices: dict[str, slice]) -> LoRALinear:
+        return LoRALinear(linear, slices, self.rank, self.alpha, self.dropout, self.init)

@@ -7,12 +7,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import PEFTLayerMixin, check_choices, check_positive_int, check_targets
+from .base import (
+    BlockPlaceMethod,
+    PEFTLayerMixin,
+    check_blocks,
+    check_choices,
+    check_positive_int,
+    check_targets,
+)
 
 __all__ = [
     'LINEAR_TARGETS',
     'LORA_INITS',
     'LoRALinear',
+    'LowRankMethod',
+    'check_linear_place',
     'check_low_rank_options',
     'linear_places',
     'target_slices',
@@ -53,6 +62,12 @@ def linear_places(targets: Sequence[str]) -> dict[str, list[str]]:
     for target in targets:
         by_path.setdefault(LINEAR_TARGETS[target][0], []).append(target)
     return by_path
+
+
+def check_linear_place(method: str, where: str, current: nn.Module | None) -> None:
+    """Refuse a place that does not hold an ``nn.Linear`` (what every low-rank method wraps)."""
+    if not isinstance(current, nn.Linear):
+        raise ValueError(f'{method} adapts nn.Linear layers; {where} is a {type(current).__name__}')
 
 
 def target_slices(names: Sequence[str], linear: nn.Linear) -> dict[str, slice]:
@@ -190,3 +205,45 @@ class LoRALinear(nn.Linear, PEFTLayerMixin):
             f'in_features={self.in_features}, out_features={self.out_features}, '
             f'rank={self.rank}, scaling={self.scaling:g}, slices={list(self.slices)}'
         )
+
+
+class LowRankMethod(BlockPlaceMethod):
+    """What LoRA-style methods share: the options, the linears they wrap and their slices.
+
+    A subclass states only :meth:`make_layer`, the wrapper it puts around one linear.
+
+    Args:
+        rank, alpha, dropout, targets, blocks, init: see :class:`~mmseg_sam.models.peft.lora.LoRA`.
+    """
+
+    mergeable = True
+
+    def __init__(
+        self,
+        rank: int = 4,
+        alpha: float | None = None,
+        dropout: float = 0.0,
+        targets: Sequence[str] = ('q', 'v'),
+        blocks: Sequence[int] | None = None,
+        init: str = 'kaiming',
+    ) -> None:
+        method = type(self).__name__
+        self.targets = check_low_rank_options(method, rank, alpha, dropout, targets, init)
+        self.rank = rank
+        self.alpha = float(rank if alpha is None else alpha)
+        self.dropout = dropout
+        self.blocks = check_blocks(method, blocks)
+        self.init = init
+
+    def places(self) -> dict[str, list[str]]:
+        return linear_places(self.targets)
+
+    def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
+        check_linear_place(type(self).__name__, where, current)
+
+    def build(self, place: str, spec: list[str], current: nn.Module | None, block: nn.Module) -> nn.Module:
+        return self.make_layer(current, target_slices(spec, current))
+
+    def make_layer(self, linear: nn.Linear, slices: dict[str, slice]) -> LoRALinear:
+        """The wrapper of ``linear`` that adapts its output ``slices``."""
+        raise NotImplementedError
