@@ -13,7 +13,7 @@ from mmseg.apis import MMSegInferencer
 from mmseg.registry import TRANSFORMS
 from torch import nn
 
-from ..datasets.transforms import LoadAnyDepthImageFromFile, image_bit_depth
+from ..datasets.transforms import check_8_bit, reads_8_bit_only
 from ..datasets.transforms.roles import is_annotation_step, is_image_loader
 from .inference import load_checkpoint_to_model, resolve_dataset_meta
 
@@ -96,7 +96,7 @@ class InferenceImageLoader(BaseTransform):
 
     def __init__(self, from_file: BaseTransform) -> None:
         self.from_file = from_file
-        self.checks_depth = not isinstance(from_file, LoadAnyDepthImageFromFile)
+        self.checks_depth = reads_8_bit_only(from_file)
 
     def transform(self, results: str | np.ndarray | dict) -> dict:
         if isinstance(results, str):
@@ -109,10 +109,6 @@ class InferenceImageLoader(BaseTransform):
             img = results['img']
             results.update(img_path=None, img_shape=img.shape[:2], ori_shape=img.shape[:2])
             return results
-        if self.checks_depth and (bits := image_bit_depth(results['img_path'])) and bits > 8:
-            raise ValueError(
-                f"{results['img_path']} is a {bits}-bit image, which the config's LoadImageFromFile reads as "
-                "8 bits (a dark or clipped image); train and infer with dict(type='LoadAnyDepthImageFromFile') "
-                'in the pipelines'
-            )
+        if self.checks_depth:
+            check_8_bit(results['img_path'])
         return self.from_file(results)

@@ -9,8 +9,8 @@ from mmcv.transforms import Compose
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-from .transforms import CheckSegSample, LoadAnyDepthImageFromFile, image_bit_depth
-from .transforms.roles import is_annotation_step, is_image_loader
+from .transforms import CheckSegSample, check_8_bit, reads_8_bit_only
+from .transforms.roles import is_annotation_step
 
 __all__ = ['CheckedSegDataset', 'guard_pipeline']
 
@@ -34,7 +34,7 @@ def guard_pipeline(pipeline: Compose) -> bool:
         guarded.append(step)
         for sub in getattr(step, 'subroutines', ()):  # TestTimeAug: one Compose per augmentation path
             plain_loader |= guard_pipeline(sub)
-        plain_loader |= is_image_loader(step) and not isinstance(step, LoadAnyDepthImageFromFile)
+        plain_loader |= reads_8_bit_only(step)
         following = pipeline.transforms[i + 1] if i + 1 < len(pipeline.transforms) else None
         if is_annotation_step(step) and not isinstance(step, CheckSegSample):
             if not isinstance(following, CheckSegSample):
@@ -142,7 +142,7 @@ class CheckedSegDataset(BaseSegDataset):
         """
         try:
             if self._reads_8bit_only and self.backend_args is None:
-                self._check_bit_depth(self.get_data_info(idx)['img_path'])
+                check_8_bit(self.get_data_info(idx)['img_path'])
             return super().prepare_data(idx)
         except Exception as error:
             info = self.get_data_info(idx)
@@ -150,14 +150,3 @@ class CheckedSegDataset(BaseSegDataset):
                 f'{type(self).__name__}: cannot load sample {idx} (image {info.get("img_path")}, '
                 f'mask {info.get("seg_map_path")}): {type(error).__name__}: {error}'
             ) from error
-
-    @staticmethod
-    def _check_bit_depth(path: str) -> None:
-        """Refuse an image deeper than 8 bits (header read only) that LoadImageFromFile would darken."""
-        bits = image_bit_depth(path)
-        if bits is not None and bits > 8:
-            raise ValueError(
-                f'{path} is a {bits}-bit image, which LoadImageFromFile reads as 8 bits (a dark or clipped '
-                "image); load it with dict(type='LoadAnyDepthImageFromFile') in the pipelines (it maps each "
-                'image onto 0..255, see its scale option)'
-            )

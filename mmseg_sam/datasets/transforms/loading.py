@@ -13,7 +13,15 @@ from mmcv.transforms import LoadImageFromFile
 from mmseg.registry import TRANSFORMS
 from PIL import Image
 
-__all__ = ['LoadAnyDepthImageFromFile', 'image_bit_depth', 'scale_to_uint8_range']
+from .roles import is_image_loader
+
+__all__ = [
+    'LoadAnyDepthImageFromFile',
+    'check_8_bit',
+    'image_bit_depth',
+    'reads_8_bit_only',
+    'scale_to_uint8_range',
+]
 
 _SCALES = ('percentile', 'minmax', 'fixed')
 
@@ -154,4 +162,24 @@ class LoadAnyDepthImageFromFile(LoadImageFromFile):
         return (
             f'{type(self).__name__}(scale={self.scale!r}, percentiles={self.percentiles}, '
             f'value_range={self.value_range}, to_float32={self.to_float32}, backend_args={self.backend_args})'
+        )
+
+
+def reads_8_bit_only(step: object) -> bool:
+    """Whether a pipeline step is an image loader that reads 16-bit files as 8 bits (mmcv's, not ours)."""
+    return is_image_loader(step) and not isinstance(step, LoadAnyDepthImageFromFile)
+
+
+def check_8_bit(path: str | Path) -> None:
+    """Refuse, naming it, an image file deeper than 8 bits (its header only is read).
+
+    Where a pipeline loads with :func:`reads_8_bit_only` loaders, the dataset and the
+    inferencer call this before loading, instead of training or predicting on a dark image.
+    """
+    bits = image_bit_depth(path)
+    if bits is not None and bits > 8:
+        raise ValueError(
+            f'{path} is a {bits}-bit image, which LoadImageFromFile reads as 8 bits (a dark or clipped '
+            "image); train and infer with dict(type='LoadAnyDepthImageFromFile') in the pipelines (it maps "
+            'each image onto 0..255, see its scale option)'
         )
