@@ -136,18 +136,23 @@ class BaseBinaryMetric(BaseMetric):
         self.output_dir = output_dir
         self.format_only = bool(format_only)
         self.keep_results = bool(keep_results)
+        self._told_threshold = False  # the explicit-threshold warning is logged once
 
     def process(self, data_batch: Any, data_samples: Sequence[dict | BaseDataElement]) -> None:
         """Store one result per data sample (see :meth:`process_image`); write predictions to ``output_dir``."""
         for sample in data_samples:
             if isinstance(sample, BaseDataElement):
                 sample = sample.to_dict()
+            maps = None if self.format_only else self.binary_maps(sample)  # format_only: no label needed
             if self.output_dir is not None:
-                self.write_prediction(sample)
-            self.results.append(None if self.format_only else self.process_image(self.binary_maps(sample)))
+                self.write_prediction(sample, None if maps is None else maps.prob)
+            self.results.append(None if maps is None else self.process_image(maps))
 
-    def write_prediction(self, sample: dict) -> None:
-        """``output_dir/<name>.png`` (0/1 class indices) and ``output_dir/probabilities/<name>.png`` (8-bit)."""
+    def write_prediction(self, sample: dict, prob: np.ndarray | None = None) -> None:
+        """``output_dir/<name>.png`` (0/1 class indices) and ``output_dir/probabilities/<name>.png`` (8-bit).
+
+        ``prob``: the sample's foreground probability when already computed (else it is computed here).
+        """
         name = Path(sample.get('img_path') or f'{len(self.results):06d}').stem + '.png'
         out = Path(self.output_dir)
         (out / 'probabilities').mkdir(parents=True, exist_ok=True)
@@ -155,7 +160,8 @@ class BaseBinaryMetric(BaseMetric):
             sample['pred_sem_seg']['data'].detach().cpu().numpy()[0].astype(np.uint8)
         )  # (1, H, W) -> (H, W)
         Image.fromarray(pred).save(out / name)
-        prob = foreground_probability(sample['seg_logits']['data']).numpy()
+        if prob is None:
+            prob = foreground_probability(sample['seg_logits']['data']).numpy()
         Image.fromarray(np.rint(prob * 255).astype(np.uint8)).save(out / 'probabilities' / name)
 
     def binary_maps(self, sample: dict | BaseDataElement) -> BinaryMaps:
@@ -203,7 +209,7 @@ class BaseBinaryMetric(BaseMetric):
         if threshold is None:
             return maps.pred
         decision = maps.prob > threshold
-        if not getattr(self, '_told_threshold', False) and not np.array_equal(decision, maps.pred):
+        if not self._told_threshold and not np.array_equal(decision, maps.pred):
             self._told_threshold = True
             MMLogger.get_current_instance().warning(
                 f"{type(self).__name__} scores prob > {threshold}, which differs from the model's decision "
