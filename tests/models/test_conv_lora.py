@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import ConvLoRALinear, collect_aux_losses
 from mmseg_sam.models.peft.conv_lora import NoisyTopKGate, _top_first, cv_squared, pop_expert_usage
-from tests.conftest import TINY_IMG, perturb_
+from tests.conftest import TINY_IMG, perturb_, tiny_batch, tiny_segmentor
 
 
 def _model(arch, **cfg):
@@ -166,10 +166,8 @@ def test_gate_stays_fp32_under_autocast():
 
 
 def test_loss_moe_reaches_the_segmentor_loss(tiny_arch):
-    from tests.models.test_sam_encoder_decoder import _batch, _segmentor
-
-    model = _segmentor(peft=dict(type='ConvLoRA', num_experts=3)).train()
-    losses = model.loss(*_batch())
+    model = tiny_segmentor(peft=dict(type='ConvLoRA', num_experts=3)).train()
+    losses = model.loss(*tiny_batch())
     assert 'loss_moe' in losses and losses['loss_moe'].requires_grad
     model.eval()
     with torch.no_grad(), collect_aux_losses() as aux:

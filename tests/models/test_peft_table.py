@@ -1,6 +1,5 @@
 """Every PEFT method (and decoder-only / full fine-tuning) in one table, through the segmentor."""
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +11,7 @@ from mmseg.registry import MODELS
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.models.peft import ConvLoRALinear
 from mmseg_sam.models.peft.presets import PRESETS
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
-from tests.models.test_sam_encoder_decoder import _batch
+from tests.conftest import TINY_ARCH, TINY_IMG, tiny_batch, tiny_segmentor_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,26 +19,10 @@ REPO = Path(__file__).resolve().parents[2]
 METHODS = {item.name: dict(item.tiny) for item in PRESETS}
 
 
-def _cfg(backbone: dict) -> dict:
-    return dict(
-        type='SAMEncoderDecoder',
-        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
-        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, **copy.deepcopy(backbone)),
-        decode_head=dict(
-            type='SAMMaskDecoderHead',
-            num_classes=2,
-            out_channels=1,
-            threshold=0.5,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
-            **TINY_HEAD,
-        ),
-    )
-
-
 @pytest.mark.parametrize('name', list(METHODS))
 def test_method_trains_only_its_parameters(name):
     torch.manual_seed(0)
-    model = MODELS.build(_cfg(METHODS[name])).train()
+    model = MODELS.build(tiny_segmentor_cfg(**METHODS[name])).train()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     backbone_trainable = {n for n in trainable if n.startswith('backbone.')}
     report = model.backbone.peft_report
@@ -54,7 +36,7 @@ def test_method_trains_only_its_parameters(name):
         for n, p in model.named_parameters():
             if p.requires_grad and n.startswith('backbone.') and p.abs().sum() == 0:
                 p.add_(torch.randn_like(p) * 0.05)
-    losses = model.loss(*_batch())
+    losses = model.loss(*tiny_batch())
     sum(v for k, v in losses.items() if k.startswith(('decode.loss', 'loss'))).backward()
     # Conv-LoRA experts that no sample was routed to get no gradient (by design)
     unused = {
@@ -69,7 +51,7 @@ def test_method_trains_only_its_parameters(name):
         else:
             assert p.grad is None, n
     # strict round trip
-    other = MODELS.build(_cfg(METHODS[name])).eval()
+    other = MODELS.build(tiny_segmentor_cfg(**METHODS[name])).eval()
     other.load_state_dict(model.state_dict(), strict=True)
     model.eval()
     x = torch.randn(1, 3, TINY_IMG, TINY_IMG)

@@ -1,13 +1,10 @@
 import pytest
 import torch
-from mmengine.structures import PixelData
-from mmseg.structures import SegDataSample
 from torch import nn
 
 from mmseg_sam.engine.hooks import summarize_parameters
 from mmseg_sam.models.peft import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, report_aux_loss
-from mmseg_sam.models.segmentors import SAMEncoderDecoder
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.conftest import TINY_ARCH, TINY_IMG, tiny_batch, tiny_segmentor
 
 
 class _ScaledIdentity(nn.Module, PEFTLayerMixin):
@@ -45,34 +42,8 @@ def aux_loss_method():
     PEFT_METHODS._module_dict.pop('_AuxLossMethod', None)
 
 
-def _segmentor(checkpoint=None, peft=None, out_channels=1):
-    return SAMEncoderDecoder(
-        sam_checkpoint=checkpoint and str(checkpoint),
-        data_preprocessor=dict(type='SegDataPreProcessor', size=(TINY_IMG, TINY_IMG)),
-        backbone=dict(type='SAMViT', arch=TINY_ARCH, img_size=TINY_IMG, peft=peft),
-        decode_head=dict(
-            type='SAMMaskDecoderHead',
-            num_classes=2,
-            out_channels=out_channels,
-            threshold=0.5,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
-            **TINY_HEAD,
-        ),
-    )
-
-
-def _batch(n=2):
-    samples = []
-    for _ in range(n):
-        shape = (TINY_IMG, TINY_IMG)
-        s = SegDataSample(metainfo=dict(img_shape=shape, pad_shape=shape, ori_shape=shape))
-        s.gt_sem_seg = PixelData(data=torch.randint(0, 2, (1, TINY_IMG, TINY_IMG)))
-        samples.append(s)
-    return torch.randn(n, 3, TINY_IMG, TINY_IMG), samples
-
-
 def test_sam_checkpoint_fills_both_parts(reference_sam, sam_checkpoint):
-    model = _segmentor(sam_checkpoint)
+    model = tiny_segmentor(sam_checkpoint)
     assert torch.equal(model.backbone.pos_embed, reference_sam.image_encoder.pos_embed)
     assert torch.equal(
         model.decode_head.mask_decoder.iou_token.weight, reference_sam.mask_decoder.iou_token.weight
@@ -80,8 +51,8 @@ def test_sam_checkpoint_fills_both_parts(reference_sam, sam_checkpoint):
 
 
 def test_aux_losses_reach_the_loss_dict(aux_loss_method):
-    model = _segmentor(peft=dict(type=aux_loss_method)).train()
-    losses = model.loss(*_batch())
+    model = tiny_segmentor(peft=dict(type=aux_loss_method)).train()
+    losses = model.loss(*tiny_batch())
     assert set(losses) >= {'decode.loss_ce', 'decode.acc_seg', 'loss_aux_test'}
     assert losses['loss_aux_test'].item() == pytest.approx(
         0.5 * TINY_ARCH['num_layers']
@@ -91,13 +62,13 @@ def test_aux_losses_reach_the_loss_dict(aux_loss_method):
 
 
 def test_aux_loss_name_clash(aux_loss_method):
-    model = _segmentor(peft=dict(type=aux_loss_method, loss_name='decode.loss_ce')).train()
+    model = tiny_segmentor(peft=dict(type=aux_loss_method, loss_name='decode.loss_ce')).train()
     with pytest.raises(KeyError, match="auxiliary loss 'decode.loss_ce' clashes"):
-        model.loss(*_batch())
+        model.loss(*tiny_batch())
 
 
 def test_parameter_summary():
-    model = _segmentor(peft=dict(type='LoRA', rank=4, targets=('q', 'v')))
+    model = tiny_segmentor(peft=dict(type='LoRA', rank=4, targets=('q', 'v')))
     rows = {name: (trainable, total) for name, trainable, total in summarize_parameters(model)}
     lora = 2 * 2 * (32 * 4 + 4 * 32)
     assert rows['backbone (LoRA)'] == (lora, lora)
@@ -108,8 +79,8 @@ def test_parameter_summary():
 
 
 def test_predict_binary():
-    model = _segmentor().eval()
-    inputs, samples = _batch(1)
+    model = tiny_segmentor().eval()
+    inputs, samples = tiny_batch(1)
     [result] = model.predict(inputs, samples)
     assert result.pred_sem_seg.data.shape == (1, TINY_IMG, TINY_IMG)
     assert set(result.pred_sem_seg.data.unique().tolist()) <= {0, 1}
