@@ -203,8 +203,13 @@ class SAMViT(ImageEncoderViT):
             injected after the weights are loaded.
         frozen: freeze every pretrained parameter (PEFT parameters stay trainable).
             ``False`` means full fine-tuning.
-        out_indices: blocks whose outputs, as (B, C, H/p, W/p), are returned before the
-            neck output.
+        out_indices: blocks whose outputs, as (B, C, H/p, W/p), are returned (before
+            the neck output when ``with_neck``).
+        with_neck: also return SAM's neck embedding (B, out_channels, H/p, W/p), last
+            (the input of SAM's mask decoder). ``False`` returns only the ``out_indices``
+            maps, one per level, for mmseg's multi-level necks and heads
+            (``Feature2Pyramid`` / ``MultiLevelNeck`` + ``UPerHead``); the neck then stays
+            in the module (SAM's checkpoint keys load) but is frozen and not run.
         attn_impl: how the blocks compute their attention (the same function, see
             :class:`SAMAttention`): ``'folded'`` (fused attention with the
             relative-position bias folded into queries and keys; no N x N tensor),
@@ -223,6 +228,7 @@ class SAMViT(ImageEncoderViT):
         peft: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         frozen: bool = True,
         out_indices: Sequence[int] = (),
+        with_neck: bool = True,
         attn_impl: str = 'auto',
         with_cp: bool = False,
     ) -> None:
@@ -244,13 +250,22 @@ class SAMViT(ImageEncoderViT):
         self.with_cp = with_cp
         self.arch_settings = cfg
         self.patch_size = patch_size
+        self.size_divisor = patch_size  # inputs must be multiples of it (SAMEncoderDecoder pads test inputs)
         self.embed_dims = cfg['embed_dims']
         self.out_channels = cfg['out_channels']
         out_indices = tuple(out_indices)
         bad = [i for i in out_indices if not 0 <= i < cfg['num_layers']]
         if bad:
             raise ValueError(f'out_indices {bad} out of range for {cfg["num_layers"]} blocks')
+        if not isinstance(with_neck, bool):
+            raise TypeError(f'with_neck must be a bool, got {with_neck!r}')
+        if not with_neck and (not out_indices or len(set(out_indices)) != len(out_indices)):
+            raise ValueError(
+                f'with_neck=False returns only the out_indices maps: out_indices must name distinct blocks, '
+                f'got {out_indices!r}'
+            )
         self.out_indices = out_indices
+        self.with_neck = with_neck
         self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
         self._register_load_state_dict_pre_hook(self._resize_position_tables)
 
@@ -267,6 +282,13 @@ class SAMViT(ImageEncoderViT):
         self.side_network: nn.Module | None = None  # reads detached taps, adds to the neck input
         self._register_load_state_dict_pre_hook(_upgrade_legacy_peft_keys)
         self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
+        if not with_neck:
+            if self.side_network is not None:
+                raise ValueError(
+                    f'{type(self.side_network).__name__} adds its output to the neck input, which '
+                    'with_neck=False does not run: use with_neck=True with this PEFT method'
+                )
+            self.neck.requires_grad_(False)  # not run (even a PEFT method's neck parameters): no gradient
 
     def _resize_position_tables(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         """Load pre-hook: fit pos_embed / global rel_pos tables saved at another img_size."""
@@ -300,7 +322,7 @@ class SAMViT(ImageEncoderViT):
 
         Returns:
             tuple[Tensor, ...]: one (B, embed_dims, H/p, W/p) map per ``out_indices``
-            entry, then the neck embedding (B, out_channels, H/p, W/p).
+            entry, then, when ``with_neck``, the neck embedding (B, out_channels, H/p, W/p).
         """
         h, w = x.shape[-2:]
         if h % self.patch_size or w % self.patch_size:
@@ -326,6 +348,8 @@ class SAMViT(ImageEncoderViT):
                 taps.append(x.detach())
             if i in self.out_indices:
                 outs.append(x.permute(0, 3, 1, 2))  # (B, h, w, C) -> (B, C, h, w)
+        if not self.with_neck:
+            return tuple(outs)
         if side is not None:  # place: a side network's output joins the neck input (LST)
             x = x.detach() + side(taps).to(x.dtype)
         outs.append(self.neck(x.permute(0, 3, 1, 2)))  # (B, h, w, C) -> (B, C_out, h, w)

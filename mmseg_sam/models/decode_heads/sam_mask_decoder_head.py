@@ -314,7 +314,11 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             return super().predict_by_feat(seg_logits, batch_img_metas)
         cls_logits, mask_logits = seg_logits
         meta = batch_img_metas[0]
-        size = meta['pad_shape'][:2] if 'pad_shape' in meta else meta['img_shape'][:2]
+        # mmseg's rule (BaseDecodeHead.predict_by_feat): slide inference marks its crop by a torch.Size
+        if isinstance(meta['img_shape'], torch.Size):
+            size = tuple(meta['img_shape'])
+        else:
+            size = meta['pad_shape'][:2] if 'pad_shape' in meta else meta['img_shape'][:2]
         mask_logits = F.interpolate(mask_logits, size=size, mode='bilinear', align_corners=self.align_corners)
         return semantic_inference(cls_logits, mask_logits)
 

@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 from typing import Any
 
+import torch.nn.functional as F
 from mmengine.config import ConfigDict
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.registry import MODELS
@@ -24,6 +25,13 @@ class SAMEncoderDecoder(EncoderDecoder):
     - Auxiliary losses that the backbone's PEFT layers report during a training
       forward (e.g. Conv-LoRA's load-balancing ``loss_moe``) are added to the loss dict.
     - ``test_cfg`` defaults to ``dict(mode='whole')``: SAM sees the whole image.
+    - Inputs whose sides are not multiples of the backbone's ``size_divisor`` (SAMViT:
+      its patch size) are padded at the bottom and right for inference (with 0, the
+      data preprocessor's padding of normalised images) and the scores cropped back:
+      ``mode='whole'`` on any image size and ``mode='slide'`` with mmseg's crops
+      (769) or a border crop smaller than the crop size. Training inputs come at the
+      data preprocessor's ``size``, which must be a multiple of ``size_divisor``
+      (checked here: pad 769 crops to ``size=(784, 784)``).
 
     Args:
         backbone: backbone config (a SAMViT).
@@ -48,6 +56,32 @@ class SAMEncoderDecoder(EncoderDecoder):
         if kwargs.get('test_cfg') is None:
             kwargs['test_cfg'] = ConfigDict(mode='whole')
         super().__init__(backbone=backbone, decode_head=decode_head, **kwargs)
+        divisor = self.size_divisor
+        size = getattr(self.data_preprocessor, 'size', None)
+        if size is not None and any(s % divisor for s in size):
+            fit = tuple(-(-s // divisor) * divisor for s in size)
+            raise ValueError(
+                f'data_preprocessor size={tuple(size)} is not a multiple of the backbone size_divisor '
+                f'{divisor}: pad the training crops to size={fit} (and give the backbone img_size={max(fit)})'
+            )
+
+    @property
+    def size_divisor(self) -> int:
+        """What the backbone's input sides must be multiples of (its declared ``size_divisor``, else 1)."""
+        return int(getattr(self.backbone, 'size_divisor', 1))
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
+        """Scores of ``inputs`` (B, C_in, H, W) as (B, C, H, W), padded to ``size_divisor`` and cropped back."""
+        h, w = inputs.shape[-2:]
+        pad_h, pad_w = -h % self.size_divisor, -w % self.size_divisor
+        if not (pad_h or pad_w):
+            return super().encode_decode(inputs, batch_img_metas)
+        padded = F.pad(inputs, (0, pad_w, 0, pad_h))  # (B, C_in, H, W) -> (B, C_in, H + pad_h, W + pad_w)
+        shape = (h + pad_h, w + pad_w)
+        metas = [dict(meta, img_shape=shape, pad_shape=shape) for meta in batch_img_metas]
+        return super().encode_decode(padded, metas)[
+            ..., :h, :w
+        ]  # (B, C, H + pad_h, W + pad_w) -> (B, C, H, W)
 
     def loss(self, inputs: Tensor, data_samples: SampleList) -> dict[str, Tensor]:
         """Task losses of the heads plus the backbone's auxiliary losses."""
