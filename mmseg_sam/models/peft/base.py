@@ -22,9 +22,12 @@ __all__ = [
     'BlockPlaceMethod',
     'PEFTLayerMixin',
     'PEFTReport',
+    'block_index',
+    'block_prefix',
     'inject_peft',
     'match_modules',
     'merge_peft',
+    'place_path',
 ]
 
 PEFT_METHODS = Registry('peft method', locations=['mmseg_sam.models.peft'])
@@ -129,12 +132,11 @@ class BlockPlaceMethod(BasePEFTMethod):
         plan = []
         for block_name, block in select_blocks(model, method, self.blocks, places=roots):
             for place, spec in places.items():
-                where = f'{block_name}.{place}'
+                path = place_path(block, place)
+                where = f'{block_name}.{path}'
                 try:
                     current = (
-                        block.get_submodule(place)
-                        if getattr(block, place.split('.')[0]) is not None
-                        else None
+                        block.get_submodule(path) if getattr(block, path.split('.')[0]) is not None else None
                     )
                 except AttributeError as err:
                     raise ValueError(
@@ -143,11 +145,11 @@ class BlockPlaceMethod(BasePEFTMethod):
                 if isinstance(current, PEFTLayerMixin):
                     raise ValueError(f'{where} is already adapted by {type(current).__name__}')
                 self.check_place(where, place, current, block)
-                plan.append((where, block, place, spec, current))
+                plan.append((where, block, place, path, spec, current))
         params: dict[str, nn.Parameter] = {}
-        for where, block, place, spec, current in plan:  # every place checked: now change the model
+        for where, block, place, path, spec, current in plan:  # every place checked: now change the model
             new = self.build(place, spec, current, block)
-            replace_module(block, place, new)
+            replace_module(block, path, new)
             kept = {id(p) for p in current.parameters()} if current is not None else set()
             params.update({f'{where}.{name}': p for name, p in new.named_parameters() if id(p) not in kept})
         return params
@@ -183,8 +185,37 @@ def block_pattern(blocks: Sequence[int] | None) -> str:
     return '(?:' + '|'.join(str(int(i)) for i in blocks) + ')'
 
 
+def block_prefix(model: nn.Module) -> str:
+    """Where a backbone keeps its blocks: ``blocks.<i>`` (SAMViT) or e.g. ``trunk.blocks.<i>``.
+
+    A backbone whose blocks are not top-level ``blocks`` says where with a class
+    attribute ``peft_block_prefix`` (SAM2Hiera: ``'trunk.'``).
+    """
+    return getattr(model, 'peft_block_prefix', '')
+
+
+def block_index(name: str) -> int:
+    """The index ``i`` of a module name ``[prefix.]blocks.<i>[...]``."""
+    found = re.search(r'(?:^|\.)blocks\.(\d+)(?:\.|$)', name)
+    if found is None:
+        raise ValueError(f'{name!r} is not inside a block (blocks.<i>)')
+    return int(found.group(1))
+
+
+def place_path(block: nn.Module, place: str) -> str:
+    """The path inside ``block`` of a protocol place such as ``'mlp.lin1'``.
+
+    Methods name places by the protocol's names (SAMBlock's: ``attn.qkv``,
+    ``attn.proj``, ``mlp.lin1``, ``mlp.lin2``, ``norm1``, ``norm2``, ``attn_adapter``,
+    ...). A block whose modules keep other names, so that its official checkpoint
+    keys stay unchanged, maps protocol names to its own with a class attribute
+    ``place_paths`` (SAM 2's Hiera block: ``{'mlp.lin1': 'mlp.layers.0', ...}``).
+    """
+    return getattr(block, 'place_paths', {}).get(place, place)
+
+
 def check_blocks_matched(method: str, blocks: Sequence[int] | None, names: Iterable[str], what: str) -> None:
-    """Raise if a requested block index has no match among module names ``blocks.<i>...``.
+    """Raise if a requested block index has no match among module names ``[prefix.]blocks.<i>...``.
 
     Args:
         method: the method name, for the message.
@@ -194,7 +225,7 @@ def check_blocks_matched(method: str, blocks: Sequence[int] | None, names: Itera
     """
     if blocks is None:
         return
-    missing = sorted(set(blocks) - {int(name.split('.')[1]) for name in names})
+    missing = sorted(set(blocks) - {block_index(name) for name in names})
     if missing:
         raise ValueError(f'{method} blocks {missing} matched no {what}')
 
@@ -202,7 +233,7 @@ def check_blocks_matched(method: str, blocks: Sequence[int] | None, names: Itera
 def select_blocks(
     model: nn.Module, method: str, blocks: Sequence[int] | None, places: Iterable[str] = ()
 ) -> list[tuple[str, nn.Module]]:
-    """The backbone blocks ``blocks.<i>`` for the requested indices (all if None).
+    """The backbone blocks ``[prefix.]blocks.<i>`` for the requested indices (all if None).
 
     Args:
         model: the backbone.
@@ -215,7 +246,7 @@ def select_blocks(
         ValueError: no block matched, a requested index matched none, or a block does
             not offer a place (naming the block type and the place).
     """
-    pattern = re.compile(rf'blocks\.{block_pattern(blocks)}')
+    pattern = re.compile(rf'{re.escape(block_prefix(model))}blocks\.{block_pattern(blocks)}')
     matches = [(name, module) for name, module in model.named_modules() if pattern.fullmatch(name)]
     if not matches:
         raise ValueError(f'{method} found no block matching {pattern.pattern!r} (blocks={blocks})')

@@ -1,6 +1,5 @@
 """BitFit (Zaken et al., 2021) for SAM's ViT: train only the encoder's bias terms."""
 
-import re
 from collections.abc import Sequence
 
 from torch import nn
@@ -8,11 +7,11 @@ from torch import nn
 from .base import (
     PEFT_METHODS,
     BasePEFTMethod,
-    block_pattern,
     check_blocks,
-    check_blocks_matched,
     check_targets,
     match_modules,
+    place_path,
+    select_blocks,
 )
 
 __all__ = ['BitFit']
@@ -26,8 +25,10 @@ _TARGETS: dict[str, str] = {
     'norm1': 'norm1',
     'norm2': 'norm2',
 }
-# Modules outside the blocks whose biases `include_neck_and_patch_embed` trains.
-_OUTSIDE_BLOCKS = r'patch_embed\.proj|neck\.\d+'
+# Modules outside the blocks whose biases `include_neck_and_patch_embed` trains: the patch
+# embedding's projection (SAMViT: `patch_embed.proj`, SAM2Hiera: `trunk.patch_embed.proj`) and
+# everything in the neck (SAM's LayerNorm2d, SAM 2's FPN convolutions).
+_OUTSIDE_BLOCKS = r'(?:\w+\.)?patch_embed\.proj|neck(?:\.\w+)+'
 # Set on a module whose bias BitFit made trainable, to refuse a second injection.
 _MARK = '_bitfit_trained'
 
@@ -69,15 +70,19 @@ class BitFit(BasePEFTMethod):
         self.include_neck_and_patch_embed = bool(include_neck_and_patch_embed)
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        paths = '|'.join(re.escape(_TARGETS[t]) for t in self.targets)
-        pattern = rf'blocks\.{block_pattern(self.blocks)}\.(?:{paths})'
-        matches = list(match_modules(model, pattern, nn.Module))
-        if not matches:
-            raise ValueError(
-                f'BitFit found no module matching {pattern!r} for targets {list(self.targets)} '
-                f'(blocks={self.blocks})'
-            )
-        check_blocks_matched('BitFit', self.blocks, (name for name, _ in matches), f'module of {pattern!r}')
+        matches = []
+        for block_name, block in select_blocks(model, 'BitFit', self.blocks):
+            order = {name: i for i, (name, _) in enumerate(block.named_modules())}
+            paths = {target: place_path(block, _TARGETS[target]) for target in self.targets}
+            for target in sorted(self.targets, key=lambda t: order.get(paths[t], -1)):  # module order
+                path = paths[target]
+                try:
+                    matches.append((f'{block_name}.{path}', block.get_submodule(path)))
+                except AttributeError as err:
+                    raise ValueError(
+                        f'BitFit target {target!r} needs {block_name}.{path}, which '
+                        f'{type(block).__name__} does not have'
+                    ) from err
         if self.include_neck_and_patch_embed:
             outside = [
                 (n, m) for n, m in match_modules(model, _OUTSIDE_BLOCKS, nn.Module) if _bias_of(m) is not None
@@ -90,7 +95,9 @@ class BitFit(BasePEFTMethod):
             matches += outside
         with_bias = [(name, module) for name, module in matches if _bias_of(module) is not None]
         if not with_bias:
-            raise ValueError(f'BitFit: no module matching {pattern!r} has a bias')
+            raise ValueError(
+                f'BitFit: none of the targets {list(self.targets)} has a bias (blocks={self.blocks})'
+            )
         for name, module in with_bias:
             if getattr(module, _MARK, False):
                 raise ValueError(f'{name}.bias is already trained by BitFit')

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .base import PEFT_METHODS, BasePEFTMethod, PEFTLayerMixin, check_blocks, select_blocks, set_place
+from .base import (
+    PEFT_METHODS,
+    BasePEFTMethod,
+    PEFTLayerMixin,
+    block_index,
+    check_blocks,
+    select_blocks,
+    set_place,
+)
 
 __all__ = ['SAMAdapter', 'SAMAdapterPromptGenerator', 'high_frequency_component']
 
@@ -174,7 +182,7 @@ class SAMAdapter(BasePEFTMethod):
             raise ValueError(
                 f'SAMAdapter scale_factor {self.scale_factor} does not divide embed_dims {embed_dims}'
             )
-        indices = [int(name.split('.')[1]) for name, _ in select_blocks(model, 'SAMAdapter', self.blocks)]
+        indices = [block_index(name) for name, _ in select_blocks(model, 'SAMAdapter', self.blocks)]
         generator = SAMAdapterPromptGenerator(
             embed_dims,
             tuple(proj.kernel_size),
