@@ -5,6 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 MMCV_VERSION ?= 2.1.0
+SAM2_VERSION ?= 1.1.0
 
 .PHONY: setup demo test lint format clean-venv
 
@@ -29,6 +30,11 @@ $(VENV)/.stamp-mmcv: $(VENV)/.stamp-torch
 
 $(VENV)/.stamp-package: $(VENV)/.stamp-mmcv requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install "torch==$(TORCH_VERSION)" -r requirements.txt -r requirements-dev.txt
+	# sam2 ships as a source archive whose setup.py requires torchvision (which would pull
+	# another torch) and builds a CUDA extension used only by video post-processing: install
+	# it without dependencies (requirements.txt lists what its modeling code imports) and
+	# without the extension, the same on CPU and GPU machines.
+	SAM2_BUILD_CUDA=0 $(BIN)/pip install --no-deps --no-build-isolation "sam2==$(SAM2_VERSION)"
 	$(BIN)/pip install --no-build-isolation --no-deps -e .
 	touch $@
 

@@ -1,4 +1,14 @@
+from .sam2_hiera import SAM2_ARCHS, SAM2Hiera, SAM2HieraBlock
 from .sam_attention import ATTN_IMPLS, SAMAttention
 from .sam_vit import SAM_ARCHS, SAMBlock, SAMViT
 
-__all__ = ['ATTN_IMPLS', 'SAMAttention', 'SAMBlock', 'SAMViT', 'SAM_ARCHS']
+__all__ = [
+    'ATTN_IMPLS',
+    'SAM2_ARCHS',
+    'SAM2Hiera',
+    'SAM2HieraBlock',
+    'SAMAttention',
+    'SAMBlock',
+    'SAMViT',
+    'SAM_ARCHS',
+]
