@@ -28,6 +28,7 @@ __all__ = [
     'match_modules',
     'merge_peft',
     'place_path',
+    'why_absent',
 ]
 
 PEFT_METHODS = Registry('peft method', locations=['mmseg_sam.models.peft'])
@@ -200,6 +201,12 @@ def block_index(name: str) -> int:
     if found is None:
         raise ValueError(f'{name!r} is not inside a block (blocks.<i>)')
     return int(found.group(1))
+
+
+def why_absent(model: nn.Module, place: str) -> str:
+    """``': <reason>'`` when a backbone explains why it lacks a PEFT place (``absent_places``), else ``''``."""
+    why = getattr(model, 'absent_places', {}).get(place)
+    return f': {why}' if why else ''
 
 
 def place_path(block: nn.Module, place: str) -> str:

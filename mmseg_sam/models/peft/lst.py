@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..sam_modeling import Block
-from .base import PEFT_METHODS, BasePEFTMethod, set_place
+from .base import PEFT_METHODS, BasePEFTMethod, set_place, why_absent
 
 __all__ = ['LST', 'LadderSideNetwork']
 
@@ -191,6 +191,7 @@ class LST(BasePEFTMethod):
         if not hasattr(model, 'side_network'):
             raise ValueError(
                 f'LST needs a backbone with a side_network place (SAMViT), got {type(model).__name__}'
+                + why_absent(model, 'side_network')
             )
         global_blocks = [i for i, block in enumerate(blocks) if getattr(block, 'window_size', None) == 0]
         if not global_blocks:

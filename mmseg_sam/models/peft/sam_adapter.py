@@ -19,6 +19,7 @@ from .base import (
     check_blocks,
     select_blocks,
     set_place,
+    why_absent,
 )
 
 __all__ = ['SAMAdapter', 'SAMAdapterPromptGenerator', 'high_frequency_component']
@@ -171,6 +172,7 @@ class SAMAdapter(BasePEFTMethod):
         if not hasattr(model, 'input_prompts'):
             raise ValueError(
                 f'SAMAdapter needs a backbone with an input_prompts place (SAMViT), got {type(model).__name__}'
+                + why_absent(model, 'input_prompts')
             )
         proj = getattr(getattr(model, 'patch_embed', None), 'proj', None)
         if not isinstance(proj, nn.Conv2d):
