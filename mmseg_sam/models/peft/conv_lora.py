@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import is_fake
 from torch.distributions.normal import Normal
 
 from .aux_losses import report_aux_loss
@@ -26,6 +27,7 @@ __all__ = [
     'conv_lora_layers',
     'cv_squared',
     'is_tracing',
+    'has_values',
     'pop_expert_usage',
 ]
 
@@ -38,6 +40,11 @@ def is_tracing() -> bool:
     data-dependent Python loop over the selected experts.
     """
     return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def has_values(x: Tensor) -> bool:
+    """Whether ``x`` holds data: False for meta and fake tensors (shape-only runs, e.g. a memory estimate)."""
+    return not (x.is_meta or is_fake(x))
 
 
 def cv_squared(x: Tensor) -> Tensor:
@@ -170,7 +177,10 @@ class NoisyTopKGate(nn.Module):
         threshold_in = top_logits[:, self.k : self.k + 1]  # (N, 1)
         threshold_out = top_logits[:, self.k - 1 : self.k]
         is_in = noisy > threshold_in
-        normal = Normal(torch.zeros((), device=clean.device), torch.ones((), device=clean.device))
+        # No argument validation: it reads values, which a shape-only run (fake tensors) has not.
+        normal = Normal(
+            torch.zeros((), device=clean.device), torch.ones((), device=clean.device), validate_args=False
+        )
         prob_in = normal.cdf((clean - threshold_in) / noise_std)
         prob_out = normal.cdf((clean - threshold_out) / noise_std)
         return torch.where(is_in, prob_in, prob_out)
@@ -261,11 +271,23 @@ class ConvLoRALinear(LoRALinear):
                 out = out + torch.where(selected, y * gates[:, e].to(y.dtype)[:, None, None, None], 0.0)
         else:
             # Each selected expert runs once on the samples routed to it.
-            for e in index.unique().tolist():
-                rows = (index == e).any(dim=1).nonzero(as_tuple=True)[0]
+            for e, rows in self._routes(index):
                 y = self.experts[e](zc[rows])
                 out = out.index_add(0, rows, y * gates[rows, e].to(y.dtype)[:, None, None, None])
         return out.permute(0, 2, 3, 1)  # (N, r, H, W) -> (N, H, W, r)
+
+    def _routes(self, index: Tensor) -> list[tuple[int, Tensor]]:
+        """(expert, rows routed to it) for each selected expert, from the (N, k) selection.
+
+        A shape-only run (meta or fake tensors: :func:`has_values` is False) has no routing
+        to read: every row goes to the ``k`` experts of the largest scales, the routing
+        that keeps the most memory.
+        """
+        if not has_values(index):
+            by_scale = sorted(range(len(self.experts)), key=lambda e: self.experts[e].scale)
+            rows = torch.arange(index.shape[0], device=index.device)
+            return [(e, rows) for e in by_scale[-index.shape[1] :]]
+        return [(e, (index == e).any(dim=1).nonzero(as_tuple=True)[0]) for e in index.unique().tolist()]
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:

@@ -1,0 +1,83 @@
+"""tools/analysis_tools/estimate_memory.py: the prediction against what a real CPU step allocates."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tiny_segmentor_cfg
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = REPO / 'tools/analysis_tools/estimate_memory.py'
+spec = importlib.util.spec_from_file_location('estimate_memory_tool', TOOL)
+em = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = em  # dataclasses look their module up
+spec.loader.exec_module(em)
+
+IMG = 128  # an 8x8 token grid: large enough that activations outweigh fixed costs
+METHODS = {
+    'lora': dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
+    'conv-lora': dict(peft=dict(type='ConvLoRA', rank=4, num_experts=2)),
+    'full': dict(frozen=False),
+}
+
+
+@pytest.mark.parametrize('with_cp', [False, True])
+@pytest.mark.parametrize('method', list(METHODS))
+def test_prediction_matches_the_measured_step(method, with_cp):
+    """Every part within 10% of the allocator's events of a real step (tiny arch, CPU)."""
+    cfg = tiny_segmentor_cfg(img_size=IMG, with_cp=with_cp, **METHODS[method])
+    est = em.estimate(cfg, batch=2, img_size=IMG)
+    real = em.measure(cfg, batch=2, img_size=IMG)
+    for part in ('weights', 'gradients', 'optimizer_state', 'activations', 'peak_forward_backward'):
+        assert getattr(est, part) == pytest.approx(real[part], rel=0.1), part
+    assert est.activations > 0.5 * est.peak_forward_backward  # the activations are most of the peak here
+    # Per block: every block's forward keeps something, and nothing is attributed twice.
+    assert {f'backbone.blocks.{i}' for i in range(2)} <= set(est.activations_by_component)
+    assert sum(est.activations_by_component.values()) == est.activations
+    assert est.peak == est.weights + est.optimizer_state + est.inputs + est.peak_forward_backward
+
+
+def test_checkpointing_keeps_less():
+    cfg = {cp: tiny_segmentor_cfg(img_size=IMG, with_cp=cp, **METHODS['lora']) for cp in (False, True)}
+    plain, checkpointed = (em.estimate(cfg[cp], batch=1, img_size=IMG) for cp in (False, True))
+
+    def blocks(est):
+        return sum(v for k, v in est.activations_by_component.items() if k.startswith('backbone.blocks.'))
+
+    assert blocks(checkpointed) < 0.5 * blocks(plain)
+    assert checkpointed.parameter_part == plain.parameter_part
+
+
+def test_cli_report_and_json(tmp_path, capsys):
+    config = tmp_path / 'tiny.py'
+    config.write_text(f'model = {tiny_segmentor_cfg(img_size=64, **METHODS["lora"])!r}\n')
+    out_json = tmp_path / 'est.json'
+    args = [str(config), '--batch', '2', '--amp', 'bf16', '--out-json', str(out_json)]
+    assert em.main(args + ['--cfg-options', 'model.backbone.with_cp=True']) == 0
+    text = capsys.readouterr().out
+    assert 'batch 2, 64x64, amp bf16, with_cp=True' in text
+    assert '| backbone.blocks.0 |' in text
+    for gb in em.GPU_SIZES_GB:
+        assert f'| {gb} GB | fits |' in text
+    data = json.loads(out_json.read_text())
+    assert data['peak'] == sum(
+        data[k] for k in ('weights', 'optimizer_state', 'inputs', 'peak_forward_backward')
+    )
+
+
+def test_preset_replaces_the_method(tmp_path, capsys):
+    config = tmp_path / 'tiny.py'
+    config.write_text(f'model = {tiny_segmentor_cfg(img_size=64)!r}\n')
+    assert em.main([str(config), '--preset', 'full fine-tuning']) == 0
+    assert 'trainable' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        em.main([str(config), '--preset', 'no such method'])
+    assert "no PEFT preset 'no such method'" in capsys.readouterr().err
+
+
+def test_fits_keeps_the_reserve():
+    assert em.fits(23 * em.GIB, reserve_gib=1.0)[24] is True
+    assert em.fits(23 * em.GIB + 1, reserve_gib=1.0)[24] is False
