@@ -38,8 +38,9 @@ $(VENV)/.stamp-package: $(VENV)/.stamp-mmcv requirements.txt requirements-dev.tx
 	$(BIN)/pip install --no-build-isolation --no-deps -e .
 	touch $@
 
+# DEMO_ARGS=--sam2: the SAM 2 family (a Hiera encoder, SAM 2's decoder head).
 demo: setup
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/python -m pytest tests

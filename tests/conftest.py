@@ -59,6 +59,53 @@ def tiny_segmentor_cfg(
     )
 
 
+def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
+    """A config's ``model`` (a ConfigDict, changed in place) with the tiny SAM swapped in.
+
+    SAM-decoder heads get :data:`TINY_HEAD` (and 4 queries for mask classification); a backbone for mmseg's multi-level heads
+    (``with_neck=False``: Feature2Pyramid + UPerHead + FCNHead) gets a 4-block tiny arch with
+    one map per block and the neck and heads narrowed to its 32 channels.
+
+    Args:
+        model: the ``model`` of a config.
+        img_size: the encoder's and the data preprocessor's size; None keeps the config's.
+    """
+    model.sam_checkpoint = None
+    if model.backbone.type == 'SAM2Hiera':  # the SAM 2 family: tiny Hiera and SAM 2 decoder
+        from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER
+
+        model.backbone.arch = dict(TINY_SAM2_ARCH)
+        if img_size is not None:
+            model.data_preprocessor.size = (img_size, img_size)
+        for k, v in TINY_SAM2_DECODER.items():
+            model.decode_head[k] = v
+        if model.decode_head.get('mode') == 'mask_classification':
+            model.decode_head.num_queries = 4
+        return model
+    if img_size is not None:
+        model.backbone.img_size = img_size
+        model.data_preprocessor.size = (img_size, img_size)
+    dims = TINY_ARCH['embed_dims']
+    if model.backbone.get('with_neck', True):
+        # assignment, not ConfigDict.update (which merges nested dicts)
+        model.backbone.arch = dict(TINY_ARCH)
+        for k, v in TINY_HEAD.items():
+            model.decode_head[k] = v
+        if model.decode_head.get('mode') == 'mask_classification':
+            model.decode_head.num_queries = (
+                4  # 100 queries upsampled to a 784x784 crop are most of a test step
+            )
+        return model
+    model.backbone.arch = dict(TINY_ARCH, num_layers=4, global_attn_indexes=(1, 3))
+    model.backbone.out_indices = (0, 1, 2, 3)
+    model.neck.embed_dim = dims
+    model.decode_head.in_channels = [dims] * 4
+    model.decode_head.channels = 16
+    model.auxiliary_head.in_channels = dims
+    model.auxiliary_head.channels = 16
+    return model
+
+
 def tiny_segmentor(sam_checkpoint: str | Path | None = None, **backbone: Any) -> nn.Module:
     """The model of :func:`tiny_segmentor_cfg`, built."""
     return MODELS.build(tiny_segmentor_cfg(sam_checkpoint, **backbone))

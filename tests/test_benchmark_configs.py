@@ -26,7 +26,7 @@ from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.peft.presets import grid_presets
-from tests.conftest import TINY_ARCH, TINY_HEAD
+from tests.conftest import TINY_ARCH, TINY_HEAD, tiny_model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
@@ -198,6 +198,8 @@ def test_model_bases_differ_from_vit_b_by_encoder_and_checkpoint(size, head):
 
 def _tiny_model_cfg(cfg: Config) -> dict:
     model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.backbone.type == 'SAM2Hiera':
+        return tiny_model_cfg(model_cfg, img_size=64)
     model_cfg.sam_checkpoint = None
     model_cfg.backbone.arch = dict(TINY_ARCH)  # assignment, not ConfigDict.update (which merges)
     model_cfg.backbone.img_size = 64
@@ -283,3 +285,43 @@ def test_config_trains_one_step(path):
         assert loss_names == expected
     else:
         assert loss_names
+
+
+SAM2_GRID_NAME = re.compile(
+    r'^sam2\.1-hiera-(?P<size>base-plus|large)_(?P<method>[a-z0-9-]+)_(?P<epochs>\d+)e_(?P<bench>[a-z0-9-]+)'
+    r'-1024x1024\.py$'
+)
+SAM2_GRID_CONFIGS = sorted((REPO / 'configs/sam2').glob('*.py'))
+SAM2_GRID_METHODS = ('decoder-only', 'lora-qkv-r3', 'conv-lora-r3', 'cobot-lora-qv-r4')
+SAM2_CHECKPOINTS = {
+    'base-plus': 'checkpoints/sam2.1_hiera_base_plus.pt',
+    'large': 'checkpoints/sam2.1_hiera_large.pt',
+}
+
+
+def test_sam2_grid_is_complete():
+    """SAM 2.1 Hiera base+ and large: one config per (method, benchmark) cell of the four methods."""
+    found = {tuple(SAM2_GRID_NAME.match(p.name).group('size', 'method', 'bench')) for p in SAM2_GRID_CONFIGS}
+    assert found == {(s, m, b) for s in SAM2_CHECKPOINTS for m in SAM2_GRID_METHODS for b in BENCHMARKS}
+    assert len(SAM2_GRID_CONFIGS) == len(found)
+
+
+@pytest.mark.parametrize('path', SAM2_GRID_CONFIGS, ids=lambda p: p.name)
+def test_sam2_grid_config_is_the_vit_h_config_with_the_encoder_swapped(path):
+    """Everything but the encoder, its checkpoint and the head type equals the ViT-H grid config of the
+    same method and benchmark (which the tests above check against the reference)."""
+    size, method, epochs, bench = SAM2_GRID_NAME.match(path.name).group('size', 'method', 'epochs', 'bench')
+    [(folder, _)] = [key for key in GRID if key[1] == method]
+    vit_h = _load(REPO / f'configs/{folder}/sam-vit-h_{method}_{epochs}e_{bench}-1024x1024.py').to_dict()
+    cfg = _load(path).to_dict()
+    backbone = cfg['model'].pop('backbone')
+    assert backbone.pop('type') == 'SAM2Hiera' and backbone.pop('frozen') is True
+    assert backbone.pop('arch') == size.replace('-', '_')
+    assert backbone.pop('peft', None) == vit_h['model'].pop('backbone').get('peft')
+    assert backbone == {}
+    assert cfg['model'].pop('sam_checkpoint') == SAM2_CHECKPOINTS[size]
+    vit_h['model'].pop('sam_checkpoint')
+    assert cfg['model']['decode_head'].pop('type') == 'SAM2MaskDecoderHead'
+    vit_h['model']['decode_head'].pop('type')
+    cfg.pop('sam2')
+    assert _plain(cfg) == _plain(vit_h)

@@ -24,6 +24,8 @@ sys.path.insert(0, str(REPO))
 
 SMALL_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 VIT_B_CONFIG = REPO / 'configs/demo/sam-vit-b_lora-qv-r4_1k_demo-binary-256x256.py'
+SAM2_SMALL_CONFIG = REPO / 'configs/demo/sam2.1-hiera-mini_lora-qv-r4_1k_demo-binary-128x128.py'
+SAM2_TINY_CONFIG = REPO / 'configs/demo/sam2.1-hiera-tiny_lora-qv-r4_1k_demo-binary-256x256.py'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,7 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--checkpoint',
         default=os.environ.get('SAM_CHECKPOINT') or None,
-        help='SAM ViT-B checkpoint (default: $SAM_CHECKPOINT)',
+        help='SAM ViT-B checkpoint, or SAM 2.1 Hiera-T with --sam2 (default: $SAM_CHECKPOINT)',
+    )
+    parser.add_argument(
+        '--sam2', action='store_true', help="the SAM 2 family: a Hiera encoder and SAM 2's mask decoder head"
     )
     parser.add_argument('--iters', type=int, default=None, help='override the number of training iterations')
     parser.add_argument('--num-train', type=int, default=200)
@@ -87,15 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f'SAM checkpoint not found: {args.checkpoint}')
-        config = VIT_B_CONFIG
+        config = SAM2_TINY_CONFIG if args.sam2 else VIT_B_CONFIG
         options.append(f'model.sam_checkpoint={args.checkpoint}')
-        print(f'fine-tuning SAM ViT-B from {args.checkpoint}')
+        print(f'fine-tuning {"SAM 2.1 Hiera-T" if args.sam2 else "SAM ViT-B"} from {args.checkpoint}')
     else:
-        config = SMALL_CONFIG
+        config = SAM2_SMALL_CONFIG if args.sam2 else SMALL_CONFIG
+        real = '/path/sam2.1_hiera_tiny.pt' if args.sam2 else '/path/sam_vit_b_01ec64.pth'
         print(
-            'SAM_CHECKPOINT is not set: training a SMALL SAM-architecture model from RANDOM weights '
-            '(frozen encoder + LoRA + mask decoder). Set SAM_CHECKPOINT=/path/sam_vit_b_01ec64.pth '
-            'to fine-tune real SAM ViT-B.'
+            f'SAM_CHECKPOINT is not set: training a SMALL {"SAM 2" if args.sam2 else "SAM"}-architecture model '
+            f'from RANDOM weights (frozen encoder + LoRA + mask decoder). Set SAM_CHECKPOINT={real} '
+            'to fine-tune the real model.'
         )
     if args.iters:
         options += [

@@ -123,8 +123,10 @@ class SAMMaskDecoderHead(BaseDecodeHead):
                 'or set it to None'
             )
         kwargs.pop('init_cfg', None)  # weights come from SAM, not an mmseg init
+        if isinstance(in_index, (list, tuple)):  # several levels (SAM 2's decoder): one list in
+            kwargs.setdefault('input_transform', 'multiple_select')
         super().__init__(
-            in_channels=embed_dims,
+            in_channels=[embed_dims] * len(in_index) if isinstance(in_index, (list, tuple)) else embed_dims,
             channels=embed_dims,
             num_classes=num_classes,
             out_channels=out_channels,
@@ -140,7 +142,27 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             self.num_mask_tokens, num_mlps = num_queries, 1  # one shared hypernetwork MLP
         else:
             self.num_mask_tokens = num_mlps = self.out_channels
+        self._build_decoder(
+            embed_dims, decoder_depth, decoder_num_heads, decoder_mlp_dims, mask_in_channels, num_mlps
+        )
+        if mode == 'mask_classification':
+            self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
 
+        self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
+        if checkpoint is not None:
+            self._load_sam_decoder(checkpoint)
+        self.prompt_encoder.requires_grad_(False)
+
+    def _build_decoder(
+        self,
+        embed_dims: int,
+        decoder_depth: int,
+        decoder_num_heads: int,
+        decoder_mlp_dims: int,
+        mask_in_channels: int,
+        num_mlps: int,
+    ) -> None:
+        """Build ``prompt_encoder`` and ``mask_decoder`` (segment_anything's) with T mask tokens, ``num_mlps`` MLPs."""
         self.prompt_encoder = PromptEncoder(
             embed_dim=embed_dims,
             image_embedding_size=(64, 64),  # only used by point/box prompts
@@ -160,26 +182,31 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         del self.mask_decoder.iou_prediction_head  # unused without prompts
         self.mask_decoder.mask_tokens = nn.Embedding(self.num_mask_tokens, embed_dims)
         self.mask_decoder.num_mask_tokens = self.num_mask_tokens
-        if mode == 'mask_classification':
-            self.cls_embed = nn.Linear(embed_dims, num_classes + 1)
 
-        self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
-        if checkpoint is not None:
-            self._load_sam_decoder(checkpoint)
-        self.prompt_encoder.requires_grad_(False)
+    def _read_checkpoint(self, checkpoint: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The checkpoint's prompt encoder and mask decoder weights (SAM's names, prefixes stripped)."""
+        decoder = load_sam_component(checkpoint, 'mask_decoder')  # first: the part a head needs most
+        return load_sam_component(checkpoint, 'prompt_encoder'), decoder
 
     def _load_sam_decoder(self, checkpoint: str) -> None:
-        """Load SAM's decoder; every token starts from SAM's mask token 0, every MLP from MLP 0."""
-        decoder = load_sam_component(checkpoint, 'mask_decoder')
-        load_strict(self.prompt_encoder, load_sam_component(checkpoint, 'prompt_encoder'), str(checkpoint))
+        """Load SAM's decoder; every token starts from SAM's mask token 0, every MLP from MLP 0.
+
+        The checkpoint's heads that a prompt-free head does not build (SAM's IoU head, and
+        SAM 2's object-score head) are skipped.
+        """
+        prompt_encoder, decoder = self._read_checkpoint(checkpoint)
+        load_strict(self.prompt_encoder, prompt_encoder, str(checkpoint))
         if 'mask_tokens.weight' not in decoder:
             raise ValueError(f'checkpoint {checkpoint} has no mask_decoder.mask_tokens.weight')
+        built = {name for name, _ in self.mask_decoder.named_children()}
         state = {
             k: v
             for k, v in decoder.items()
-            if not k.startswith(('iou_prediction_head.', 'output_hypernetworks_mlps.'))
+            if k.split('.')[0] in built
+            and not k.startswith('output_hypernetworks_mlps.')
             and k != 'mask_tokens.weight'
         }
+        skipped = sorted({k.split('.')[0] for k in decoder if k.split('.')[0] not in built})
         state['mask_tokens.weight'] = decoder['mask_tokens.weight'][:1].repeat(self.num_mask_tokens, 1)
         prefix = 'output_hypernetworks_mlps.0.'
         mlp0 = {k[len(prefix) :]: v for k, v in decoder.items() if k.startswith(prefix)}
@@ -187,8 +214,8 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             state.update({f'output_hypernetworks_mlps.{i}.{k}': v.clone() for k, v in mlp0.items()})
         load_strict(self.mask_decoder, state, str(checkpoint))
         MMLogger.get_current_instance().info(
-            f'SAMMaskDecoderHead: mask decoder from {checkpoint}, {self.num_mask_tokens} token(s) '
-            'initialised from mask token 0; IoU head weights skipped (not used without prompts)'
+            f'{type(self).__name__}: mask decoder from {checkpoint}, {self.num_mask_tokens} token(s) '
+            f'initialised from mask token 0; weights of {skipped} skipped (not used without prompts)'
         )
 
     def _decode(self, x: Tensor) -> tuple[Tensor, Tensor]:

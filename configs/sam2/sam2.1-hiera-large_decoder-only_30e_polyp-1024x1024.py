@@ -1,0 +1,6 @@
+_base_ = ['../_base_/benchmarks/polyp_1024x1024.py', '../_base_/models/sam2.1-hiera-large.py']
+model = dict(
+    sam_checkpoint=_base_.sam2.checkpoint,
+    backbone=dict(_base_.sam2.backbone, _delete_=True),
+    decode_head=dict(type='SAM2MaskDecoderHead'),
+)
