@@ -12,6 +12,8 @@ from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import merge_peft
 from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, tiny_segmentor_cfg
+from tests.models.sam2_fixtures import official_checkpoint, sam2_heads, sam2_image_encoder
+from tests.tools.sam2_tool_configs import write_sam2_config
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
@@ -158,3 +160,142 @@ def test_missing_sam_checkpoint_is_an_error(tmp_path, capsys):
         capsys.readouterr().err
     )
     assert not (tmp_path / 'out.pth').exists()
+
+
+# SAM 2: the official {'model': ...} layout, loaded strictly by sam2's own modules.
+
+
+def _sam2_trained(tmp_path: Path, peft, decode_head: dict | None = None) -> tuple:
+    """A tiny SAM 2 official checkpoint, a config on it, and a trainable-only training checkpoint."""
+    source = tmp_path / 'sam2.1_tiny.pt'
+    original = official_checkpoint(source)
+    extra = (
+        ''
+        if decode_head is None
+        else f'model.update(decode_head=dict(model["decode_head"], **{decode_head!r}))\n'
+    )
+    cfg = write_sam2_config(tmp_path / 'sam2_cfg.py', source, peft, extra=extra)
+    model, trained = _train_and_save(tmp_path, cfg)
+    return source, original, cfg, model, trained
+
+
+def _sam2_parts(exported: dict) -> dict[str, dict]:
+    """The exported state split by component, prefixes stripped."""
+    parts = {}
+    for prefix in ('image_encoder.', 'sam_prompt_encoder.', 'sam_mask_decoder.'):
+        parts[prefix[:-1]] = {k[len(prefix) :]: v for k, v in exported.items() if k.startswith(prefix)}
+    return parts
+
+
+@pytest.mark.parametrize(
+    'peft',
+    [
+        dict(type='LoRA', rank=2, targets=('q', 'v', 'proj')),
+        dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('qkv',))),
+        [dict(type='DoRA', rank=2, targets=('q', 'v')), dict(type='BitFit')],
+        dict(type='SSF'),
+    ],
+    ids=['LoRA', 'COBOT-LoRA', 'DoRA+BitFit', 'SSF'],
+)
+def test_sam2_export_loads_into_sam2_modules(tmp_path, peft):
+    source, original, cfg, model, trained = _sam2_trained(tmp_path, peft)
+    out = tmp_path / 'sam2_finetuned.pt'
+    assert tool.main([str(cfg), str(trained), str(out)]) == 0
+
+    saved = torch.load(out, map_location='cpu', weights_only=True)
+    assert set(saved) == {'model'}  # what sam2's build_sam2 reads
+    exported = saved['model']
+    assert set(exported) == set(original)
+    assert all(exported[k].shape == original[k].shape for k in original)
+    changed = [
+        k for k in original if k.startswith('image_encoder.') and not torch.equal(exported[k], original[k])
+    ]
+    assert changed  # the fine-tuning is in the file
+    parts = _sam2_parts(exported)
+    encoder = sam2_image_encoder().eval()
+    encoder.load_state_dict(parts['image_encoder'], strict=True)
+    prompt_encoder, decoder = sam2_heads()
+    prompt_encoder.load_state_dict(parts['sam_prompt_encoder'], strict=True)
+    decoder.load_state_dict(parts['sam_mask_decoder'], strict=True)
+
+    head = model.decode_head
+    # The head's trained decoder where SAM 2 has it; SAM 2's own parts elsewhere.
+    for key in ('transformer.layers.0.self_attn.q_proj.weight', 'iou_token.weight', 'conv_s0.weight'):
+        assert torch.equal(exported[f'sam_mask_decoder.{key}'], head.mask_decoder.state_dict()[key]), key
+        assert not torch.equal(exported[f'sam_mask_decoder.{key}'], original[f'sam_mask_decoder.{key}']), key
+    tokens = exported['sam_mask_decoder.mask_tokens.weight']
+    assert torch.equal(tokens[0], head.mask_decoder.mask_tokens.weight[0])
+    assert torch.equal(tokens[1:], original['sam_mask_decoder.mask_tokens.weight'][1:])
+    mlp0 = head.mask_decoder.output_hypernetworks_mlps[0].layers[2].weight
+    assert torch.equal(exported['sam_mask_decoder.output_hypernetworks_mlps.0.layers.2.weight'], mlp0)
+    assert torch.equal(exported['no_mem_embed'], head.no_mem_embed)
+    kept = (
+        'output_hypernetworks_mlps.1.',
+        'output_hypernetworks_mlps.3.',
+        'iou_prediction_head.',
+        'pred_obj_score_head.',
+    )
+    kept = tuple(f'sam_mask_decoder.{k}' for k in kept) + ('memory_encoder.', 'maskmem_tpos_enc')
+    assert any(key.startswith(kept[-2:]) for key in original)  # the video modules are in the fixture
+    for key in original:
+        if key.startswith(kept):
+            assert torch.equal(exported[key], original[key]), key
+
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        peft_out = model.backbone(x)
+        merge_peft(model.backbone)
+        merged_out = model.backbone(x)
+        exported_out = encoder(x)['backbone_fpn']
+    assert len(exported_out) == len(merged_out) == 3
+    for got, merged, unmerged in zip(exported_out, merged_out, peft_out, strict=True):
+        torch.testing.assert_close(got, merged, atol=1e-5, rtol=0)
+        torch.testing.assert_close(got, unmerged, atol=1e-4, rtol=0)
+
+
+def test_sam2_export_keeps_the_original_decoder_on_request(tmp_path, capsys):
+    source, original, cfg, model, trained = _sam2_trained(tmp_path, dict(type='BitFit'))
+    out = tmp_path / 'sam2_encoder_only.pt'
+    assert tool.main([str(cfg), str(trained), str(out), '--original-decoder']) == 0
+    exported = torch.load(out, weights_only=True)['model']
+    for key in original:
+        if not key.startswith('image_encoder.'):
+            assert torch.equal(exported[key], original[key]), key
+    assert not torch.equal(
+        exported['image_encoder.trunk.blocks.0.attn.qkv.bias'],
+        original['image_encoder.trunk.blocks.0.attn.qkv.bias'],
+    )
+
+
+def test_sam2_multiclass_head_keeps_sam2_mask_tokens(tmp_path, capsys):
+    head = dict(num_classes=3, out_channels=None, threshold=None, loss_decode=dict(type='CrossEntropyLoss'))
+    source, original, cfg, model, trained = _sam2_trained(
+        tmp_path, dict(type='LoRA', rank=2), decode_head=head
+    )
+    out = tmp_path / 'sam2_multiclass.pt'
+    assert tool.main([str(cfg), str(trained), str(out)]) == 0
+    assert 'mask tokens and MLPs: SAM 2 original' in capsys.readouterr().out
+    exported = torch.load(out, weights_only=True)['model']
+    for key in original:
+        if key.startswith(('sam_mask_decoder.mask_tokens', 'sam_mask_decoder.output_hypernetworks_mlps.')):
+            assert torch.equal(exported[key], original[key]), key
+    key = 'sam_mask_decoder.transformer.final_attn_token_to_image.v_proj.weight'
+    assert torch.equal(
+        exported[key], model.decode_head.mask_decoder.transformer.final_attn_token_to_image.v_proj.weight
+    )
+
+
+@pytest.mark.parametrize(
+    'peft, refused',
+    [
+        (dict(type='ConvLoRA', rank=2, num_experts=2), 'ConvLoRA'),
+        (dict(type='Adapter', bottleneck=4), 'Adapter'),
+    ],
+    ids=['ConvLoRA', 'Adapter'],
+)
+def test_sam2_methods_that_do_not_merge_are_refused(tmp_path, capsys, peft, refused):
+    _, _, cfg, _, trained = _sam2_trained(tmp_path, peft)
+    out = tmp_path / 'out.pt'
+    assert tool.main([str(cfg), str(trained), str(out)]) == 1
+    assert f"cannot merge ['{refused}']: only methods linear" in capsys.readouterr().err
+    assert not out.exists()
