@@ -29,7 +29,7 @@ from .low_rank import LoRALinear
 from .lst import LST, LadderSideNetwork
 from .sam_adapter import SAMAdapter
 from .ssf import SSF, SSFLayerNorm, SSFLinear
-from .vpt import VPT, PromptedAttention
+from .vpt import VPT, PromptedAttention, PromptedMultiScaleAttention
 
 for _module in pkgutil.iter_modules(__path__):  # methods added as files register without an edit here
     importlib.import_module(f'{__name__}.{_module.name}')
@@ -58,6 +58,7 @@ __all__ = [
     'LST',
     'LadderSideNetwork',
     'PromptedAttention',
+    'PromptedMultiScaleAttention',
     'SAMAdapter',
     'SSF',
     'SSFLayerNorm',

@@ -1,4 +1,4 @@
-"""Visual Prompt Tuning (Jia et al., ECCV 2022) for SAM's ViT: learnable prefix keys and values.
+"""Visual Prompt Tuning (Jia et al., ECCV 2022) for SAM's ViT and SAM 2's Hiera: learnable prefix keys and values.
 
 SAM's blocks attend on a (B, H, W, C) grid, in padded windows or globally, with a
 decomposed relative-position bias, so prompts cannot simply be appended to a token
@@ -10,6 +10,10 @@ pairs only. The prompted attention keeps the implementation of the attention it 
 (see :class:`~mmseg_sam.models.backbones.sam_attention.SAMAttention`): with ``'sdpa'``
 the prompt columns of the bias mask are zero, with ``'folded'`` the prompt keys get
 zero position indicators, so prompts are unbiased on every path.
+
+SAM 2's Hiera blocks (:class:`PromptedMultiScaleAttention`) take the prompts the same way,
+as extra keys and values of every attention call, after the queries are pooled where a
+stage begins; Hiera has no relative-position bias.
 """
 
 import importlib
@@ -17,6 +21,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
+from sam2.modeling.backbones.hieradet import MultiScaleAttention, do_pool
 from torch import Tensor, nn
 
 from ..backbones.sam_attention import SAMAttention
@@ -25,11 +31,12 @@ from .base import (
     PEFT_METHODS,
     BlockPlaceMethod,
     PEFTLayerMixin,
+    block_prefix,
     check_blocks,
     check_choices,
 )
 
-__all__ = ['VPT', 'PromptedAttention']
+__all__ = ['VPT', 'PromptedAttention', 'PromptedMultiScaleAttention']
 
 # segment_anything's decomposed rel-pos bias, from the module that defines Attention
 # (imported through ..sam_modeling, which works without torchvision).
@@ -46,8 +53,8 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
     (``blocks.0.attn.qkv.weight``); the only new parameter is ``prompt_tokens`` (P, C).
     For an input (N, h, w, C) the attention of every grid query runs over the h*w grid
     keys (with SAM's decomposed relative-position bias) and the P prompt keys (no
-    bias), in one softmax. The implementation is the wrapped attention's
-    ``attn_impl`` (``'eager'`` for a plain segment_anything ``Attention``).
+    bias), in one softmax. The implementations are the wrapped attention's
+    ``attn_impl`` and ``grad_impl`` (``'eager'`` for a plain segment_anything ``Attention``).
 
     Args:
         base: the attention to prompt.
@@ -59,7 +66,7 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
     adds_tokens = True  # its qkv sees the P prompt tokens with the spatial ones (PEFTLayerMixin)
 
     def __init__(self, base: Attention, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
-        super().__init__(base, getattr(base, 'attn_impl', 'eager'))
+        super().__init__(base, getattr(base, 'attn_impl', 'eager'), getattr(base, 'grad_impl', None))
         weight = base.qkv.weight
         self.prompt_tokens = nn.Parameter(
             torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
@@ -121,6 +128,62 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
         return f'{super().extra_repr()}, num_tokens={self.prompt_tokens.shape[0]}'
 
 
+class PromptedMultiScaleAttention(MultiScaleAttention, PEFTLayerMixin):
+    """SAM 2's Hiera attention (sam2's ``MultiScaleAttention``) with P learnable prompt keys and values.
+
+    It takes over the wrapped attention's ``qkv`` and ``proj`` (and its query pooling),
+    so the base state-dict keys do not change; the only new parameter is
+    ``prompt_tokens`` (P, C_in). The prompts are projected by the frozen ``qkv`` into P
+    extra keys and values, shared by every window and image; the (pooled) queries are
+    only the grid tokens, so the output keeps its shape. Hiera has no relative-position
+    bias, so one fused attention over the h*w + P keys computes it.
+
+    Args:
+        base: the attention to prompt.
+        num_tokens: number of prompt tokens P (> 0).
+        init_bound: prompts start uniform in ``[-init_bound, init_bound]``.
+        dropout: dropout probability on the prompt tokens.
+    """
+
+    adds_tokens = True  # its qkv sees the P prompt tokens with the spatial ones (PEFTLayerMixin)
+
+    def __init__(
+        self, base: MultiScaleAttention, num_tokens: int, init_bound: float, dropout: float = 0.0
+    ) -> None:
+        nn.Module.__init__(self)
+        self.dim, self.dim_out, self.num_heads = base.dim, base.dim_out, base.num_heads
+        self.q_pool = base.q_pool
+        self.qkv, self.proj = base.qkv, base.proj
+        weight = base.qkv.weight
+        self.prompt_tokens = nn.Parameter(
+            torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
+        )
+        nn.init.uniform_(self.prompt_tokens, -init_bound, init_bound)
+        self.prompt_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, H, W, C_in) windows or images -> (N, H', W', C_out) (H' = H / q_stride where queries pool)."""
+        n, h, w, _ = x.shape
+        qkv = self.qkv(x).reshape(n, h * w, 3, self.num_heads, -1)  # (N, H*W, 3, nHead, c)
+        q, k, v = torch.unbind(qkv, 2)  # each (N, H*W, nHead, c)
+        if self.q_pool:
+            q = do_pool(q.reshape(n, h, w, -1), self.q_pool)  # (N, H, W, C_out) -> (N, H', W', C_out)
+            h, w = q.shape[1:3]
+            q = q.reshape(n, h * w, self.num_heads, -1)
+        prompts = self.prompt_dropout(self.prompt_tokens)
+        num_tokens = prompts.shape[0]
+        # (P, C_in) -> (P, 3, nHead, c); the same prompts for every element of N
+        prompt_qkv = self.qkv(prompts).reshape(num_tokens, 3, self.num_heads, -1)
+        k = torch.cat([k, prompt_qkv[None, :, 1].expand(n, -1, -1, -1)], dim=1)  # (N, H*W + P, nHead, c)
+        v = torch.cat([v, prompt_qkv[None, :, 2].expand(n, -1, -1, -1)], dim=1)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        out = out.transpose(1, 2).reshape(n, h, w, -1)  # (N, nHead, H'*W', c) -> (N, H', W', C_out)
+        return self.proj(out)
+
+    def extra_repr(self) -> str:
+        return f'num_tokens={self.prompt_tokens.shape[0]}, q_pool={self.q_pool is not None}'
+
+
 @PEFT_METHODS.register_module()
 class VPT(BlockPlaceMethod):
     """Visual Prompt Tuning of SAM ViT blocks, as prefix keys and values of their attention.
@@ -163,10 +226,15 @@ class VPT(BlockPlaceMethod):
         self.dropout = dropout
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        proj = getattr(getattr(model, 'patch_embed', None), 'proj', None)
+        where = f'{block_prefix(model)}patch_embed.proj'
+        try:
+            proj = model.get_submodule(where)
+        except AttributeError:
+            proj = None
         if not isinstance(proj, nn.Conv2d):
             raise ValueError(
-                f'VPT needs a SAM ViT with patch_embed.proj (nn.Conv2d), got {type(model).__name__}'
+                f'VPT initialises its prompts from the patch embedding {where} (nn.Conv2d), which '
+                f'{type(model).__name__} does not have'
             )
         self._bound = math.sqrt(
             6.0 / (3 * math.prod(proj.kernel_size) + proj.out_channels)
@@ -177,13 +245,18 @@ class VPT(BlockPlaceMethod):
         return {'attn': None}
 
     def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
-        if not isinstance(current, Attention):
-            raise ValueError(f'VPT prompts a SAM Attention; {where} is a {type(current).__name__}')
+        if not isinstance(current, (Attention, MultiScaleAttention)):
+            raise ValueError(
+                f"VPT prompts SAM's Attention or SAM 2's MultiScaleAttention; {where} is a {type(current).__name__}"
+            )
         if getattr(current.qkv, 'needs_spatial_tokens', False):
             raise ValueError(
                 f'{where}.qkv is a {type(current.qkv).__name__}, which needs the spatial token map: '
                 'VPT prompt tokens cannot pass through it'
             )
 
-    def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> PromptedAttention:
-        return PromptedAttention(current, self.num_tokens, self._bound, self.dropout)
+    def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> nn.Module:
+        prompted = (
+            PromptedMultiScaleAttention if isinstance(current, MultiScaleAttention) else PromptedAttention
+        )
+        return prompted(current, self.num_tokens, self._bound, self.dropout)
