@@ -62,9 +62,10 @@ def tiny_segmentor_cfg(
 def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
     """A config's ``model`` (a ConfigDict, changed in place) with the tiny SAM swapped in.
 
-    SAM-decoder heads get :data:`TINY_HEAD` (and 4 queries for mask classification); a backbone for mmseg's multi-level heads
-    (``with_neck=False``: Feature2Pyramid + UPerHead + FCNHead) gets a 4-block tiny arch with
-    one map per block and the neck and heads narrowed to its 32 channels.
+    SAM-decoder heads get :data:`TINY_HEAD` (and 4 queries for mask classification); a
+    backbone for mmseg's multi-level heads (``with_neck=False``: Feature2Pyramid + UPerHead +
+    FCNHead) gets a 4-block tiny arch with one map per block and the neck and heads narrowed
+    to its 32 channels.
 
     Args:
         model: the ``model`` of a config.
@@ -92,9 +93,8 @@ def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
         for k, v in TINY_HEAD.items():
             model.decode_head[k] = v
         if model.decode_head.get('mode') == 'mask_classification':
-            model.decode_head.num_queries = (
-                4  # 100 queries upsampled to a 784x784 crop are most of a test step
-            )
+            # 100 queries upsampled to a 784x784 crop would be most of a test step
+            model.decode_head.num_queries = 4
         return model
     model.backbone.arch = dict(TINY_ARCH, num_layers=4, global_attn_indexes=(1, 3))
     model.backbone.out_indices = (0, 1, 2, 3)

@@ -15,15 +15,15 @@ from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.peft.presets import grid_presets
-from tests.conftest import TINY_ARCH, TINY_HEAD
+from tests.conftest import tiny_model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 MODEL_BASES = sorted((REPO / 'configs/_base_/models').glob('*.py'))
 FOLDERS = sorted(p for p in (REPO / 'configs').iterdir() if p.is_dir() and p.name != '_base_')
-# Besides one folder per method of the benchmark grid (the PEFT presets name them): the demos
-# and the demos' old names.
-OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls'}
+# Besides one folder per method of the benchmark grid (the PEFT presets name them): the demos,
+# the demos' old names, SAM on mmseg's dataset bases and SAM's encoder under mmseg's UPerHead.
+OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls', 'mmseg_datasets', 'upernet'}
 # A README row that lists a config: | [name.py](name.py) | cell | ... |
 _ROW = re.compile(r'^\| \[([\w.-]+\.py)\]\(\1\) \|(.*)\|$')
 
@@ -63,7 +63,8 @@ def _trainable(part_cfg: str) -> int:
 
 @pytest.mark.parametrize('folder', FOLDERS, ids=lambda p: p.name)
 def test_readme_trainable_parameters_are_the_configs(folder):
-    """'trainable: encoder' / 'trainable: total' cells equal the counts of the config's own model."""
+    """'trainable: encoder' / 'trainable: total' cells equal the counts of the config's own model
+    (total: the encoder, the decode head and, where the config has them, neck and auxiliary head)."""
     header, table = readme_table(folder)
     if 'trainable: encoder' not in header:
         assert folder.name in OTHER_FOLDERS - {'demo'}  # old names: a table of forwards only
@@ -72,9 +73,13 @@ def test_readme_trainable_parameters_are_the_configs(folder):
         cfg = Config.fromfile(folder / name)
         model = cfg.model.to_dict()
         encoder = _trainable(json.dumps(model['backbone'], sort_keys=True))
-        head = _trainable(json.dumps(model['decode_head'], sort_keys=True))
+        rest = sum(
+            _trainable(json.dumps(model[part], sort_keys=True))
+            for part in ('decode_head', 'neck', 'auxiliary_head')
+            if model.get(part)
+        )
         assert cells['trainable: encoder'] == f'{encoder:,}', name
-        assert cells['trainable: total'] == f'{encoder + head:,}', name
+        assert cells['trainable: total'] == f'{encoder + rest:,}', name
         iterations = cells.get('iterations (epochs)') or cells['iterations']
         assert iterations.split()[0] == f'{cfg.train_cfg.max_iters:,}', name
 
@@ -85,14 +90,7 @@ def test_config_builds_and_runs(path):
     cfg = Config.fromfile(path)
     if path not in MODEL_BASES:
         assert cfg.custom_imports['imports'] == ['mmseg_sam']
-    model_cfg = cfg.model
-    model_cfg.sam_checkpoint = None
-    # assignment, not ConfigDict.update (which merges nested dicts)
-    model_cfg.backbone.arch = dict(TINY_ARCH)
-    model_cfg.backbone.img_size = 64
-    for k, v in TINY_HEAD.items():
-        model_cfg.decode_head[k] = v
-    model_cfg.data_preprocessor.size = (64, 64)
+    model_cfg = tiny_model_cfg(cfg.model, img_size=64)
     model = MODELS.build(model_cfg).eval()
     sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
     with torch.no_grad():

@@ -2,15 +2,17 @@
 padding to the patch size at inference, slide inference with both SAM heads, the data
 preprocessor's size checked at construction."""
 
+from pathlib import Path
+
 import pytest
 import torch
-from mmengine.config import ConfigDict
+from mmengine.config import Config, ConfigDict
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from mmseg_sam.models.backbones import SAMViT
-from tests.conftest import TINY_ARCH, TINY_IMG, tiny_segmentor_cfg
+from tests.conftest import TINY_ARCH, TINY_IMG, tiny_model_cfg, tiny_segmentor_cfg
 
 FOUR_LEVELS = dict(TINY_ARCH, num_layers=4, global_attn_indexes=(1, 3))
 
@@ -135,4 +137,31 @@ def test_data_preprocessor_size_must_fit_the_patch_size():
     cfg['data_preprocessor']['size'] = (769, 769)
     with pytest.raises(ValueError, match=r'size=\(769, 769\) is not a multiple of the backbone size_divisor 16: .*'
                        r'size=\(784, 784\) \(and give the backbone img_size=784\)'):  # fmt: skip
+        MODELS.build(cfg)
+
+
+def test_sam_checkpoint_loads_the_encoder_under_mmseg_heads(sam_checkpoint, reference_sam):
+    """UPerHead takes no SAM weights: sam_checkpoint fills only the backbone's checkpoint."""
+    cfg = Config.fromfile(Path(__file__).resolve().parents[2] / 'configs/_base_/models/sam-vit-b_upernet.py')
+    model_cfg = tiny_model_cfg(cfg.model)
+    model_cfg.backbone.arch = dict(TINY_ARCH)  # the checkpoint's 2 blocks
+    model_cfg.backbone.out_indices = (0, 1)
+    model_cfg.neck = dict(type='MultiLevelNeck', in_channels=[32, 32], out_channels=32, scales=[2, 1])
+    model_cfg.decode_head.update(in_channels=[32, 32], in_index=[0, 1])
+    model_cfg.auxiliary_head.in_index = 1
+    model_cfg.sam_checkpoint = str(sam_checkpoint)
+    model = MODELS.build(model_cfg)
+    assert model.backbone.checkpoint == str(sam_checkpoint)
+    assert torch.equal(
+        model.backbone.blocks[1].attn.qkv.weight, reference_sam.image_encoder.blocks[1].attn.qkv.weight
+    )
+    assert not hasattr(model.decode_head, 'checkpoint')
+
+
+def test_sam_checkpoint_needs_a_backbone_that_loads_it():
+    cfg = tiny_segmentor_cfg(sam_checkpoint='sam.pth')
+    cfg['backbone'] = dict(type='ResNetV1c', depth=18)
+    with pytest.raises(
+        ValueError, match=r"sam_checkpoint='sam.pth' is loaded by the backbone, but 'ResNetV1c' takes"
+    ):
         MODELS.build(cfg)

@@ -1,5 +1,6 @@
 """EncoderDecoder for SAM models: one checkpoint for both parts, PEFT auxiliary losses."""
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ class SAMEncoderDecoder(EncoderDecoder):
     - ``sam_checkpoint`` names the SAM checkpoint once: it fills ``backbone.checkpoint``
       and ``decode_head.checkpoint`` where those are unset, so a config (or
       ``--cfg-options model.sam_checkpoint=...``) points both parts at the same file.
+      Only parts whose class takes a ``checkpoint`` argument get it: mmseg's own heads
+      (``UPerHead``) start from their own initialisation.
     - Auxiliary losses that the backbone's PEFT layers report during a training
       forward (e.g. Conv-LoRA's load-balancing ``loss_moe``) are added to the loss dict.
     - ``test_cfg`` defaults to ``dict(mode='whole')``: SAM sees the whole image.
@@ -49,8 +52,13 @@ class SAMEncoderDecoder(EncoderDecoder):
     ) -> None:
         backbone, decode_head = dict(backbone), dict(decode_head)
         if sam_checkpoint is not None:
+            if not _takes_checkpoint(backbone):
+                raise ValueError(
+                    f'sam_checkpoint={sam_checkpoint!r} is loaded by the backbone, but {backbone.get("type")!r} '
+                    'takes no checkpoint argument: use a SAM backbone (SAMViT) or remove sam_checkpoint'
+                )
             for part in (backbone, decode_head):
-                if part.get('checkpoint') is None:
+                if part.get('checkpoint') is None and _takes_checkpoint(part):
                     part['checkpoint'] = sam_checkpoint
         self.sam_checkpoint = sam_checkpoint
         if kwargs.get('test_cfg') is None:
@@ -92,3 +100,9 @@ class SAMEncoderDecoder(EncoderDecoder):
                 raise KeyError(f'auxiliary loss {name!r} clashes with a head loss of the same name')
             losses[name] = value
         return losses
+
+
+def _takes_checkpoint(part: Mapping[str, Any]) -> bool:
+    """Whether the registered class of a part's config has a ``checkpoint`` argument."""
+    cls = MODELS.get(part['type']) if isinstance(part.get('type'), str) else part.get('type')
+    return cls is not None and 'checkpoint' in inspect.signature(cls).parameters

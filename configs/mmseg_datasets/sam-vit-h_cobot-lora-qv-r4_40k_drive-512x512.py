@@ -1,0 +1,4 @@
+# sam-vit-b_cobot-lora-qv-r4_40k_drive-512x512.py with SAM ViT-H (python
+# tools/download_sam_checkpoint.py vit_h --out-dir checkpoints/).
+_base_ = ['./sam-vit-b_cobot-lora-qv-r4_40k_drive-512x512.py']
+model = dict(sam_checkpoint='checkpoints/sam_vit_h_4b8939.pth', backbone=dict(arch='vit_h'))
