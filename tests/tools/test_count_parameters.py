@@ -1,6 +1,11 @@
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from mmseg_sam.models.backbones import SAM2_ARCHS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,3 +35,54 @@ def test_count_table_has_the_papers_figures():
     assert rows['binary (out_channels=1)'] == ['3,505,536']
     table = out.strip().split('\n\n')[0]
     assert table in (REPO / 'docs/peft.md').read_text()  # the doc holds the current table
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'count_parameters_tool', REPO / 'tools/analysis_tools/count_parameters.py'
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lora_qv_on_hiera(arch: dict, rank: int) -> int:
+    """LoRA on q and v of every Hiera block: rank * (input width + output width) each, by hand."""
+    widths = [arch['embed_dims'] * 2**i for i in range(4)]
+    total, dim_in = 0, widths[0]
+    for width, blocks in zip(widths, arch['stages'], strict=True):
+        for _ in range(blocks):
+            total += 2 * rank * (dim_in + width)  # q and v: A (r, C_in), B (C_out, r)
+            dim_in = width  # the first block of a stage widens (query pooling)
+    return total
+
+
+def test_sam2_table_on_hiera_base_plus_is_in_the_docs(capsys):
+    tool = _load_tool()
+    assert tool.main(['--backbone', 'sam2']) == 0
+    out = capsys.readouterr().out
+    rows = {
+        line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+        for line in out.splitlines()
+        if line.startswith('| ') and '---' not in line
+    }
+    assert rows['method'] == ['Hiera-B+ encoder']
+    expected = _lora_qv_on_hiera(SAM2_ARCHS['base_plus'], rank=4)
+    assert rows['LoRA (r 4, q v)'] == [f'{expected:,}'] == ['165,760']
+    assert rows['decoder-only'] == ['0']
+    assert rows['SAM-Adapter (scale 32)'] == rows['LST (side 192)'] == ['refused']
+    assert '- LST (side 192): LST needs a backbone with a side_network place (SAMViT), got SAM2Hiera' in out
+    assert rows['decode head (SAM2MaskDecoderHead, 256-dim)'] == ['trainable']
+    doc = (REPO / 'docs/peft.md').read_text()
+    section = doc.split('### SAM 2.1 Hiera base+', 1)[1]
+    assert out.strip() in section  # the doc holds the current tables and refusals
+
+
+def test_sam2_sizes_and_bad_arch(capsys):
+    tool = _load_tool()
+    assert tool.main(['--backbone', 'sam2', '--arch', 'tiny']) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header == '| method | Hiera-T encoder |'
+    with pytest.raises(SystemExit):
+        tool.main(['--backbone', 'sam2', '--arch', 'vit_b'])
+    assert "--arch ['vit_b'] unknown for --backbone sam2; choose from ['tiny'" in capsys.readouterr().err
