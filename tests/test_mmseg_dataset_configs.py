@@ -7,6 +7,7 @@ the ViT-B config's run covers both. ADE20K with the mask-classification head als
 ``tools/test.py`` and reports a 150-class IoU table.
 """
 
+import inspect
 import re
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from mmseg_sam.models.peft.base import PEFT_METHODS
 from tests.conftest import tiny_model_cfg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,3 +203,21 @@ def test_ade20k_mask_classification_slide_test_with_tools_test(data_roots, tmp_p
     assert len(classes) == 150, table[:2000]
     assert classes[0] == 'wall' and classes[-1] == 'flag'
     assert re.search(r'mIoU: [\d.]+', log)
+
+
+def test_readme_mmseg_dataset_recipe_is_the_ade20k_config(tmp_path):
+    """The README's five lines build the ADE20K config of configs/mmseg_datasets/ (Conv-LoRA's defaults)."""
+    name = 'configs/my_project/sam-vit-b-maskcls_conv-lora-r3_160k_ade20k-512x512.py'
+    blocks = re.findall(r'^```python\n(.*?)^```', (REPO / 'README.md').read_text(), flags=re.S | re.M)
+    [recipe] = [b for b in blocks if b.startswith(f'# {name}')]
+    assert len([line for line in recipe.splitlines() if not line.startswith('#')]) == 5
+    (tmp_path / 'configs/my_project').mkdir(parents=True)
+    (tmp_path / 'configs/_base_').symlink_to(REPO / 'configs/_base_')
+    (tmp_path / name).write_text(recipe)
+    readme, ours = Config.fromfile(tmp_path / name), Config.fromfile(ADE20K_MASKCLS)
+    assert readme.model.backbone.pop('peft') == dict(type='ConvLoRA')
+    peft = ours.model.backbone.pop('peft')
+    defaults = inspect.signature(PEFT_METHODS.get(peft.pop('type'))).parameters
+    assert peft and all(defaults[k].default == v for k, v in peft.items())  # the config states the defaults
+    ours.pop('find_unused_parameters')
+    assert readme.to_dict() == ours.to_dict()
