@@ -1,8 +1,14 @@
-"""A SAM 2 demo config with the tiny Hiera of tests/models/sam2_fixtures.py, for the tools' tests."""
+"""A SAM 2 demo config with the tiny Hiera of tests/models/sam2_fixtures.py, and a model trained on it, for the tools' tests."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
-from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER
+import torch
+from mmengine.config import Config
+from mmseg.registry import MODELS
+
+from mmseg_sam.engine.hooks import SAMCheckpointHook
+from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER, official_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SAM2_DEMO = REPO / 'configs/demo/sam2.1-hiera-mini_lora-qv-r4_1k_demo-binary-128x128.py'
@@ -41,3 +47,36 @@ model = dict(
     decode_head=dict(**{TINY_SAM2_DECODER!r}))
 {data}{extra}""")
     return path
+
+
+def sam2_trained(
+    tmp_path: Path,
+    peft: dict | list | None,
+    data_root: Path | None = None,
+    extra: str = '',
+    std: float = 0.05,
+) -> SimpleNamespace:
+    """A tiny official SAM 2 checkpoint, a config on it, and a 'trained' model saved trainable-only.
+
+    Every trainable parameter is moved by N(0, ``std``) (Conv-LoRA gates by N(0, 2) so
+    routing spreads over the experts), so a tool that drops or mis-maps one changes the outputs.
+
+    Returns:
+        SimpleNamespace: ``source`` (the SAM 2 checkpoint), ``original`` (its state dict),
+        ``cfg`` (the config file), ``model`` (eval mode) and ``checkpoint`` (the saved file).
+    """
+    source = tmp_path / 'sam2.1_tiny.pt'
+    original = official_checkpoint(source)
+    cfg = write_sam2_config(tmp_path / 'sam2_cfg.py', source, peft, data_root, extra)
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(cfg).model).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * (2.0 if 'gate' in name else std))
+    saved = {'state_dict': dict(model.state_dict()), 'meta': {}}
+    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), saved)  # trainable-only
+    assert not any('trunk.blocks.0.attn.qkv.weight' in k for k in saved['state_dict'])
+    checkpoint = tmp_path / 'trained.pth'
+    torch.save(saved, checkpoint)
+    return SimpleNamespace(source=source, original=original, cfg=cfg, model=model, checkpoint=checkpoint)

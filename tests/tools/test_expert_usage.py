@@ -10,6 +10,7 @@ import torch
 from mmseg.registry import MODELS
 
 from mmseg_sam.datasets import generate_synthetic_dataset
+from tests.tools.sam2_tool_configs import sam2_trained
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
@@ -111,3 +112,28 @@ def test_model_without_conv_lora_is_refused(tmp_path, data_root, sam_checkpoint,
     err = capsys.readouterr().err
     assert 'error: SAMEncoderDecoder has no Conv-LoRA layer (ConvLoRALinear)' in err, err
     assert not png.exists()
+
+
+def test_sam2_hiera_blocks(tmp_path, capsys):
+    """Conv-LoRA in a tiny Hiera: layers under trunk.blocks, routing per window or per image as each block attends."""
+    root = tmp_path / 'data'
+    generate_synthetic_dataset(root, num_train=1, num_val=2, img_size=128)
+    run = sam2_trained(tmp_path, dict(type='ConvLoRA', num_experts=3), data_root=root, std=0.1)
+    js = tmp_path / 'usage.json'
+    argv = [str(run.cfg), str(run.checkpoint), '--out-json', str(js), '--out-png', str(tmp_path / 'u.png')]
+    assert tool.main(argv) == 0
+    assert '2 images, 6 Conv-LoRA layers' in capsys.readouterr().out
+    layers = json.loads(js.read_text())['layers']
+    assert [layer['name'] for layer in layers] == [f'backbone.trunk.blocks.{i}.attn.qkv' for i in range(6)]
+    # The demo pipeline feeds 128x128: 32x32 tokens after the stride-4 patch embedding. A block
+    # attends in windows of its own window_size on its input grid (pooling blocks: the previous
+    # stage's grid and window); block 4 is global.
+    grid, windows = [32, 32, 16, 16, 8, 8], [4, 4, 2, 2, 0, 2]
+    for layer, size, window in zip(layers, grid, windows, strict=True):
+        if window:
+            assert (layer['attention'], layer['routed_per']) == ('windowed', 'window')
+            assert layer['decisions'] == 2 * (size // window) ** 2, layer
+        else:
+            assert (layer['attention'], layer['routed_per'], layer['decisions']) == ('global', 'image', 2)
+    counts = [layer['counts'] for layer in layers]
+    assert any(sum(c > 0 for c in row) > 1 for row in counts), counts  # the gates spread the routing

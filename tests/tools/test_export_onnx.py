@@ -16,6 +16,7 @@ from mmseg.structures import SegDataSample
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.peft import ConvLoRALinear
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_
+from tests.tools.sam2_tool_configs import sam2_trained
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location('export_onnx_tool', REPO / 'tools/deployment/export_onnx.py')
@@ -152,7 +153,7 @@ def test_bad_requests_are_refused(tmp_path, sam_checkpoint, capsys):
         (['--merge'], r"cannot merge \['ConvLoRA'\]: only methods linear"),
         (
             ['--shape', '64', '72'],
-            '--shape 64 72: height and width must be positive multiples of the patch size 16',
+            '--shape 64 72: height and width must be positive multiples of the patch size 16 of SAMViT',
         ),
         (['--opset', '14'], '--opset 14: the dynamo exporter needs opset >= 18'),
         (['--batch-size', '0'], '--batch-size must be >= 1, got 0'),
@@ -160,4 +161,37 @@ def test_bad_requests_are_refused(tmp_path, sam_checkpoint, capsys):
         assert tool.main([str(cfg), str(ckpt), str(out), *extra]) == 1, extra
         err = capsys.readouterr().err
         assert re.search('error: ' + message, err), err  # (stderr may also hold logging noise)
+    assert not out.exists()
+
+
+def test_sam2_model_exports_and_predicts_like_pytorch(tmp_path, capsys):
+    """A tiny Hiera (three FPN levels into SAM 2's decoder), LoRA merged, at a non-square size.
+
+    (Conv-LoRA's traceable dispatch is backbone-independent: tested on SAMViT above.)
+    """
+    run = sam2_trained(tmp_path, dict(type='LoRA', rank=2, targets=('q', 'v')))
+    out = tmp_path / 'sam2.onnx'
+    assert tool.main([str(run.cfg), str(run.checkpoint), str(out), '--shape', '64', '96', '--verify']) == 0
+    printed = capsys.readouterr().out
+    assert 'image (1, 3, 64, 96)' in printed and 'OK' in printed, printed
+    graph = onnx.load(str(out))
+    assert {p.key: p.value for p in graph.metadata_props}['mmseg_sam.merged_peft'] == 'LoRA'
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        scores, _ = tool.wrap(run.model)(image)  # the model as trained: PEFT not merged
+    (ort_scores,) = session.run(['scores'], {'image': image.numpy()})
+    assert ort_scores.shape == (1, 1, 64, 96)
+    np.testing.assert_allclose(ort_scores, scores.numpy(), rtol=0, atol=1e-4)
+
+
+def test_sam2_shape_must_be_a_multiple_of_the_size_divisor(tmp_path, capsys):
+    run = sam2_trained(tmp_path, dict(type='LoRA', rank=2))
+    out = tmp_path / 'sam2.onnx'
+    assert tool.main([str(run.cfg), str(run.checkpoint), str(out), '--shape', '64', '80']) == 1
+    err = capsys.readouterr().err
+    assert (
+        '--shape 64 80: height and width must be positive multiples of the size divisor 32 of SAM2Hiera'
+        in err
+    )
     assert not out.exists()

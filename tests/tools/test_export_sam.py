@@ -12,8 +12,8 @@ from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import merge_peft
 from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, tiny_segmentor_cfg
-from tests.models.sam2_fixtures import official_checkpoint, sam2_heads, sam2_image_encoder
-from tests.tools.sam2_tool_configs import write_sam2_config
+from tests.models.sam2_fixtures import sam2_heads, sam2_image_encoder
+from tests.tools.sam2_tool_configs import sam2_trained
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
@@ -166,17 +166,13 @@ def test_missing_sam_checkpoint_is_an_error(tmp_path, capsys):
 
 
 def _sam2_trained(tmp_path: Path, peft, decode_head: dict | None = None) -> tuple:
-    """A tiny SAM 2 official checkpoint, a config on it, and a trainable-only training checkpoint."""
-    source = tmp_path / 'sam2.1_tiny.pt'
-    original = official_checkpoint(source)
     extra = (
         ''
         if decode_head is None
         else f'model.update(decode_head=dict(model["decode_head"], **{decode_head!r}))\n'
     )
-    cfg = write_sam2_config(tmp_path / 'sam2_cfg.py', source, peft, extra=extra)
-    model, trained = _train_and_save(tmp_path, cfg)
-    return source, original, cfg, model, trained
+    run = sam2_trained(tmp_path, peft, extra=extra)
+    return run.source, run.original, run.cfg, run.model, run.checkpoint
 
 
 def _sam2_parts(exported: dict) -> dict[str, dict]:
@@ -268,7 +264,12 @@ def test_sam2_export_keeps_the_original_decoder_on_request(tmp_path, capsys):
 
 
 def test_sam2_multiclass_head_keeps_sam2_mask_tokens(tmp_path, capsys):
-    head = dict(num_classes=3, out_channels=None, threshold=None, loss_decode=dict(type='CrossEntropyLoss'))
+    head = dict(
+        num_classes=3,
+        out_channels=None,
+        threshold=None,
+        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False),
+    )
     source, original, cfg, model, trained = _sam2_trained(
         tmp_path, dict(type='LoRA', rank=2), decode_head=head
     )

@@ -25,6 +25,7 @@ from mmseg_sam.apis import SAMSegInferencer, init_model, list_images, resolve_da
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.tools.sam2_tool_configs import sam2_trained
 
 REPO = Path(__file__).resolve().parents[2]
 BINARY_BASE = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
@@ -337,3 +338,20 @@ def test_16_bit_images_with_the_any_depth_loader(trained_run, tmp_path):
 def _stretched(image: np.ndarray) -> np.ndarray:
     low, high = np.percentile(image.astype(np.float64), (1.0, 99.8))
     return np.rint(np.clip((image - low) / (high - low), 0, 1) * 255).astype(np.uint8)
+
+
+def test_infer_with_a_sam2_model(tmp_path, images):
+    """A SAM 2 model (tiny Hiera, LoRA, trainable-only checkpoint) through the tool and mmseg's inferencer."""
+    run = sam2_trained(tmp_path, dict(type='LoRA', rank=2, targets=('q', 'v')))
+    folder, out = str(Path(next(iter(images))).parent), tmp_path / 'out'
+    argv = [str(run.cfg), str(run.checkpoint), folder, '--out-dir', str(out), '--device', 'cpu']
+    assert tool.main([*argv, '--batch-size', '2']) == 0
+    reference = MMSegInferencer(model=str(run.cfg), weights=str(run.checkpoint), device='cpu')
+    expected = reference(sorted(images), return_datasamples=True, batch_size=1)
+    foreground = 0
+    for path, pred in zip(sorted(images), expected, strict=True):
+        mask = np.array(Image.open(out / 'masks' / f'{Path(path).stem}.png'))
+        assert mask.dtype == np.uint8 and mask.shape == images[path]
+        np.testing.assert_array_equal(mask, pred.pred_sem_seg.data[0].numpy())
+        foreground += int(mask.sum())
+    assert 0 < foreground < sum(h * w for h, w in images.values())  # both classes predicted somewhere

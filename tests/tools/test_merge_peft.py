@@ -11,6 +11,7 @@ from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.peft import merge_peft
 from mmseg_sam.utils.checkpoint import detect_format
 from tests.conftest import TINY_IMG, tiny_segmentor_cfg
+from tests.tools.sam2_tool_configs import sam2_trained
 
 REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location(
@@ -123,3 +124,26 @@ def test_merged_model_is_a_sam_checkpoint_for_the_next_fine_tune(tmp_path, sam_c
     for mlp in target.output_hypernetworks_mlps:  # one shared MLP, from the binary token's
         for name, value in source.output_hypernetworks_mlps[0].state_dict().items():
             assert torch.equal(mlp.state_dict()[name], value), name
+
+
+@pytest.mark.parametrize(
+    'peft',
+    [dict(type='LoRA', rank=2, targets=('q', 'v', 'proj')), [dict(type='DoRA', rank=2), dict(type='BitFit')]],
+    ids=['LoRA', 'DoRA+BitFit'],
+)
+def test_sam2_merged_checkpoint_predicts_like_the_peft_model(tmp_path, peft):
+    run = sam2_trained(tmp_path, peft)
+    assert tool.main([str(run.cfg), str(run.checkpoint), str(tmp_path / 'merged.pth')]) == 0
+    plain_cfg = Config.fromfile(run.cfg).model
+    plain_cfg.backbone.peft = None
+    plain = MODELS.build(plain_cfg).eval()
+    merged = torch.load(tmp_path / 'merged.pth', weights_only=True)
+    plain.load_state_dict(merged['state_dict'], strict=True)
+    assert 'backbone.trunk.blocks.1.attn.qkv.weight' in merged['state_dict']
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = run.model(x, mode='tensor')
+        torch.testing.assert_close(plain(x, mode='tensor'), expected, atol=1e-5, rtol=0)
+        original = MODELS.build(plain_cfg).eval()  # the SAM 2 checkpoint's encoder, the trained head
+        original.decode_head.load_state_dict(plain.decode_head.state_dict())
+        assert (original(x, mode='tensor') - expected).abs().max() > 1e-3  # the merge changed the encoder

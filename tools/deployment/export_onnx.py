@@ -142,17 +142,24 @@ def load_segmentor(config: str, checkpoint: str, cfg_options: dict | None = None
 
 
 def input_shape(model: nn.Module, shape: list[int] | None) -> tuple[int, int]:
-    """The (H, W) to export at: ``shape`` or the data preprocessor's size, checked against the patch size."""
+    """The (H, W) to export at: ``shape`` or the data preprocessor's size.
+
+    Checked against the backbone's ``size_divisor`` (SAMViT: its patch size; SAM2Hiera:
+    32, its total stride and first-stage window tiling); the graph does not pad.
+    """
     if shape is None:
         size = getattr(model.data_preprocessor, 'size', None)
         if size is None:
             raise ValueError('the data preprocessor has no size: give --shape H W')
         shape = list(size)
     h, w = (int(v) for v in shape)
-    patch = getattr(model.backbone, 'patch_size', 1)
-    if h <= 0 or w <= 0 or h % patch or w % patch:
+    backbone = model.backbone
+    divisor = int(getattr(backbone, 'size_divisor', getattr(backbone, 'patch_size', 1)))
+    if h <= 0 or w <= 0 or h % divisor or w % divisor:
+        what = 'the patch size' if divisor == getattr(backbone, 'patch_size', None) else 'the size divisor'
         raise ValueError(
-            f'--shape {h} {w}: height and width must be positive multiples of the patch size {patch}'
+            f'--shape {h} {w}: height and width must be positive multiples of {what} {divisor} '
+            f'of {type(backbone).__name__}'
         )
     return h, w
 
