@@ -24,7 +24,7 @@ METHODS = {
 }
 
 
-@pytest.mark.parametrize('with_cp', [False, True])
+@pytest.mark.parametrize('with_cp', [False, 'selective', True])
 @pytest.mark.parametrize('method', list(METHODS))
 def test_prediction_matches_the_measured_step(method, with_cp):
     """Every part within 10% of the allocator's events of a real step (tiny arch, CPU)."""
@@ -40,15 +40,27 @@ def test_prediction_matches_the_measured_step(method, with_cp):
     assert est.peak == est.weights + est.optimizer_state + est.inputs + est.peak_forward_backward
 
 
-def test_checkpointing_keeps_less():
-    cfg = {cp: tiny_segmentor_cfg(img_size=IMG, with_cp=cp, **METHODS['lora']) for cp in (False, True)}
-    plain, checkpointed = (em.estimate(cfg[cp], batch=1, img_size=IMG) for cp in (False, True))
+def test_each_with_cp_level_keeps_less():
+    levels = (False, 'selective', True)
+    est = {
+        cp: em.estimate(
+            tiny_segmentor_cfg(img_size=IMG, with_cp=cp, **METHODS['lora']), batch=1, img_size=IMG
+        )
+        for cp in levels
+    }
 
-    def blocks(est):
-        return sum(v for k, v in est.activations_by_component.items() if k.startswith('backbone.blocks.'))
+    def block(cp, i=0):
+        return est[cp].activations_by_component[f'backbone.blocks.{i}']
 
-    assert blocks(checkpointed) < 0.5 * blocks(plain)
-    assert checkpointed.parameter_part == plain.parameter_part
+    token_map = 4 * (IMG // 16) ** 2 * 32  # fp32 bytes of one (1, h, w, C) map
+    # Windowed block 0 (grid 8x8 padded to 9x9): whole-block checkpointing keeps its output
+    # (the next block's input); selective also keeps the fused attention's output (padded
+    # head dim: 16 + 3 + 3 -> 24 per head, on the padded grid) and the MLP's hidden layer (4C).
+    padded = token_map * 81 / 64
+    assert block(True) == token_map
+    assert block('selective') == pytest.approx(token_map + padded * 24 / 16 + 4 * token_map, rel=0.05)
+    assert block(True) < block('selective') < 0.6 * block(False)
+    assert len({e.parameter_part for e in est.values()}) == 1
 
 
 def test_cli_report_and_json(tmp_path, capsys):

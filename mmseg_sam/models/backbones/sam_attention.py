@@ -19,6 +19,14 @@ backward pass. :class:`SAMAttention` computes the same function three ways:
   which SDPA gets with ``scale=1``. Both are zero-padded to a multiple of 8 columns,
   and ``v`` to the same head dim (fused kernels need equal dims; the padding is sliced
   off the output). VPT's prompt keys get zero indicators, hence no bias.
+
+A layer may use a second implementation, ``grad_impl``, whenever the bias needs a
+gradient (grad enabled and the queries or the tables require grad: a training step
+through an adapted block). SAMViT's ``'auto'`` uses ``'sdpa'`` in windowed blocks for
+inference and ``'folded'`` for training: with a mask that needs a gradient the CPU
+kernel falls back to plain math attention, which keeps the (N x N) probabilities and
+bias of every window and head for backward; the folded form has no mask and runs the
+fused kernel in training too.
 """
 
 import importlib
@@ -29,9 +37,17 @@ from torch import Tensor, nn
 
 from ..sam_modeling import Attention
 
-__all__ = ['ATTN_IMPLS', 'SAMAttention', 'check_attn_impl', 'decomposed_rel_pos', 'rel_pos_attention']
+__all__ = [
+    'ATTN_IMPLS',
+    'FUSED_IMPLS',
+    'SAMAttention',
+    'check_attn_impl',
+    'decomposed_rel_pos',
+    'rel_pos_attention',
+]
 
 ATTN_IMPLS = ('eager', 'sdpa', 'folded')
+FUSED_IMPLS = ('sdpa', 'folded')  # the implementations that grad_impl may name
 
 # segment_anything's interpolating lookup of a relative-position table.
 get_rel_pos = importlib.import_module(Attention.__module__).get_rel_pos
@@ -157,13 +173,22 @@ class SAMAttention(Attention):
         attn_impl: ``'eager'`` (segment_anything's code), ``'sdpa'`` (fused
             attention, bias as a float mask) or ``'folded'`` (fused attention, bias
             folded into augmented queries and keys: no N x N tensor).
+        grad_impl: ``'sdpa'`` or ``'folded'`` to use instead of ``attn_impl`` when the
+            bias needs a gradient (see the module docstring); None: always ``attn_impl``.
     """
 
-    def __init__(self, base: Attention, attn_impl: str = 'folded') -> None:
+    def __init__(self, base: Attention, attn_impl: str = 'folded', grad_impl: str | None = None) -> None:
         if not isinstance(base, Attention):
             raise TypeError(f'SAMAttention wraps a segment_anything Attention, got {type(base).__name__}')
         nn.Module.__init__(self)
         self.attn_impl = check_attn_impl(attn_impl)
+        if grad_impl is not None:
+            check_attn_impl(grad_impl, FUSED_IMPLS)
+            if attn_impl == 'eager':
+                raise ValueError(
+                    f"grad_impl={grad_impl!r} needs a fused attn_impl ('sdpa' or 'folded'), got 'eager'"
+                )
+        self.grad_impl = grad_impl
         self.num_heads = base.num_heads
         self.scale = base.scale
         self.use_rel_pos = base.use_rel_pos
@@ -205,7 +230,16 @@ class SAMAttention(Attention):
     ) -> Tensor:
         """Fused attention of the grid (:func:`rel_pos_attention` with this layer's tables)."""
         rel_pos = (self.rel_pos_h, self.rel_pos_w) if self.use_rel_pos else None
-        return rel_pos_attention(q, k, v, self.scale, self.attn_impl, rel_pos, hw, extra_k, extra_v)
+        return rel_pos_attention(q, k, v, self.scale, self.impl_for(q), rel_pos, hw, extra_k, extra_v)
+
+    def impl_for(self, q: Tensor) -> str:
+        """The implementation for queries ``q``: ``grad_impl`` when the bias needs a gradient."""
+        if self.grad_impl is None or not torch.is_grad_enabled():
+            return self.attn_impl
+        needs_grad = q.requires_grad or (
+            self.use_rel_pos and (self.rel_pos_h.requires_grad or self.rel_pos_w.requires_grad)
+        )
+        return self.grad_impl if needs_grad else self.attn_impl
 
     def forward(self, x: Tensor) -> Tensor:
         """Attention over a token grid.
@@ -223,4 +257,5 @@ class SAMAttention(Attention):
         return self.project_out(self.attend(q, k, v, hw), hw)
 
     def extra_repr(self) -> str:
-        return f'num_heads={self.num_heads}, attn_impl={self.attn_impl!r}'
+        grad = '' if self.grad_impl is None else f', grad_impl={self.grad_impl!r}'
+        return f'num_heads={self.num_heads}, attn_impl={self.attn_impl!r}{grad}'

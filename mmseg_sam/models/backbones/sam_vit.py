@@ -1,6 +1,8 @@
 """SAM's ViT image encoder as an mmseg backbone."""
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import partial
 from typing import Any
 
@@ -9,14 +11,14 @@ import torch.nn.functional as F
 from mmengine.logging import MMLogger
 from mmseg.registry import MODELS
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ...utils.checkpoint import load_sam_component, load_strict, upgrade_peft_key
 from ..peft import PEFTReport, inject_peft
 from ..sam_modeling import Block, ImageEncoderViT, window_partition, window_unpartition
 from .sam_attention import ATTN_IMPLS, SAMAttention, check_attn_impl
 
-__all__ = ['SAMBlock', 'SAMViT', 'SAM_ARCHS', 'image_encoder_kwargs']
+__all__ = ['SAMBlock', 'SAMViT', 'SAM_ARCHS', 'WITH_CP_LEVELS', 'check_with_cp', 'image_encoder_kwargs']
 
 # Official SAM encoder sizes (segment_anything/build_sam.py).
 SAM_ARCHS: dict[str, dict[str, Any]] = {
@@ -35,9 +37,61 @@ _ARCH_KEYS = set(_ARCH_REQUIRED) | set(_ARCH_DEFAULTS) | {'global_attn_indexes'}
 # path, folded is slower there), the folded bias in global blocks (no N x N tensor; one
 # global attention at 1024 px peaks at ~0.4 GiB in forward+backward instead of ~2.3).
 # Encoder at 512 px vs eager: forward -18% CPU time and -50% peak activation memory,
-# forward+backward the same time and -22% memory.
+# forward+backward the same time and -22% memory. When the bias needs a gradient
+# (training an adapted block) windowed blocks use the folded form too: SDPA with a
+# mask that needs a gradient is plain math attention on CPU (see sam_attention.py).
 _ATTN_IMPLS = ('auto', *ATTN_IMPLS)
-_AUTO_ATTN_IMPL = {'windowed': 'sdpa', 'global': 'folded'}
+_AUTO_ATTN_IMPL = {'windowed': ('sdpa', 'folded'), 'global': ('folded', None)}
+
+# with_cp levels, from keeping everything to recomputing whole blocks.
+WITH_CP_LEVELS = (False, 'selective', True)
+
+
+def _aten_ops(*names: str) -> frozenset:
+    return frozenset(getattr(torch.ops.aten, name) for name in names if hasattr(torch.ops.aten, name))
+
+
+# with_cp='selective' keeps the outputs of the fused attention kernels (the quadratic part)
+# and of the matrix products inside SAMBlock's ``_keeping_products()`` (the MLP's first
+# linear: its 4C-wide output is GELU's input, and redoing it would cost a third of the
+# block's linear arithmetic). Everything else is recomputed in backward: norms, GELU,
+# casts, the folded attention's augmented queries and keys, and the qkv / proj / lin2
+# products (the first two are redone, lin2 is never needed again).
+_ATTENTION_OPS = _aten_ops(
+    '_scaled_dot_product_flash_attention_for_cpu',
+    '_scaled_dot_product_flash_attention',
+    '_scaled_dot_product_efficient_attention',
+    '_scaled_dot_product_cudnn_attention',
+)
+_PRODUCT_OPS = _aten_ops('mm', 'addmm')
+_KEEP_PRODUCTS: ContextVar[bool] = ContextVar('mmseg_sam_keep_products', default=False)
+
+
+def _selective_policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    """Selective recomputation: which operator outputs a checkpointed block keeps (see above)."""
+    packet = getattr(op, 'overloadpacket', op)
+    if packet in _ATTENTION_OPS or (packet in _PRODUCT_OPS and _KEEP_PRODUCTS.get()):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+@contextmanager
+def _keeping_products() -> Iterator[None]:
+    """Matrix products run inside are kept by ``with_cp='selective'`` (no effect otherwise)."""
+    token = _KEEP_PRODUCTS.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_PRODUCTS.reset(token)
+
+
+def check_with_cp(with_cp: object) -> bool | str:
+    """Return ``with_cp`` if it is one of :data:`WITH_CP_LEVELS`, else raise naming it."""
+    if isinstance(with_cp, bool) or with_cp == 'selective':
+        return with_cp
+    allowed = ', '.join(repr(v) for v in WITH_CP_LEVELS)
+    error = ValueError if isinstance(with_cp, str) else TypeError
+    raise error(f'with_cp must be one of {allowed}, got {with_cp!r}')
 
 
 def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -95,10 +149,10 @@ def image_encoder_kwargs(arch_settings: Mapping[str, Any], img_size: int) -> dic
     )
 
 
-def _block_attn_impl(attn_impl: str, window_size: int) -> str:
-    """The attention implementation of one block (``'auto'`` resolved by its kind)."""
+def _block_attn_impl(attn_impl: str, window_size: int) -> tuple[str, str | None]:
+    """The attention implementations of one block, (attn_impl, grad_impl); ``'auto'`` resolved by its kind."""
     if attn_impl != 'auto':
-        return attn_impl
+        return attn_impl, None
     return _AUTO_ATTN_IMPL['windowed' if window_size else 'global']
 
 
@@ -123,27 +177,42 @@ class SAMBlock(Block):
       ``attn`` itself (VPT's prompted attention).
 
     With ``with_cp``, a training forward with grad enabled runs the block under
-    ``torch.utils.checkpoint`` (non-reentrant): its activations are recomputed in
-    backward instead of stored, with the same inputs and RNG state. Auxiliary losses
-    are reported once: the recompute runs outside any ``collect_aux_losses``.
+    ``torch.utils.checkpoint`` (non-reentrant), which recomputes in backward, with the
+    same inputs and RNG state, what it did not keep: with ``True`` everything but the
+    block input; with ``'selective'`` it keeps the outputs of the fused attention and
+    of the MLP's first linear (``mlp.lin1``) and recomputes the rest: norms, GELU,
+    casts, the folded attention's augmented queries and keys, and the ``qkv`` and
+    ``proj`` products.
+    Gradients are the same as without checkpointing. Auxiliary losses are reported
+    once: the recompute runs outside any ``collect_aux_losses``. A block that backward
+    does not reach (frozen, on an input that needs no gradient: the blocks before the
+    first adapted one) runs without checkpointing and keeps nothing.
 
     Args:
         base: the block whose modules to use.
         attn_impl: implementation of its attention (see :class:`SAMAttention`).
-        with_cp: checkpoint the block body in training.
+        with_cp: ``False``, ``'selective'`` or ``True`` (see above).
+        grad_impl: attention implementation when the bias needs a gradient
+            (:class:`SAMAttention`); None: always ``attn_impl``.
     """
 
-    def __init__(self, base: Block, attn_impl: str = 'folded', with_cp: bool = False) -> None:
+    def __init__(
+        self,
+        base: Block,
+        attn_impl: str = 'folded',
+        with_cp: bool | str = False,
+        grad_impl: str | None = None,
+    ) -> None:
         nn.Module.__init__(self)
         self.norm1 = base.norm1
-        self.attn = SAMAttention(base.attn, attn_impl)
+        self.attn = SAMAttention(base.attn, attn_impl, grad_impl)
         self.attn_adapter: nn.Module = nn.Identity()
         self.norm2 = base.norm2
         self.mlp = base.mlp
         self.mlp_adapter: nn.Module = nn.Identity()
         self.mlp_parallel: nn.Module | None = None
         self.window_size = base.window_size
-        self.with_cp = with_cp
+        self.with_cp = check_with_cp(with_cp)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -156,19 +225,32 @@ class SAMBlock(Block):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))  # (B*nW, ws, ws, C) -> (B, H, W, C)
         x = shortcut + self.attn_adapter(x)
         normed = self.norm2(x)
-        y = self.mlp_adapter(self.mlp(normed))
+        with _keeping_products():  # with_cp='selective' keeps the MLP's hidden layer
+            hidden = self.mlp.lin1(normed)
+        y = self.mlp_adapter(self.mlp.lin2(self.mlp.act(hidden)))  # segment_anything's MLPBlock
         if self.mlp_parallel is not None:
             y = y + self.mlp_parallel(x, normed)
         return x + y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, H, W, C) -> (B, H, W, C)."""
-        if self.with_cp and self.training and torch.is_grad_enabled():
+        if self.with_cp and self.training and torch.is_grad_enabled() and self._needs_grad(x):
+            if self.with_cp == 'selective':
+                return checkpoint(
+                    self._forward,
+                    x,
+                    use_reentrant=False,
+                    context_fn=partial(create_selective_checkpoint_contexts, _selective_policy),
+                )
             return checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
 
+    def _needs_grad(self, x: torch.Tensor) -> bool:
+        """Whether backward reaches this block: a frozen block on an input without grad keeps nothing."""
+        return x.requires_grad or any(p.requires_grad for p in self.parameters())
+
     def extra_repr(self) -> str:
-        return f'window_size={self.window_size}, with_cp={self.with_cp}'
+        return f'window_size={self.window_size}, with_cp={self.with_cp!r}'
 
 
 @MODELS.register_module()
@@ -215,9 +297,13 @@ class SAMViT(ImageEncoderViT):
             relative-position bias folded into queries and keys; no N x N tensor),
             ``'sdpa'`` (fused attention, bias as a float mask), ``'eager'``
             (segment_anything's code) or ``'auto'``: ``'sdpa'`` in windowed blocks
-            and ``'folded'`` in global ones.
-        with_cp: gradient checkpointing: in training with grad enabled, each block's
-            activations are recomputed in backward instead of stored.
+            (``'folded'`` when training them: ``grad_impl``) and ``'folded'`` in
+            global ones.
+        with_cp: recomputation in backward (training with grad enabled), per block:
+            ``False`` keeps every activation, ``'selective'`` keeps the outputs of
+            the fused attention and of ``mlp.lin1`` and recomputes the cheaper
+            rest, ``True`` keeps only each block's input (see :class:`SAMBlock`;
+            ``docs/memory.md`` says what each costs).
     """
 
     def __init__(
@@ -230,12 +316,11 @@ class SAMViT(ImageEncoderViT):
         out_indices: Sequence[int] = (),
         with_neck: bool = True,
         attn_impl: str = 'auto',
-        with_cp: bool = False,
+        with_cp: bool | str = False,
     ) -> None:
         cfg = _resolve_arch(arch)
         check_attn_impl(attn_impl, _ATTN_IMPLS)
-        if not isinstance(with_cp, bool):
-            raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
+        check_with_cp(with_cp)
         patch_size = cfg['patch_size']
         if not isinstance(img_size, int) or img_size <= 0 or img_size % patch_size:
             raise ValueError(
@@ -244,7 +329,9 @@ class SAMViT(ImageEncoderViT):
         super().__init__(**image_encoder_kwargs(cfg, img_size))
         # Same modules under the same keys, with the chosen attention and checkpointing.
         self.blocks = nn.ModuleList(
-            SAMBlock(block, _block_attn_impl(attn_impl, block.window_size), with_cp) for block in self.blocks
+            SAMBlock(block, impl, with_cp, grad_impl)
+            for block in self.blocks
+            for impl, grad_impl in [_block_attn_impl(attn_impl, block.window_size)]
         )
         self.attn_impl = attn_impl
         self.with_cp = with_cp
