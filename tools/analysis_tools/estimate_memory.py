@@ -323,8 +323,12 @@ class Estimate:
 def estimate(model_cfg: Mapping[str, Any], batch: int, img_size: int, amp: str = 'none') -> Estimate:
     """Run one training step on fake tensors and count its memory (see the module docstring)."""
     dtype = AMP_DTYPES[amp]
-    with FakeTensorMode():
+    # Built on the meta device (initialisers that read values, such as trunc_normal_, do
+    # nothing there), then given fake CPU storage: fake tensors carry autocast's CPU rules.
+    with torch.device('meta'):
         model = build_model(model_cfg)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model.to_empty(device='cpu')
         params = list(model.parameters())
         trainable = [p for p in params if p.requires_grad]
         weights = storage_bytes(params + list(model.buffers()))
