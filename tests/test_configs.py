@@ -122,6 +122,20 @@ def test_binary_base_losses_reward_the_foreground():
         assert loss(good, label, ignore_index=255) < loss(-good, label, ignore_index=255), loss_cfg
 
 
+@pytest.mark.parametrize('model', ['sam-vit-small', 'sam-vit-small-maskcls', 'sam-vit-small-upernet'])
+def test_many_class_demo_configs_match_the_generator(model):
+    """The 24-class comparison configs name the generator's classes and palette, at one schedule."""
+    from mmseg_sam.datasets.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
+
+    cfg = Config.fromfile(REPO / 'configs/demo' / f'{model}_lora-qv-r4_300_demo-multiclass-many-128x128.py')
+    for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+        assert loader.dataset.data_root == 'data/demo_multiclass_many'
+        assert tuple(loader.dataset.metainfo.classes) == SYNTHETIC_CLASSES['multiclass_many']
+        assert [list(c) for c in loader.dataset.metainfo.palette] == SYNTHETIC_PALETTE['multiclass_many']
+    assert cfg.model.decode_head.num_classes == len(SYNTHETIC_CLASSES['multiclass_many']) == 25
+    assert cfg.train_cfg.max_iters == cfg.param_scheduler[0].end == 300
+
+
 @pytest.mark.parametrize('model', ['sam-vit-small', 'sam-vit-small-maskcls'])
 def test_hue_demo_configs_match_the_generator(model):
     """The many-class demo configs name the generator's classes and palette, in its order."""

@@ -21,6 +21,13 @@ both neighbouring classes: any small patch is ambiguous between two classes,
 while the object's average hue identifies its class. The class is a property of
 the whole segment, as for many classes of natural images whose parts look alike.
 
+``'multiclass_many'`` mode has 24 object classes, every pair of a texture family
+(stripes, checker, dots) and a hue family (0, 45, ..., 315 degrees, +-10 degrees):
+each object is its texture drawn in a light and a dark shade of its hue, on a near-grey
+background. Telling the classes apart takes both the texture and the colour, and many
+classes share each of them: the many-class task of the head comparison
+(docs/multiclass.md).
+
 Only numpy and OpenCV are used, so the generator runs without torch or mmseg.
 """
 
@@ -45,6 +52,10 @@ SYNTHETIC_CLASSES: dict[str, tuple[str, ...]] = {
     'binary': ('background', 'foreground'),
     'multiclass': ('background', 'stripes', 'checker', 'dots'),
     'multiclass_hue': ('background', *(f'hue{h}' for h in range(0, 360, 45))),
+    'multiclass_many': (
+        'background',
+        *(f'{t}-hue{h}' for t in ('stripes', 'checker', 'dots') for h in range(0, 360, 45)),
+    ),
 }
 SYNTHETIC_PALETTE: dict[str, list[list[int]]] = {
     'binary': [[0, 0, 0], [220, 20, 60]],
@@ -63,6 +74,19 @@ SYNTHETIC_PALETTE: dict[str, list[list[int]]] = {
 }
 
 _TEXTURES = ('stripes', 'checker', 'dots')
+_MANY_HUE_JITTER = 10.0  # degrees a 'multiclass_many' object's hue strays from its family's
+
+
+def _hsv_to_rgb(hue: float, sat: float, val: float) -> list[int]:
+    """One colour: hue in degrees, saturation and value in [0, 1] -> [r, g, b] in 0..255."""
+    hsv = np.array([[[hue % 360, sat, val]]], np.float32)
+    return [int(round(c * 255)) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]]
+
+
+SYNTHETIC_PALETTE['multiclass_many'] = [
+    [0, 0, 0],
+    *(_hsv_to_rgb(h, 1.0, val) for val in (1.0, 0.75, 0.5) for h in range(0, 360, 45)),
+]
 _HUE_SPACING = 45.0  # degrees between the class hues of 'multiclass_hue'
 _HUE_CELL = 16  # pixels per cell of the within-object hue noise (at 128 px)
 _SPLITS = ('train', 'val')
@@ -251,6 +275,28 @@ def _render_hue_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.nda
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
 
 
+def _render_many_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """One ``'multiclass_many'`` image: objects of 24 texture x hue classes on a near-grey background."""
+    scale = max(min(h, w) / 128, 0.5)
+    g1 = rng.uniform(40, 215)
+    g2 = np.clip(g1 + rng.uniform(-40, 40), 0, 255)
+    tint = rng.normal(0, 4, 3)
+    image = _blend(_background_texture(rng, h, w), g1 + tint, g2 + tint).astype(np.float32)
+    mask = np.zeros((h, w), np.uint8)
+    num_hues = len(SYNTHETIC_CLASSES['multiclass_many'][1:]) // len(_TEXTURES)
+    for _ in range(int(rng.choice([1, 2, 3, 4], p=[0.15, 0.3, 0.3, 0.25]))):
+        label = int(rng.integers(len(_TEXTURES) * num_hues))
+        family, hue_class = divmod(label, num_hues)
+        obj = _object_mask(rng, h, w).astype(bool)
+        hue = hue_class * 360 / num_hues + rng.uniform(-_MANY_HUE_JITTER, _MANY_HUE_JITTER)
+        light = np.array(_hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0)), np.float32)
+        dark = np.array(_hsv_to_rgb(hue, rng.uniform(0.55, 1.0), rng.uniform(0.25, 0.5)), np.float32)
+        image[obj] = _blend(_object_texture(rng, _TEXTURES[family], h, w, scale), dark, light)[obj]
+        mask[obj] = label + 1
+    image += rng.normal(0, rng.uniform(2, 6), image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), mask
+
+
 def _render_sample(rng: np.random.Generator, h: int, w: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Draw one image and its mask.
 
@@ -258,7 +304,7 @@ def _render_sample(rng: np.random.Generator, h: int, w: int, mode: str) -> tuple
         rng: Random generator (advanced by the call).
         h: Image height.
         w: Image width.
-        mode: ``'binary'``, ``'multiclass'`` or ``'multiclass_hue'``.
+        mode: ``'binary'``, ``'multiclass'``, ``'multiclass_hue'`` or ``'multiclass_many'``.
 
     Returns:
         ``(image, mask)``: an RGB uint8 ``(h, w, 3)`` array and a uint8
@@ -266,6 +312,8 @@ def _render_sample(rng: np.random.Generator, h: int, w: int, mode: str) -> tuple
     """
     if mode == 'multiclass_hue':
         return _render_hue_sample(rng, h, w)
+    if mode == 'multiclass_many':
+        return _render_many_sample(rng, h, w)
     scale = max(min(h, w) / 128, 0.5)
     c1, c2 = _colour_pair(rng, 25, 70)
     image = _blend(_background_texture(rng, h, w), c1, c2)
@@ -321,8 +369,8 @@ def generate_synthetic_dataset(
             side must be >= 32.
         mode: ``'binary'`` (class 1 for every object), ``'multiclass'``
             (classes 1-3 = stripes, checkerboard, dots texture) or
-            ``'multiclass_hue'`` (classes 1-8 = hue families; see the module
-            docstring).
+            ``'multiclass_hue'`` (classes 1-8 = hue families) or ``'multiclass_many'``
+            (classes 1-24 = texture x hue families; see the module docstring).
         seed: Seed of the random streams; train and validation images come
             from different streams derived from it.
         overwrite: Regenerate even if ``root`` holds a dataset made with other

@@ -4,7 +4,7 @@ Usage::
 
     python tools/dataset_converters/generate_demo_data.py data/demo \
         [--num-train 200] [--num-val 40] [--img-size 128 | --img-size H W] \
-        [--mode binary|multiclass|multiclass_hue] [--seed 0] [--overwrite]
+        [--mode binary|multiclass|multiclass_hue|multiclass_many] [--seed 0] [--overwrite]
 """
 
 from __future__ import annotations
