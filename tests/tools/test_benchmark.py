@@ -12,8 +12,10 @@ import matplotlib.pyplot as plt
 import pytest
 import torch
 
-from mmseg_sam.models.backbones import SAMViT
+from mmseg_sam.models.backbones import SAM2Hiera, SAMViT
+from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import TINY_ARCH, TINY_IMG
+from tests.models.sam2_fixtures import TINY_SAM2_ARCH
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools/analysis_tools/benchmark.py'
@@ -183,3 +185,58 @@ def test_a_failing_row_is_reported_with_its_error():
         targets=[],
     )  # fmt: skip
     assert '| bad LoRA | failed: ValueError' in bm.markdown(report)
+
+
+SAM2_KEYS = ['frozen', bm.SAM2_FROZEN, bm.SAM2_PREFIX + LORA, bm.SAM2_PREFIX + bm.slug('LST (side 192)')]
+
+
+def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
+    """--family both: SAM ViT and SAM 2 Hiera rows at one input size; a refusing method is reported, not failed.
+
+    Rows run in this process (spawning a worker per row is tested above).
+    """
+    monkeypatch.setattr(bm, 'run_isolated', bm.measure)
+    argv = [
+        '--arch',
+        repr(TINY_ARCH),
+        '--sam2-arch',
+        repr(TINY_SAM2_ARCH),
+        '--img-size',
+        '64',
+        '--batch',
+        '2',
+    ]
+    argv += ['--family', 'both', '--methods', *SAM2_KEYS, '--warmup', '0', '--repeat', '1', '--threads', '1']
+    assert bm.main([*argv, '--out-json', str(tmp_path / 'b.json')]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].startswith(
+        '### SAM encoder, custom arch vs SAM 2.1 Hiera encoder, custom arch, 64x64, batch 2'
+    )
+    rows = {r['key']: r for r in json.loads((tmp_path / 'b.json').read_text())['rows']}
+    assert list(rows) == SAM2_KEYS
+    lora = rows[bm.SAM2_PREFIX + LORA]
+    model = SAM2Hiera(arch=TINY_SAM2_ARCH, **bm.ROWS[bm.SAM2_PREFIX + LORA].overrides)
+    assert lora['trainable'] == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
+    assert rows[bm.SAM2_FROZEN]['trainable'] == 0 and rows[bm.SAM2_FROZEN]['forward_ms'] > 0
+    assert lora['step_over_frozen_forward'] == pytest.approx(
+        lora['step_ms'] / rows[bm.SAM2_FROZEN]['forward_ms']
+    )
+    lst = rows[SAM2_KEYS[-1]]
+    assert lst['refused'].startswith('LST needs a backbone with a side_network place (SAMViT), got SAM2Hiera')
+    assert f'| SAM 2.1 Hiera: LST (side 192) | refused: {lst["refused"]} |' in text
+    assert f'| SAM 2.1 Hiera: {bm.LORA} | {lora["trainable"]:,} |' in text
+
+
+def test_sam2_family_rows_and_size_check(capsys):
+    parser = bm.build_parser()
+    rows = bm.select_rows(parser, None, 'sam2')
+    assert [r.kind for r in rows] == ['sam2hiera'] * len(PRESETS)
+    assert len(bm.select_rows(parser, None, 'sam')) + len(rows) == len(bm.select_rows(parser, None, 'both'))
+    with pytest.raises(SystemExit):
+        bm.main(['--family', 'sam2', '--sam2-arch', repr(TINY_SAM2_ARCH), '--img-size', '80'])
+    assert '--img-size 80 is not a multiple of 32 (SAM2Hiera size_divisor)' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bm.main(['--family', 'sam2', '--sam2-arch', 'huge'])
+    assert "expected one of ['base_plus', 'large', 'small', 'tiny'] or a dict literal, got 'huge'" in (
+        capsys.readouterr().err
+    )

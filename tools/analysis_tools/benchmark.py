@@ -1,4 +1,4 @@
-"""Speed and memory of every PEFT method on SAM's image encoder, in one run.
+"""Speed and memory of every PEFT method on SAM's (and SAM 2's) image encoder, in one run.
 
 For each row (every preset of ``mmseg_sam.models.peft.presets.PRESETS``, the frozen
 encoder without PEFT, and segment_anything's own ``ImageEncoderViT`` frozen and with
@@ -8,6 +8,14 @@ by the target ratios:
 
     python tools/analysis_tools/benchmark.py --arch vit_b --img-size 512 --batch 1 \\
         --warmup 1 --repeat 2 --out-json bench.json --out-png bench.png --out-md bench.md
+
+``--family sam2`` measures the same presets on SAM 2.1's ``SAM2Hiera`` (``--sam2-arch``,
+default ``base_plus``; ``--sam2-options`` for its arguments, e.g. ``with_cp=True``) and
+``--family both`` the SAM rows and then the SAM 2 rows at the same input size and batch,
+in one table (``--methods`` picks rows of either; SAM 2 keys start with ``sam2-``).
+A method that refuses SAM2Hiera (SAM-Adapter, LST) is reported as refused, with its
+reason, not as a failure. The SAM 2 rows' ``step / frozen fwd`` is relative to the
+frozen Hiera.
 
 A training step is forward + backward + AdamW step on the trainable parameters, with
 ``mean(encoder output)`` (+ auxiliary PEFT losses) as the loss. Rows without trainable
@@ -49,7 +57,7 @@ from mmseg.utils import register_all_modules
 from torch import nn
 
 import mmseg_sam  # noqa: F401
-from mmseg_sam.models.backbones import SAM_ARCHS, SAMViT
+from mmseg_sam.models.backbones import SAM2_ARCHS, SAM_ARCHS, SAM2Hiera, SAMViT
 from mmseg_sam.models.backbones.sam_vit import image_encoder_kwargs
 from mmseg_sam.models.peft import collect_aux_losses, inject_peft
 from mmseg_sam.models.peft.presets import PRESETS, preset
@@ -62,8 +70,11 @@ FROZEN_METHOD = 'decoder-only'  # the preset of the frozen encoder without PEFT
 LORA = 'LoRA (r 4, q v)'
 CONV_LORA = 'Conv-LoRA (r 3, 8 experts)'
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# Set by this tool for each row; --backbone-options may not override them.
+# Set by this tool for each row; --backbone-options / --sam2-options may not override them.
 RESERVED_OPTIONS = ('arch', 'img_size', 'peft', 'frozen')
+SAM2_PREFIX = 'sam2-'  # row keys of SAM2Hiera rows
+SAM2_FROZEN = SAM2_PREFIX + 'frozen'
+FAMILIES = ('sam', 'sam2', 'both')  # --family: the default rows
 
 
 @dataclass
@@ -73,9 +84,9 @@ class Row:
     Args:
         key: the name for ``--methods``.
         name: the name in the table.
-        kind: ``'samvit'`` (SAMViT with ``--backbone-options``) or ``'reference'``
+        kind: ``'samvit'`` (SAMViT with ``--backbone-options``), ``'reference'``
             (segment_anything's ``ImageEncoderViT``, frozen, eager attention, no
-            checkpointing).
+            checkpointing) or ``'sam2hiera'`` (SAM2Hiera with ``--sam2-options``).
         overrides: SAMViT keyword arguments of the method (``peft``, ``frozen``); for a
             reference, only ``peft`` is used.
     """
@@ -92,7 +103,7 @@ def slug(name: str) -> str:
 
 
 def all_rows() -> list[Row]:
-    """References, the frozen encoder, then every preset of ``PRESETS``."""
+    """References, the frozen encoder, every preset of ``PRESETS``; then the frozen Hiera and every preset on it."""
     rows = [
         Row('sam-encoder', 'segment_anything encoder (frozen; eager, no checkpointing)', 'reference'),
         Row(
@@ -105,6 +116,14 @@ def all_rows() -> list[Row]:
     ]
     rows += [
         Row(slug(item.name), item.name, 'samvit', dict(item.backbone))
+        for item in PRESETS
+        if item.name != FROZEN_METHOD
+    ]
+    rows.append(
+        Row(SAM2_FROZEN, 'SAM 2.1 Hiera: frozen, no PEFT', 'sam2hiera', dict(preset(FROZEN_METHOD).backbone))
+    )
+    rows += [
+        Row(SAM2_PREFIX + slug(item.name), f'SAM 2.1 Hiera: {item.name}', 'sam2hiera', dict(item.backbone))
         for item in PRESETS
         if item.name != FROZEN_METHOD
     ]
@@ -125,9 +144,11 @@ def build_reference(arch_settings: Mapping[str, Any], img_size: int, peft: Mappi
 
 
 def build_row(row: Row, opts: Mapping[str, Any]) -> nn.Module:
-    """The model of ``row``: a reference encoder, or SAMViT with the row's method and options."""
+    """The model of ``row``: a reference encoder, SAMViT or SAM2Hiera with the row's method and options."""
     if row.kind == 'reference':
         return build_reference(opts['arch_settings'], opts['img_size'], row.overrides.get('peft'))
+    if row.kind == 'sam2hiera':
+        return SAM2Hiera(arch=opts['sam2_arch'], **opts['sam2_options'], **row.overrides)
     return SAMViT(arch=opts['arch'], img_size=opts['img_size'], **opts['backbone_options'], **row.overrides)
 
 
@@ -181,7 +202,12 @@ def measure(row: Row, opts: Mapping[str, Any]) -> dict[str, Any]:
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
-    model = build_row(row, opts).to(device)
+    try:
+        model = build_row(row, opts).to(device)
+    except ValueError as err:  # arguments were checked in main(): the method refuses this backbone
+        if row.kind != 'sam2hiera':
+            raise
+        return dict(refused=str(err))
     params = [p for p in model.parameters() if p.requires_grad]
     report = getattr(model, 'peft_report', None)
     x = torch.randn(opts['batch'], 3, opts['img_size'], opts['img_size'], device=device)
@@ -349,12 +375,24 @@ def markdown(report: dict[str, Any]) -> str:
     if env['uncommitted']:
         commit += f' + uncommitted changes in {", ".join(env["uncommitted"])}'
     cp = ' **with_cp=True (activation checkpointing)**' if report['with_cp'] else ''
+    has_sam = any(r['kind'] != 'sam2hiera' for r in rows)
+    has_sam2 = any(r['kind'] == 'sam2hiera' for r in rows)
     lines = [
-        f'### SAM encoder, {cfg["arch_name"]}, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
+        f'### {encoders_title(cfg, has_sam, has_sam2)}, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
         f'{cfg["device"]}, amp {cfg["amp"]}{cp}',
         '',
-        f'- SAMViT options: `{cfg["backbone_options"] or {}}`; attn_impl: '
-        f'{attn or "none (this SAMViT has no attn_impl option: segment_anything eager attention)"}',
+    ]
+    if has_sam:
+        lines.append(
+            f'- SAMViT options: `{cfg["backbone_options"] or {}}`; attn_impl: '
+            f'{attn or "none (this SAMViT has no attn_impl option: segment_anything eager attention)"}'
+        )
+    if has_sam2:
+        lines.append(
+            f'- SAM2Hiera options: `{cfg["sam2_options"] or {}}` (sam2 attention: scaled_dot_product_attention); '
+            'SAM 2 rows: step / frozen fwd relative to the frozen Hiera'
+        )
+    lines += [
         f'- commit {commit}; torch {env["torch"]}, {env["machine"]}, {env["threads"]} torch threads',
         f'- times: median of {cfg["repeat"]} after {cfg["warmup"]} warm-up; step = forward + backward + AdamW '
         'on the trainable parameters (frozen rows: backward to the input)',
@@ -368,6 +406,9 @@ def markdown(report: dict[str, Any]) -> str:
     for r in rows:
         if 'error' in r:
             lines.append(f'| {r["name"]} | failed: {r["error"].splitlines()[0][:120]} | | | | | | |')
+            continue
+        if 'refused' in r:
+            lines.append(f'| {r["name"]} | refused: {r["refused"]} | | | | | | |')
             continue
         lines.append(
             f'| {r["name"]} | {r["trainable"]:,} | {r["forward_ms"]:.1f} | {r["step_ms"]:.1f} | '
@@ -388,6 +429,16 @@ def markdown(report: dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def encoders_title(cfg: Mapping[str, Any], has_sam: bool, has_sam2: bool) -> str:
+    """``'SAM encoder, vit_b'``, ``'SAM 2.1 Hiera encoder, base_plus'`` or both."""
+    parts = []
+    if has_sam:
+        parts.append(f'SAM encoder, {cfg["arch_name"]}')
+    if has_sam2:
+        parts.append(f'SAM 2.1 Hiera encoder, {cfg["sam2_arch_name"]}')
+    return ' vs '.join(parts)
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     """Horizontal bars of step time and peak memory per row."""
     import matplotlib
@@ -395,7 +446,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report['rows'] if 'error' not in r]
+    rows = [r for r in report['rows'] if 'error' not in r and 'refused' not in r]
     names = [r['name'] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(14, 1.0 + 0.35 * len(rows)), sharey=True)
     axes[0].barh(names, [r['step_ms'] for r in rows], color='tab:blue')
@@ -404,8 +455,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[1].set_xlabel(f'peak memory (MiB; {report["memory_short"]})')
     axes[0].invert_yaxis()
     cfg = report['config']
+    has_sam2 = any(r['kind'] == 'sam2hiera' for r in rows)
+    title = encoders_title(cfg, any(r['kind'] != 'sam2hiera' for r in rows), has_sam2)
     fig.suptitle(
-        f'SAM {cfg["arch_name"]} encoder, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
+        f'{title}, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
         f'{cfg["device"]}, amp {cfg["amp"]}' + (', with_cp' if report['with_cp'] else '')
     )
     fig.tight_layout()
@@ -425,6 +478,21 @@ def parse_arch(text: str) -> str | dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
             f'expected one of {sorted(SAM_ARCHS)} or a dict literal, got {text!r}'
+        )
+    return value
+
+
+def parse_sam2_arch(text: str) -> str | dict:
+    """``tiny`` / ``small`` / ``base_plus`` / ``large`` or a dict literal (SAM2Hiera's custom arch)."""
+    if text in SAM2_ARCHS:
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f'expected one of {sorted(SAM2_ARCHS)} or a dict literal, got {text!r}'
         )
     return value
 
@@ -450,6 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--arch', type=parse_arch, default='vit_b', help='vit_b, vit_l, vit_h or a dict literal'
     )
+    parser.add_argument(
+        '--family',
+        choices=FAMILIES,
+        default='sam',
+        help='default rows without --methods: sam (SAM ViT and references), sam2 (SAM2Hiera), both',
+    )
+    parser.add_argument(
+        '--sam2-arch',
+        type=parse_sam2_arch,
+        default='base_plus',
+        help='SAM2Hiera size of the sam2- rows: tiny, small, base_plus, large or a dict literal',
+    )
+    parser.add_argument(
+        '--sam2-options',
+        nargs='+',
+        action=DictAction,
+        default={},
+        help='key=value passed to SAM2Hiera for every sam2- row, e.g. with_cp=True',
+    )
     parser.add_argument('--img-size', type=positive_int, default=1024)
     parser.add_argument('--batch', type=positive_int, default=1)
     parser.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
@@ -474,9 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def select_rows(parser: argparse.ArgumentParser, keys: list[str] | None) -> list[Row]:
+def select_rows(parser: argparse.ArgumentParser, keys: list[str] | None, family: str = 'sam') -> list[Row]:
     if keys is None:
-        return list(ROWS.values())
+        return [
+            row
+            for row in ROWS.values()
+            if family == 'both' or (row.kind == 'sam2hiera') == (family == 'sam2')
+        ]
     by_name = {row.name: row for row in ROWS.values()}
     unknown = [k for k in keys if k not in ROWS and k not in by_name]
     if unknown:
@@ -494,12 +585,16 @@ def main(argv: list[str] | None = None) -> int:
         for row in ROWS.values():
             print(f'{row.key}\t{row.name}')
         return 0
-    rows = select_rows(parser, args.methods)
-    reserved = [k for k in args.backbone_options if k in RESERVED_OPTIONS]
-    if reserved:
-        parser.error(
-            f'--backbone-options {reserved} are set by the benchmark per row; not allowed: {RESERVED_OPTIONS}'
-        )
+    rows = select_rows(parser, args.methods, args.family)
+    for flag, options in (
+        ('--backbone-options', args.backbone_options),
+        ('--sam2-options', args.sam2_options),
+    ):
+        reserved = [k for k in options if k in RESERVED_OPTIONS]
+        if reserved:
+            parser.error(
+                f'{flag} {reserved} are set by the benchmark per row; not allowed: {RESERVED_OPTIONS}'
+            )
     if not re.fullmatch(r'cpu|cuda(:\d+)?', args.device):
         parser.error(f'--device must be cpu, cuda or cuda:N, got {args.device!r}')
     if isinstance(args.arch, str):
@@ -515,8 +610,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f'SAMViT(arch={args.arch!r}, img_size={args.img_size}, **{args.backbone_options}): {err}'
         )
+    if any(row.kind == 'sam2hiera' for row in rows):
+        try:  # on CPU: sam2's Hiera cannot be built on the meta device (it calls .item())
+            sam2_probe = SAM2Hiera(arch=args.sam2_arch, **args.sam2_options)
+        except (TypeError, ValueError) as err:
+            parser.error(f'SAM2Hiera(arch={args.sam2_arch!r}, **{args.sam2_options}): {err}')
+        if args.img_size % sam2_probe.size_divisor:
+            parser.error(
+                f'--img-size {args.img_size} is not a multiple of {sam2_probe.size_divisor} '
+                '(SAM2Hiera size_divisor); the SAM 2 rows need it'
+            )
+        del sam2_probe
 
-    with_cp = bool(args.backbone_options.get('with_cp', False))
+    with_cp = bool(args.backbone_options.get('with_cp', False) or args.sam2_options.get('with_cp', False))
     opts = dict(
         arch=args.arch,
         arch_settings=dict(probe.arch_settings),
@@ -528,6 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat,
         threads=args.threads,
         backbone_options=dict(args.backbone_options),
+        sam2_arch=args.sam2_arch,
+        sam2_options=dict(args.sam2_options),
     )
     (commit, uncommitted), load_start = git_state(), os.getloadavg()[0]  # before the (long) run
     results: dict[str, dict] = {}
@@ -536,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
         results[row.key] = result
         if 'error' in result:
             print(f'[{i}/{len(rows)}] {row.name}: FAILED {result["error"]}', file=sys.stderr, flush=True)
+        elif 'refused' in result:
+            print(f'[{i}/{len(rows)}] {row.name}: refused: {result["refused"]}', file=sys.stderr, flush=True)
         else:
             print(
                 f'[{i}/{len(rows)}] {row.name}: forward {result["forward_ms"]:.1f} ms, '
@@ -543,17 +653,21 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    frozen_fwd = results.get('frozen', {}).get('forward_ms')
-    for result in results.values():
-        if 'error' not in result:
+    for row in rows:  # each family relative to its own frozen encoder
+        result = results[row.key]
+        frozen_fwd = results.get(SAM2_FROZEN if row.kind == 'sam2hiera' else 'frozen', {}).get('forward_ms')
+        if 'error' not in result and 'refused' not in result:
             result['step_over_frozen_forward'] = result['step_ms'] / frozen_fwd if frozen_fwd else None
 
     cuda = args.device.startswith('cuda')
     report = dict(
         config=dict(
             arch_name=args.arch if isinstance(args.arch, str) else 'custom arch',
+            sam2_arch_name=args.sam2_arch if isinstance(args.sam2_arch, str) else 'custom arch',
             **{k: opts[k] for k in ('arch', 'img_size', 'batch', 'device', 'amp', 'warmup', 'repeat')},
+            sam2_arch=opts['sam2_arch'],
             backbone_options=opts['backbone_options'],
+            sam2_options=opts['sam2_options'],
         ),
         environment=dict(
             commit=commit,
