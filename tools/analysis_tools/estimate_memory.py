@@ -156,17 +156,21 @@ class StorageTracker(TorchDispatchMode):
 def components(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The parts memory is reported by: the model's children, and each element of their block lists.
 
-    A block list is any ``nn.ModuleList`` directly inside a child (``backbone.blocks``,
-    a Hiera's ``backbone.stages``...), so any backbone is broken down by its blocks.
+    A block list is the outermost ``nn.ModuleList`` on each path inside a child
+    (``backbone.blocks``, ``backbone.trunk.blocks`` of a Hiera, a decoder's ``layers``), so
+    any backbone is broken down by its blocks; lists inside a block (experts) are not.
     """
     parts = []
     for name, child in model.named_children():
         if name == 'data_preprocessor':
             continue
         parts.append((name, child))
-        for sub_name, sub in child.named_children():
-            if isinstance(sub, nn.ModuleList):
-                parts += [(f'{name}.{sub_name}.{i}', m) for i, m in enumerate(sub)]
+        lists: list[str] = []
+        for sub_name, sub in child.named_modules():
+            if not isinstance(sub, nn.ModuleList) or any(sub_name.startswith(f'{n}.') for n in lists):
+                continue
+            lists.append(sub_name)
+            parts += [(f'{name}.{sub_name}.{i}', m) for i, m in enumerate(sub)]
     return parts
 
 
