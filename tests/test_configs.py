@@ -22,8 +22,9 @@ CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in 
 MODEL_BASES = sorted((REPO / 'configs/_base_/models').glob('*.py'))
 FOLDERS = sorted(p for p in (REPO / 'configs').iterdir() if p.is_dir() and p.name != '_base_')
 # Besides one folder per method of the benchmark grid (the PEFT presets name them): the demos,
-# the demos' old names, SAM on mmseg's dataset bases and SAM's encoder under mmseg's UPerHead.
-OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls', 'mmseg_datasets', 'upernet'}
+# the demos' old names, SAM on mmseg's dataset bases, SAM's encoder under mmseg's UPerHead and the
+# SAM 2.1 grid.
+OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls', 'mmseg_datasets', 'upernet', 'sam2'}
 # A README row that lists a config: | [name.py](name.py) | cell | ... |
 _ROW = re.compile(r'^\| \[([\w.-]+\.py)\]\(\1\) \|(.*)\|$')
 

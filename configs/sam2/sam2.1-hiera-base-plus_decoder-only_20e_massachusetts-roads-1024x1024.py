@@ -1,6 +1,6 @@
 _base_ = [
     '../_base_/benchmarks/massachusetts_roads_1024x1024.py',
-    '../_base_/models/sam2.1-hiera-base-plus.py',
+    '../_base_/encoders/sam2.1-hiera-base-plus.py',
 ]
 model = dict(
     sam_checkpoint=_base_.sam2.checkpoint,

@@ -1,4 +1,4 @@
-_base_ = ['../_base_/benchmarks/camouflage_1024x1024.py', '../_base_/models/sam2.1-hiera-large.py']
+_base_ = ['../_base_/benchmarks/camouflage_1024x1024.py', '../_base_/encoders/sam2.1-hiera-large.py']
 model = dict(
     sam_checkpoint=_base_.sam2.checkpoint,
     backbone=dict(

@@ -155,3 +155,12 @@ def test_with_cp_gives_the_same_gradients():
             assert b.grad is None, name
         else:
             torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_builds_on_the_meta_device():
+    """Shape-only builds (parameter counts, memory estimates) work despite Hiera's .item() on drop-path rates."""
+    with torch.device('meta'):
+        meta = SAM2Hiera('large', drop_path_rate=0.1, peft=dict(type='LoRA', rank=4))
+    assert all(p.is_meta for p in meta.parameters())
+    assert sum(p.numel() for p in meta.parameters()) == 212_703_280 + meta.peft_report.total  # sam2.1_hiera_large + LoRA
+    assert meta.trunk.blocks[-1].drop_path.drop_prob == pytest.approx(0.1)

@@ -8,6 +8,7 @@ import torch
 from mmengine.logging import MMLogger
 from mmseg.registry import MODELS
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.checkpoint import load_strict
@@ -109,6 +110,21 @@ def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
     if not 0 <= cfg['scalp'] < 4:
         raise ValueError(f'arch scalp must be 0..3 (coarsest FPN levels dropped), got {cfg["scalp"]!r}')
     return cfg
+
+
+class _LinspaceOnCPU(TorchFunctionMode):
+    """Run ``torch.linspace`` on the CPU, whatever the default device.
+
+    sam2's ``Hiera`` turns its drop-path rates into floats with ``.item()``, which fails
+    under ``with torch.device('meta')`` (shape-only builds: parameter counts, memory
+    estimates); every other tensor still goes to the default device.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func is torch.linspace:
+            kwargs['device'] = 'cpu'
+        return func(*args, **kwargs)
 
 
 class SAM2HieraBlock(MultiScaleBlock):
@@ -256,15 +272,8 @@ class SAM2Hiera(ImageEncoder):
             raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
-        trunk = Hiera(
-            embed_dim=cfg['embed_dims'],
-            num_heads=cfg['num_heads'],
-            drop_path_rate=drop_path_rate,
-            stages=tuple(cfg['stages']),
-            global_att_blocks=tuple(cfg['global_att_blocks']),
-            window_pos_embed_bkg_spatial_size=tuple(cfg['window_pos_embed_bkg_spatial_size']),
-            window_spec=tuple(cfg['window_spec']),
-        )
+        with _LinspaceOnCPU():  # buildable on the meta device too
+            trunk = self._build_trunk(cfg, drop_path_rate)
         neck = FpnNeck(
             position_encoding=PositionEmbeddingSine(
                 num_pos_feats=cfg['out_channels'],
@@ -295,6 +304,19 @@ class SAM2Hiera(ImageEncoder):
         if frozen:
             self.requires_grad_(False)
         self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
+
+    @staticmethod
+    def _build_trunk(cfg: Mapping[str, Any], drop_path_rate: float) -> Hiera:
+        """sam2's Hiera of a resolved arch."""
+        return Hiera(
+            embed_dim=cfg['embed_dims'],
+            num_heads=cfg['num_heads'],
+            drop_path_rate=drop_path_rate,
+            stages=tuple(cfg['stages']),
+            global_att_blocks=tuple(cfg['global_att_blocks']),
+            window_pos_embed_bkg_spatial_size=tuple(cfg['window_pos_embed_bkg_spatial_size']),
+            window_spec=tuple(cfg['window_spec']),
+        )
 
     @property
     def blocks(self) -> nn.ModuleList:
