@@ -69,41 +69,17 @@ class SAM2MaskDecoderHead(SAMMaskDecoderHead):
             )
         super().__init__(num_classes, in_index=list(in_index), **kwargs)
 
-    def _build_decoder(
-        self,
-        embed_dims: int,
-        decoder_depth: int,
-        decoder_num_heads: int,
-        decoder_mlp_dims: int,
-        mask_in_channels: int,
-        num_mlps: int,
-    ) -> None:
-        """sam2's prompt encoder and mask decoder as SAM 2.1 builds them (``SAM2Base._build_sam_heads``)."""
-        self.prompt_encoder = PromptEncoder(
-            embed_dim=embed_dims,
-            image_embedding_size=(64, 64),  # only used by point/box prompts
-            input_image_size=(1024, 1024),
-            mask_in_chans=mask_in_channels,
-        )
-        self.mask_decoder = MaskDecoder(
-            transformer_dim=embed_dims,
-            transformer=TwoWayTransformer(
-                depth=decoder_depth,
-                embedding_dim=embed_dims,
-                mlp_dim=decoder_mlp_dims,
-                num_heads=decoder_num_heads,
-            ),
-            num_multimask_outputs=num_mlps - 1,
-            iou_head_hidden_dim=embed_dims,
-            use_high_res_features=True,
-            pred_obj_scores=True,
-            pred_obj_scores_mlp=True,
-        )
-        del self.mask_decoder.iou_prediction_head  # unused without prompts
-        del self.mask_decoder.pred_obj_score_head
-        self.mask_decoder.mask_tokens = nn.Embedding(self.num_mask_tokens, embed_dims)
-        self.mask_decoder.num_mask_tokens = self.num_mask_tokens
-        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, embed_dims))  # SAM 2's, trained with the decoder
+    prompt_encoder_cls = PromptEncoder
+    mask_decoder_cls = MaskDecoder
+    transformer_cls = TwoWayTransformer
+    # as SAM2Base._build_sam_heads builds it for SAM 2.1
+    mask_decoder_kwargs = dict(use_high_res_features=True, pred_obj_scores=True, pred_obj_scores_mlp=True)
+    unused_decoder_parts = ('iou_prediction_head', 'pred_obj_score_head')
+
+    def _build_decoder(self, embed_dims: int, *args: int) -> None:
+        """sam2's prompt encoder and mask decoder (see SAMMaskDecoderHead), and SAM 2's ``no_mem_embed``."""
+        super()._build_decoder(embed_dims, *args)
+        self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, embed_dims))  # trained with the decoder
 
     def _read_checkpoint(self, checkpoint: str) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         decoder = load_sam2_component(checkpoint, 'sam_mask_decoder')  # first: the part a head needs most

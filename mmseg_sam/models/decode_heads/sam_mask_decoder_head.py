@@ -153,6 +153,14 @@ class SAMMaskDecoderHead(BaseDecodeHead):
             self._load_sam_decoder(checkpoint)
         self.prompt_encoder.requires_grad_(False)
 
+    # The decoder family's modules (segment_anything's here; sam2's in SAM2MaskDecoderHead), the
+    # MaskDecoder arguments beyond SAM's defaults, and the prediction heads a prompt-free head drops.
+    prompt_encoder_cls: type[nn.Module] = PromptEncoder
+    mask_decoder_cls: type[nn.Module] = MaskDecoder
+    transformer_cls: type[nn.Module] = TwoWayTransformer
+    mask_decoder_kwargs: dict[str, Any] = {}
+    unused_decoder_parts: tuple[str, ...] = ('iou_prediction_head',)
+
     def _build_decoder(
         self,
         embed_dims: int,
@@ -162,24 +170,26 @@ class SAMMaskDecoderHead(BaseDecodeHead):
         mask_in_channels: int,
         num_mlps: int,
     ) -> None:
-        """Build ``prompt_encoder`` and ``mask_decoder`` (segment_anything's) with T mask tokens, ``num_mlps`` MLPs."""
-        self.prompt_encoder = PromptEncoder(
+        """Build ``prompt_encoder`` and ``mask_decoder`` with T mask tokens and ``num_mlps`` MLPs."""
+        self.prompt_encoder = self.prompt_encoder_cls(
             embed_dim=embed_dims,
             image_embedding_size=(64, 64),  # only used by point/box prompts
             input_image_size=(1024, 1024),
             mask_in_chans=mask_in_channels,
         )
-        self.mask_decoder = MaskDecoder(
+        self.mask_decoder = self.mask_decoder_cls(
             transformer_dim=embed_dims,
-            transformer=TwoWayTransformer(
+            transformer=self.transformer_cls(
                 depth=decoder_depth,
                 embedding_dim=embed_dims,
                 mlp_dim=decoder_mlp_dims,
                 num_heads=decoder_num_heads,
             ),
             num_multimask_outputs=num_mlps - 1,
+            **self.mask_decoder_kwargs,
         )
-        del self.mask_decoder.iou_prediction_head  # unused without prompts
+        for name in self.unused_decoder_parts:  # nothing is predicted from them without prompts
+            delattr(self.mask_decoder, name)
         self.mask_decoder.mask_tokens = nn.Embedding(self.num_mask_tokens, embed_dims)
         self.mask_decoder.num_mask_tokens = self.num_mask_tokens
 
