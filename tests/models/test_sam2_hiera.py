@@ -162,5 +162,7 @@ def test_builds_on_the_meta_device():
     with torch.device('meta'):
         meta = SAM2Hiera('large', drop_path_rate=0.1, peft=dict(type='LoRA', rank=4))
     assert all(p.is_meta for p in meta.parameters())
-    assert sum(p.numel() for p in meta.parameters()) == 212_703_280 + meta.peft_report.total  # sam2.1_hiera_large + LoRA
+    assert (
+        sum(p.numel() for p in meta.parameters()) == 212_703_280 + meta.peft_report.total
+    )  # sam2.1_hiera_large + LoRA
     assert meta.trunk.blocks[-1].drop_path.drop_prob == pytest.approx(0.1)

@@ -611,8 +611,9 @@ def main(argv: list[str] | None = None) -> int:
             f'SAMViT(arch={args.arch!r}, img_size={args.img_size}, **{args.backbone_options}): {err}'
         )
     if any(row.kind == 'sam2hiera' for row in rows):
-        try:  # on CPU: sam2's Hiera cannot be built on the meta device (it calls .item())
-            sam2_probe = SAM2Hiera(arch=args.sam2_arch, **args.sam2_options)
+        try:
+            with torch.device('meta'):
+                sam2_probe = SAM2Hiera(arch=args.sam2_arch, **args.sam2_options)
         except (TypeError, ValueError) as err:
             parser.error(f'SAM2Hiera(arch={args.sam2_arch!r}, **{args.sam2_options}): {err}')
         if args.img_size % sam2_probe.size_divisor:

@@ -21,7 +21,6 @@ import torch
 from mmengine.logging import MMLogger
 from mmseg.utils import register_all_modules
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.backbones import SAM2_ARCHS, SAM_ARCHS, SAM2Hiera, SAMViT
@@ -50,22 +49,8 @@ FAMILIES: dict[
 }
 
 
-class _LinspaceOnCPU(TorchFunctionMode):
-    """Make ``torch.linspace`` real inside a ``meta`` device context.
-
-    sam2's ``Hiera`` turns its drop-path rates into floats with ``.item()``, which a meta
-    tensor cannot do; every other tensor stays on the meta device.
-    """
-
-    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None):
-        kwargs = dict(kwargs or {})
-        if func is torch.linspace:
-            kwargs['device'] = 'cpu'
-        return func(*args, **kwargs)
-
-
 def _trainable(build: Callable[[], nn.Module]) -> int:
-    with torch.device('meta'), _LinspaceOnCPU():
+    with torch.device('meta'):  # SAM2Hiera builds there too (see its drop-path note)
         model = build()
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
