@@ -390,3 +390,21 @@ def test_nothing_is_kept_before_the_first_adapted_block(tiny_arch, with_cp):
     assert out.requires_grad  # block 1 is adapted
     if not with_cp:  # (checkpointing keeps block 1's tensors its own way, not through these hooks)
         assert saved[1] > 0
+
+
+def test_selective_recomputation_under_autocast_with_shared_parameters(tiny_arch):
+    """COBOT shares parameters across blocks, which autocast casts once per forward: same gradients."""
+    grads = []
+    for with_cp in (False, 'selective'):
+        torch.manual_seed(0)
+        model = SAMViT(
+            arch=tiny_arch, img_size=TINY_IMG, with_cp=with_cp, **METHODS['COBOT + LoRA (r 4, q v)']
+        )
+        x = torch.randn(2, 3, TINY_IMG, TINY_IMG, generator=torch.Generator().manual_seed(2))
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = sum(o.float().square().mean() for o in model.train()(x))
+        loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for key, g in grads[0].items():
+        assert (g - grads[1][key]).abs().max().item() <= 1e-6 * g.abs().max().item(), key

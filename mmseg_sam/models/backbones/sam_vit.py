@@ -237,13 +237,27 @@ class SAMBlock(Block):
         if self.with_cp and self.training and torch.is_grad_enabled() and self._needs_grad(x):
             if self.with_cp == 'selective':
                 return checkpoint(
-                    self._forward,
+                    self._forward_without_cast_cache,
                     x,
                     use_reentrant=False,
                     context_fn=partial(create_selective_checkpoint_contexts, _selective_policy),
                 )
             return checkpoint(self._forward, x, use_reentrant=False)
         return self._forward(x)
+
+    def _forward_without_cast_cache(self, x: torch.Tensor) -> torch.Tensor:
+        """``_forward`` with autocast's cast cache off (selective recomputation).
+
+        The cache lets a forward skip the cast of a parameter that an earlier block already
+        cast (COBOT shares parameters across blocks), while the recompute in backward casts
+        it again; selective recomputation matches the operators of the two runs one by
+        one, so both run without the cache. The values are the same.
+        """
+        device = x.device.type
+        if not torch.is_autocast_enabled(device):
+            return self._forward(x)
+        with torch.autocast(device, dtype=torch.get_autocast_dtype(device), cache_enabled=False):
+            return self._forward(x)
 
     def _needs_grad(self, x: torch.Tensor) -> bool:
         """Whether backward reaches this block: a frozen block on an input without grad keeps nothing."""
