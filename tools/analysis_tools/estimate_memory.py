@@ -324,13 +324,29 @@ class Estimate:
         return self.weights + self.gradients + self.optimizer_state
 
 
-def estimate(model_cfg: Mapping[str, Any], batch: int, img_size: int, amp: str = 'none') -> Estimate:
-    """Run one training step on fake tensors and count its memory (see the module docstring)."""
+def estimate(
+    model_cfg: Mapping[str, Any] | None,
+    batch: int,
+    img_size: int,
+    amp: str = 'none',
+    meta_model: nn.Module | None = None,
+) -> Estimate:
+    """Run one training step on fake tensors and count its memory (see the module docstring).
+
+    Args:
+        model_cfg: the model's config, built on the meta device; or None with ``meta_model``.
+        batch, img_size, amp: the step.
+        meta_model: a model already built on the meta device (a copy is used), to estimate
+            several steps of one model without building it each time.
+    """
     dtype = AMP_DTYPES[amp]
     # Built on the meta device (initialisers that read values, such as trunc_normal_, do
     # nothing there), then given fake CPU storage: fake tensors carry autocast's CPU rules.
-    with torch.device('meta'):
-        model = build_model(model_cfg)
+    if meta_model is not None:
+        model = copy.deepcopy(meta_model).train()
+    else:
+        with torch.device('meta'):
+            model = build_model(model_cfg)
     with FakeTensorMode(allow_non_fake_inputs=True):
         model.to_empty(device='cpu')
         params = list(model.parameters())

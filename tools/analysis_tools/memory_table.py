@@ -22,7 +22,9 @@ from mmengine.logging import MMLogger
 from mmseg.utils import register_all_modules
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from estimate_memory import GIB, estimate, fits, load_config, model_cfg_for_estimate  # noqa: E402
+import torch  # noqa: E402
+from estimate_memory import GIB, build_model, estimate, fits, load_config, model_cfg_for_estimate  # noqa: E402
+from torch import nn  # noqa: E402
 
 from mmseg_sam.models.backbones.sam_vit import WITH_CP_LEVELS  # noqa: E402
 from mmseg_sam.models.peft.presets import PRESETS  # noqa: E402
@@ -35,11 +37,19 @@ BATCHES = (1, 2, 4, 8)
 ARCH_NAMES = {'vit_b': 'ViT-B', 'vit_l': 'ViT-L', 'vit_h': 'ViT-H'}
 
 
-def peaks(config: Path, arch: str, method: str, with_cp: object, amp: str, img_size: int) -> dict[int, int]:
+def build_meta(config: Path, arch: str, method: str, img_size: int) -> nn.Module:
+    """The segmentor of ``config`` with ``arch`` and the preset ``method``, on the meta device."""
+    cfg = load_config(config, {'model.backbone.arch': arch})
+    with torch.device('meta'):
+        return build_model(model_cfg_for_estimate(cfg, img_size, method))
+
+
+def peaks(model: nn.Module, with_cp: object, amp: str, img_size: int) -> dict[int, int]:
     """Predicted peak bytes at each batch of ``BATCHES`` (1 and 2 estimated, the rest extrapolated)."""
-    cfg = load_config(config, {'model.backbone.arch': arch, 'model.backbone.with_cp': with_cp})
-    model_cfg = model_cfg_for_estimate(cfg, img_size, method)
-    one, two = (estimate(model_cfg, b, img_size, amp) for b in (1, 2))
+    model.backbone.with_cp = with_cp
+    for block in model.backbone.blocks:  # the level SAMViT(with_cp=...) gives every block
+        block.with_cp = with_cp
+    one, two = (estimate(None, b, img_size, amp, meta_model=model) for b in (1, 2))
     per_image = two.peak - one.peak
     return {b: one.peak + (b - 1) * per_image for b in BATCHES}
 
@@ -90,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             '| --- | --- |' + ' ---: |' * (len(AMPS) * len(BATCHES)),
         ]
         for method in methods:
+            model = build_meta(args.config, arch, method, args.img_size)
             for with_cp in WITH_CP_LEVELS:
-                row = {amp: peaks(args.config, arch, method, with_cp, amp, args.img_size) for amp in AMPS}
+                row = {amp: peaks(model, with_cp, amp, args.img_size) for amp in AMPS}
                 results.append(dict(arch=arch, method=method, with_cp=with_cp, peaks=row))
                 cells = ' | '.join(cell(row[amp][b], args.reserve_gib) for amp in AMPS for b in BATCHES)
                 lines.append(f'| {method} | {with_cp!r} | {cells} |')
