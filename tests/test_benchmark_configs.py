@@ -198,8 +198,8 @@ def test_model_bases_differ_from_vit_b_by_encoder_and_checkpoint(size, head):
 
 def _tiny_model_cfg(cfg: Config) -> dict:
     model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.backbone.type == 'SAM2Hiera':
-        return tiny_model_cfg(model_cfg, img_size=64)
+    if model_cfg.backbone.type == 'SAM2Hiera' or not model_cfg.backbone.get('with_neck', True):
+        return tiny_model_cfg(model_cfg, img_size=64)  # SAM 2, or SAM's encoder under mmseg's heads
     model_cfg.sam_checkpoint = None
     model_cfg.backbone.arch = dict(TINY_ARCH)  # assignment, not ConfigDict.update (which merges)
     model_cfg.backbone.img_size = 64

@@ -124,8 +124,11 @@ def test_the_docs_have_commands():
 def test_documented_command_is_valid(doc, cmd):
     tokens = shlex.split(cmd)
     if tokens[0] == 'make':
-        targets = set(re.findall(r'^([\w-]+):', (REPO / 'Makefile').read_text(), flags=re.M))
-        assert set(tokens[1:]) <= targets, f'{doc}: {cmd}: no such make target'
+        makefile = (REPO / 'Makefile').read_text()
+        targets = set(re.findall(r'^([\w-]+):', makefile, flags=re.M))
+        variables = [t.split('=', 1)[0] for t in tokens[1:] if '=' in t]  # make VAR=value: the Makefile uses it
+        assert set(t for t in tokens[1:] if '=' not in t) <= targets, f'{doc}: {cmd}: no such make target'
+        assert all(f'$({v})' in makefile for v in variables), f'{doc}: {cmd}: a variable the Makefile does not use'
         return
     script, args = _script_and_args(cmd)
     assert (REPO / script).is_file(), f'{doc}: {cmd}: {script} does not exist'

@@ -1,5 +1,6 @@
 """SAM's ViT image encoder as an mmseg backbone."""
 
+import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -44,6 +45,8 @@ _ATTN_IMPLS = ('auto', *ATTN_IMPLS)
 _AUTO_ATTN_IMPL = {'windowed': ('sdpa', 'folded'), 'global': ('folded', None)}
 
 # with_cp levels, from keeping everything to recomputing whole blocks.
+# segment_anything's MLPBlock.forward (lin2(act(lin1(x)))), which SAMBlock writes out.
+_MLP_BLOCK_FORWARD = importlib.import_module(Block.__module__).MLPBlock.forward
 WITH_CP_LEVELS = (False, 'selective', True)
 
 
@@ -225,9 +228,14 @@ class SAMBlock(Block):
             x = window_unpartition(x, self.window_size, pad_hw, (h, w))  # (B*nW, ws, ws, C) -> (B, H, W, C)
         x = shortcut + self.attn_adapter(x)
         normed = self.norm2(x)
-        with _keeping_products():  # with_cp='selective' keeps the MLP's hidden layer
-            hidden = self.mlp.lin1(normed)
-        y = self.mlp_adapter(self.mlp.lin2(self.mlp.act(hidden)))  # segment_anything's MLPBlock
+        mlp = self.mlp
+        if type(mlp).forward is _MLP_BLOCK_FORWARD:  # segment_anything's MLPBlock, written out
+            with _keeping_products():  # with_cp='selective' keeps the MLP's hidden layer
+                hidden = mlp.lin1(normed)
+            out = mlp.lin2(mlp.act(hidden))
+        else:  # a module that replaced the MLP runs its own forward
+            out = mlp(normed)
+        y = self.mlp_adapter(out)
         if self.mlp_parallel is not None:
             y = y + self.mlp_parallel(x, normed)
         return x + y
