@@ -126,9 +126,13 @@ def test_documented_command_is_valid(doc, cmd):
     if tokens[0] == 'make':
         makefile = (REPO / 'Makefile').read_text()
         targets = set(re.findall(r'^([\w-]+):', makefile, flags=re.M))
-        variables = [t.split('=', 1)[0] for t in tokens[1:] if '=' in t]  # make VAR=value: the Makefile uses it
+        variables = [
+            t.split('=', 1)[0] for t in tokens[1:] if '=' in t
+        ]  # make VAR=value: the Makefile uses it
         assert set(t for t in tokens[1:] if '=' not in t) <= targets, f'{doc}: {cmd}: no such make target'
-        assert all(f'$({v})' in makefile for v in variables), f'{doc}: {cmd}: a variable the Makefile does not use'
+        assert all(f'$({v})' in makefile for v in variables), (
+            f'{doc}: {cmd}: a variable the Makefile does not use'
+        )
         return
     script, args = _script_and_args(cmd)
     assert (REPO / script).is_file(), f'{doc}: {cmd}: {script} does not exist'

@@ -250,6 +250,7 @@ def test_multiclass_hue_pixels_are_ambiguous_but_segments_are_not(hue_root: Path
 
 def test_unknown_mode_lists_the_modes(tmp_path: Path) -> None:
     with pytest.raises(
-        ValueError, match=r"mode must be one of \('binary', 'multiclass', 'multiclass_hue', 'multiclass_many'\), got 'hue'"
+        ValueError,
+        match=r"mode must be one of \('binary', 'multiclass', 'multiclass_hue', 'multiclass_many'\), got 'hue'",
     ):
         generate_synthetic_dataset(tmp_path, num_train=1, num_val=1, img_size=32, mode='hue')
