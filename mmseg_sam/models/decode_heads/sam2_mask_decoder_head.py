@@ -57,6 +57,13 @@ class SAM2MaskDecoderHead(SAMMaskDecoderHead):
         **kwargs: see :class:`SAMMaskDecoderHead`.
     """
 
+    prompt_encoder_cls = PromptEncoder
+    mask_decoder_cls = MaskDecoder
+    transformer_cls = TwoWayTransformer
+    # as SAM2Base._build_sam_heads builds it for SAM 2.1
+    mask_decoder_kwargs = dict(use_high_res_features=True, pred_obj_scores=True, pred_obj_scores_mlp=True)
+    unused_decoder_parts = ('iou_prediction_head', 'pred_obj_score_head')
+
     def __init__(
         self,
         num_classes: int,
@@ -68,13 +75,6 @@ class SAM2MaskDecoderHead(SAMMaskDecoderHead):
                 f'in_index must name 3 backbone levels (strides 4, 8, 16, finest first), got {in_index!r}'
             )
         super().__init__(num_classes, in_index=list(in_index), **kwargs)
-
-    prompt_encoder_cls = PromptEncoder
-    mask_decoder_cls = MaskDecoder
-    transformer_cls = TwoWayTransformer
-    # as SAM2Base._build_sam_heads builds it for SAM 2.1
-    mask_decoder_kwargs = dict(use_high_res_features=True, pred_obj_scores=True, pred_obj_scores_mlp=True)
-    unused_decoder_parts = ('iou_prediction_head', 'pred_obj_score_head')
 
     def _build_decoder(self, embed_dims: int, *args: int) -> None:
         """sam2's prompt encoder and mask decoder (see SAMMaskDecoderHead), and SAM 2's ``no_mem_embed``."""
