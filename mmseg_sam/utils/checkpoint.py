@@ -16,7 +16,7 @@ modules that keep SAM's attribute names load them after a prefix strip.
 
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -192,6 +192,15 @@ _HF_DUPLICATES = {
 }
 
 
+def rename_by_first_rule(name: str, rules: Sequence[tuple[str, str]]) -> str:
+    """``name`` renamed by the first ``(pattern, replacement)`` rule whose regex matches (unchanged if none)."""
+    for pattern, replacement in rules:
+        renamed, count = re.subn(pattern, replacement, name)
+        if count:
+            return renamed
+    return name
+
+
 def hf_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """Rename a Hugging Face ``SamModel`` state dict to official SAM key names.
 
@@ -217,11 +226,7 @@ def hf_to_sam_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             )
         component = _HF_PREFIXES[prefix]
         rest = key[len(prefix) :]
-        for pattern, replacement in _HF_RULES[component]:
-            renamed, count = re.subn(pattern, replacement, rest)
-            if count:
-                rest = renamed
-                break
+        rest = rename_by_first_rule(rest, _HF_RULES[component])
         converted[f'{component}.{rest}'] = value
     return converted
 

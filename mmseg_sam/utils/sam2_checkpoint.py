@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .checkpoint import StateDict, load_state_dict_file
+from .checkpoint import StateDict, load_state_dict_file, rename_by_first_rule
 
 __all__ = ['SAM2_COMPONENTS', 'detect_sam2_format', 'hf_to_sam2_state_dict', 'load_sam2_component']
 
@@ -132,11 +132,7 @@ def hf_to_sam2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             for i, row in enumerate(value):
                 converted[f'{component}.point_embeddings.{i}.weight'] = row[None].clone()  # (C,) -> (1, C)
             continue
-        for pattern, replacement in _HF_RULES[component]:
-            renamed, count = re.subn(pattern, replacement, rest)
-            if count:
-                rest = renamed
-                break
+        rest = rename_by_first_rule(rest, _HF_RULES[component])
         rest = re.sub(*_HF_OUT_PROJ, rest)
         converted[f'{component}.{rest}'] = value
     return converted
