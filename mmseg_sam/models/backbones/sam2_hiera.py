@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from ...utils.checkpoint import load_strict
 from ...utils.sam2_checkpoint import load_sam2_component
 from ..peft import PEFTReport, inject_peft
+from .sam_vit import merge_arch
 
 try:  # the modeling modules need torch and iopath; `sam2/__init__.py` imports hydra
     from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock, do_pool
@@ -77,25 +78,14 @@ _ARCH_REQUIRED = (
     'global_att_blocks',
     'window_pos_embed_bkg_spatial_size',
 )
-_ARCH_KEYS = set(_ARCH_REQUIRED) | set(_ARCH_DEFAULTS)
 _PATCH_STRIDE = 4  # sam2's PatchEmbed: kernel 7, stride 4, padding 3
 _Q_POOL = 3  # sam2's Hiera default: the first block of stages 2, 3 and 4 halves the resolution
 
 
 def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+    cfg = merge_arch(arch, SAM2_ARCHS, _ARCH_DEFAULTS, _ARCH_REQUIRED)
     if isinstance(arch, str):
-        if arch not in SAM2_ARCHS:
-            raise ValueError(f'arch must be one of {sorted(SAM2_ARCHS)} or a dict, got {arch!r}')
-        return {**_ARCH_DEFAULTS, **SAM2_ARCHS[arch]}
-    if not isinstance(arch, Mapping):
-        raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-    unknown = set(arch) - _ARCH_KEYS
-    if unknown:
-        raise ValueError(f'unknown arch keys {sorted(unknown)}; allowed: {sorted(_ARCH_KEYS)}')
-    missing = [k for k in _ARCH_REQUIRED if k not in arch]
-    if missing:
-        raise ValueError(f'custom arch is missing {missing} (required: {list(_ARCH_REQUIRED)})')
-    cfg = {**_ARCH_DEFAULTS, **arch}
+        return cfg
     stages = tuple(cfg['stages'])
     if len(stages) != 4 or not all(isinstance(n, int) and n > 0 for n in stages):
         raise ValueError(f'arch stages must be 4 positive ints (blocks per stage), got {cfg["stages"]!r}')

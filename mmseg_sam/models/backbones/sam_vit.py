@@ -32,7 +32,6 @@ _ARCH_DEFAULTS: dict[str, Any] = dict(
     patch_size=16, window_size=14, mlp_ratio=4.0, out_channels=256, in_channels=3, qkv_bias=True
 )
 _ARCH_REQUIRED = ('embed_dims', 'num_layers', 'num_heads')
-_ARCH_KEYS = set(_ARCH_REQUIRED) | set(_ARCH_DEFAULTS) | {'global_attn_indexes'}
 # attn_impl choices of SAMViT. 'auto' picks per block what measured best on CPU (ViT-B,
 # 512 px, 2 threads): SDPA with a bias mask in windowed blocks (196 tokens: the fastest
 # path, folded is slower there), the folded bias in global blocks (no N x N tensor; one
@@ -44,9 +43,9 @@ _ARCH_KEYS = set(_ARCH_REQUIRED) | set(_ARCH_DEFAULTS) | {'global_attn_indexes'}
 _ATTN_IMPLS = ('auto', *ATTN_IMPLS)
 _AUTO_ATTN_IMPL = {'windowed': ('sdpa', 'folded'), 'global': ('folded', None)}
 
-# with_cp levels, from keeping everything to recomputing whole blocks.
 # segment_anything's MLPBlock.forward (lin2(act(lin1(x)))), which SAMBlock writes out.
 _MLP_BLOCK_FORWARD = importlib.import_module(Block.__module__).MLPBlock.forward
+# with_cp levels, from keeping everything to recomputing whole blocks.
 WITH_CP_LEVELS = (False, 'selective', True)
 
 
@@ -97,20 +96,48 @@ def check_with_cp(with_cp: object) -> bool | str:
     raise error(f'with_cp must be one of {allowed}, got {with_cp!r}')
 
 
-def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+def merge_arch(
+    arch: str | Mapping[str, Any],
+    known: Mapping[str, Mapping[str, Any]],
+    defaults: Mapping[str, Any],
+    required: Sequence[str],
+) -> dict[str, Any]:
+    """An encoder's ``arch`` argument as settings: a known size, or a dict over ``defaults``.
+
+    The one rule both backbone families follow (SAMViT, SAM2Hiera); each then checks
+    what its own settings must satisfy.
+
+    Args:
+        arch: a name of ``known`` or a dict of settings.
+        known: the official sizes by name.
+        defaults: settings a dict may leave out (every other allowed key is ``required``).
+        required: settings a dict must give.
+
+    Raises:
+        ValueError: an unknown name, unknown keys or missing required keys (named).
+        TypeError: ``arch`` is neither a str nor a dict.
+    """
     if isinstance(arch, str):
-        if arch not in SAM_ARCHS:
-            raise ValueError(f'arch must be one of {sorted(SAM_ARCHS)} or a dict, got {arch!r}')
-        return {**_ARCH_DEFAULTS, **SAM_ARCHS[arch]}
+        if arch not in known:
+            raise ValueError(f'arch must be one of {sorted(known)} or a dict, got {arch!r}')
+        return {**defaults, **known[arch]}
     if not isinstance(arch, Mapping):
         raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-    unknown = set(arch) - _ARCH_KEYS
+    allowed = set(required) | set(defaults)
+    unknown = set(arch) - allowed
     if unknown:
-        raise ValueError(f'unknown arch keys {sorted(unknown)}; allowed: {sorted(_ARCH_KEYS)}')
-    missing = [k for k in _ARCH_REQUIRED if k not in arch]
+        raise ValueError(f'unknown arch keys {sorted(unknown)}; allowed: {sorted(allowed)}')
+    missing = [k for k in required if k not in arch]
     if missing:
-        raise ValueError(f'custom arch is missing {missing} (required: {list(_ARCH_REQUIRED)})')
-    cfg = {**_ARCH_DEFAULTS, 'global_attn_indexes': (), **arch}
+        raise ValueError(f'custom arch is missing {missing} (required: {list(required)})')
+    return {**defaults, **arch}
+
+
+def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+    # a custom arch has no global blocks unless it names them
+    cfg = merge_arch(arch, SAM_ARCHS, {**_ARCH_DEFAULTS, 'global_attn_indexes': ()}, _ARCH_REQUIRED)
+    if isinstance(arch, str):
+        return cfg
     if cfg['embed_dims'] % cfg['num_heads']:
         raise ValueError(
             f'arch embed_dims={cfg["embed_dims"]} is not divisible by num_heads={cfg["num_heads"]}'
