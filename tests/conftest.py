@@ -2,6 +2,7 @@
 and checkpoints in the official formats."""
 
 import copy
+import importlib.util
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,44 @@ def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
     model.auxiliary_head.in_channels = dims
     model.auxiliary_head.channels = 16
     return model
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_tool(path: str, *argv: Any) -> int:
+    """Run a tool's ``main(argv)`` in-process, as ``python <path> argv...`` would; returns its status."""
+    spec = importlib.util.spec_from_file_location(f'tool_{Path(path).stem}', REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main([str(a) for a in argv])
+
+
+def write_train_config(path: Path, base: str, data_root: Path, model: str, iters: int = 1) -> Path:
+    """A config over ``base`` that trains ``iters`` iterations on 64x64 demo data at ``data_root``.
+
+    Args:
+        path: the config file to write.
+        base: the base config, relative to the repository.
+        data_root: data in the demo generator's layout.
+        model: the body of the config's ``model = dict(...)`` (its overrides of the base's).
+        iters: iterations; one checkpoint is written at the last.
+    """
+    path.write_text(f"""
+_base_ = [{str(REPO / base)!r}]
+data_root = {str(data_root)!r}
+model = dict(data_preprocessor=dict(size=(64, 64)), {model})
+pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+            dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackSegInputs')]
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, pipeline=pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=pipeline))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters={iters}, val_interval=100)
+param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end={iters}, by_epoch=False)]
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={iters}))
+""")
+    return path
 
 
 def tiny_segmentor(sam_checkpoint: str | Path | None = None, **backbone: Any) -> nn.Module:

@@ -1,9 +1,6 @@
 """Every PEFT method (and decoder-only / full fine-tuning) in one table, through the segmentor, on both
 backbone families: SAM's ViT and SAM 2.1's Hiera (where SAM2Hiera offers the method's place)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from mmseg.registry import MODELS
@@ -11,10 +8,8 @@ from mmseg.registry import MODELS
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.models.peft import ConvLoRALinear
 from mmseg_sam.models.peft.presets import PRESETS
-from tests.conftest import TINY_IMG, tiny_batch, tiny_segmentor_cfg
+from tests.conftest import TINY_IMG, run_tool, tiny_batch, tiny_segmentor_cfg, write_train_config
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER
-
-REPO = Path(__file__).resolve().parents[2]
 
 # preset name -> backbone overrides at the tiny arch: every preset of the package's one table
 METHODS = {item.name: dict(item.tiny) for item in PRESETS}
@@ -89,27 +84,12 @@ _DEMO = {
 @pytest.mark.parametrize(('family', 'name'), CASES)
 def test_method_runs_one_iteration_of_tools_train(family, name, demo_data, tmp_path):
     backbone = _segmentor_cfg(family, **METHODS[name])['backbone']
-    cfg = tmp_path / 'method.py'
-    cfg.write_text(f"""
-_base_ = [{str(REPO / _DEMO[family])!r}]
-data_root = {str(demo_data)!r}
-model = dict(
-    data_preprocessor=dict(size=(64, 64)),
-    backbone=dict(_delete_=True, **{backbone!r}),
-    decode_head=dict(embed_dims=32, decoder_num_heads=2, decoder_mlp_dims=64))
-pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
-            dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='PackSegInputs')]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root, pipeline=pipeline))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root, pipeline=pipeline))
-test_dataloader = val_dataloader
-train_cfg = dict(max_iters=1, val_interval=100)
-param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end=1, by_epoch=False)]
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
-""")
-    # in-process (the tool's main), as a user's `python tools/train.py` runs it, without a new interpreter
-    spec = importlib.util.spec_from_file_location('tool_train', REPO / 'tools/train.py')
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
-    assert not train.main([str(cfg), '--work-dir', str(tmp_path / 'w')])
+    cfg = write_train_config(
+        tmp_path / 'method.py',
+        _DEMO[family],
+        demo_data,
+        f'backbone=dict(_delete_=True, **{backbone!r}), '
+        'decode_head=dict(embed_dims=32, decoder_num_heads=2, decoder_mlp_dims=64)',
+    )
+    assert not run_tool('tools/train.py', cfg, '--work-dir', tmp_path / 'w')  # in-process, as a user runs it
     assert (tmp_path / 'w/iter_1.pth').is_file()
