@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from mmseg_sam.models.backbones import ATTN_IMPLS, SAMAttention, SAMViT, sam_vit
+from mmseg_sam.models.backbones import ATTN_IMPLS, SAMAttention, SAMViT, sam_attention, sam_vit
 from mmseg_sam.models.backbones.sam_vit import resize_pos_embed
 from mmseg_sam.models.peft import ConvLoRALinear, collect_aux_losses
 from mmseg_sam.models.peft.presets import PRESETS, method_types
@@ -344,6 +344,78 @@ def test_training_path_keeps_no_token_by_token_tensor():
     assert max(_saved_tensor_sizes(SAMAttention(copy.deepcopy(ref), 'sdpa'), x.clone())) >= pairs
     trained = SAMAttention(copy.deepcopy(ref), 'sdpa', grad_impl='folded')
     assert max(_saved_tensor_sizes(trained, x.clone())) < pairs / 4  # augmented q, k: O(HW) per token
+
+
+def _bytes_kept(fn) -> int:
+    """Bytes the CPU allocator holds after ``fn()`` (its result included), by its own events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()  # noqa: F841 (kept alive until the events are read)
+    return sum(e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == '[memory]')
+
+
+def _outer_hooks():
+    """A saved-tensor hook pair that keeps tensors as they are (what checkpointing looks like)."""
+    return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+
+
+@pytest.mark.parametrize('hw', [(14, 14), (16, 12)])
+def test_folded_training_keeps_its_narrow_sources(hw):
+    """Backward gets the kernel's augmented inputs rebuilt from q, k, v and the tables."""
+    n, (h, w), c, heads = 2, hw, 32, 2
+    attn = SAMAttention(_reference_attention(hw), 'folded').requires_grad_(False)
+    x = torch.randn(n, h, w, c, requires_grad=True)
+    f32 = 4
+    output = n * h * w * c * f32  # the module's output, alive in both
+    lse = n * heads * h * w * f32  # the kernel's log-sum-exp
+    tables = (h * h + w * w) * (c // heads) * f32 + 8  # gathered rel-pos tables (einsum), the scale
+    dims = -(-(c // heads + h + w) // 8) * 8
+    # q, k, v (one qkv product) and the attention output's c columns
+    assert _bytes_kept(lambda: attn(x)) == output + lse + tables + 4 * n * h * w * c * f32
+    with _outer_hooks():  # the tensors the kernel saves, as they are: q', k', v' and output at `dims`
+        assert _bytes_kept(lambda: attn(x)) == output + lse + tables + 4 * n * heads * h * w * dims * f32
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize('prompts', [0, 3])
+def test_folded_rebuilt_inputs_give_identical_gradients(dtype, prompts):
+    """Saving the sources instead of the augmented tensors changes no bit, fp32 and under bf16 autocast."""
+    ref = _reference_attention((5, 7))
+    x = torch.randn(2, 5, 7, 32)
+
+    def run(outer: bool):
+        module = SAMAttention(copy.deepcopy(ref), 'folded')
+        if prompts:
+            torch.manual_seed(1)
+            module = PromptedAttention(module, prompts, init_bound=0.5)
+        inputs = x.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype is torch.bfloat16):
+            if outer:
+                with _outer_hooks():
+                    out = module(inputs)
+            else:
+                out = module(inputs)
+        out.float().square().sum().backward()
+        return [out, inputs.grad, *(p.grad for p in module.parameters())]
+
+    lean, plain = run(False), run(True)
+    assert lean[0].dtype == dtype
+    assert len(lean) == len(plain) > 2
+    for a, b in zip(lean, plain):
+        assert torch.equal(a, b)
+
+
+def test_folded_refuses_sources_changed_in_place():
+    q, k, v = (torch.randn(1, 2, 12, 16, requires_grad=True) * 1 for _ in range(3))
+    tables = (torch.randn(5, 16), torch.randn(7, 16))
+    out = sam_attention.rel_pos_attention(q, k, v, 0.25, 'folded', tables, (3, 4))
+    with torch.no_grad():
+        q.add_(1.0)
+    with pytest.raises(
+        RuntimeError, match=r'modified in place after the forward \(version 0 -> 1, shape \(1, 2, 12, 16\)\)'
+    ):
+        out.sum().backward()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,11 @@ backward pass. :class:`SAMAttention` computes the same function three ways:
 
   which SDPA gets with ``scale=1``. Both are zero-padded to a multiple of 8 columns,
   and ``v`` to the same head dim (fused kernels need equal dims; the padding is sliced
-  off the output). VPT's prompt keys get zero indicators, hence no bias.
+  off the output). VPT's prompt keys get zero indicators, hence no bias. In training,
+  backward keeps ``q``, ``k``, ``v`` and the output's ``c`` columns rather than the
+  kernel's augmented, padded tensors (4c instead of 4 x (c + H + W) columns per head
+  and token), and rebuilds those when it needs them (see
+  :func:`_attention_saving_sources`); the gradients are the same bits.
 
 A layer may use a second implementation, ``grad_impl``, whenever the bias needs a
 gradient (grad enabled and the queries or the tables require grad: a training step
@@ -30,6 +34,7 @@ fused kernel in training too.
 """
 
 import importlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -131,8 +136,8 @@ def rel_pos_attention(
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
     assert hw is not None
     h, w = hw
-    rel_h, rel_w = decomposed_rel_pos(q, *rel_pos, hw)  # (B, nHead, H*W, H), (B, nHead, H*W, W)
     if impl == 'sdpa':
+        rel_h, rel_w = decomposed_rel_pos(q, *rel_pos, hw)  # (B, nHead, H*W, H), (B, nHead, H*W, W)
         # (B, nHead, H*W, H, 1) + (B, nHead, H*W, 1, W) -> (B, nHead, H*W, H*W)
         bias = (rel_h.unsqueeze(-1) + rel_w.unsqueeze(-2)).flatten(-2)
         if extra_k is not None:
@@ -144,19 +149,129 @@ def rel_pos_attention(
     # Augmented head dim, rounded up to a multiple of 8 (zero columns add nothing) for fused kernels.
     dims = -(-(head_dims + h + w) // 8) * 8
     pad = dims - (head_dims + h + w)
-    # (B, nHead, H*W, c) + (.., H) + (.., W + pad) -> (B, nHead, H*W, dims)
-    q_aug = torch.cat([q * scale, rel_h.to(q.dtype), F.pad(rel_w.to(q.dtype), (0, pad))], dim=-1)
-    eye_h = torch.eye(h, device=k.device, dtype=k.dtype)
-    eye_w = torch.eye(w, device=k.device, dtype=k.dtype)
-    # Token (i, j) -> [onehot_H(i), onehot_W(j), 0]: (H*W, H) + (H*W, W) -> (H*W, dims - c)
-    position = F.pad(torch.cat([eye_h.repeat_interleave(w, dim=0), eye_w.repeat(h, 1)], dim=-1), (0, pad))
-    k_aug = torch.cat([k, position.expand(*k.shape[:-2], -1, -1)], dim=-1)  # (B, nHead, H*W, dims)
-    if extra_k is not None:
-        k_aug = torch.cat([k_aug, _pad_last(extra_k, dims)], dim=-2)  # prompts: zero indicators
-        v = torch.cat([v, extra_v], dim=-2)
-    # Fused kernels need one head dim for q, k and v: zero-pad v, drop its padding from the output.
-    out = F.scaled_dot_product_attention(q_aug, k_aug, _pad_last(v, dims), scale=1.0)
-    return out[..., :head_dims]
+
+    def augment_q(q: Tensor, rel_pos_h: Tensor, rel_pos_w: Tensor) -> Tensor:
+        rel_h, rel_w = decomposed_rel_pos(q, rel_pos_h, rel_pos_w, hw)  # (B, nHead, H*W, H), (.., W)
+        # (B, nHead, H*W, c) + (.., H) + (.., W + pad) -> (B, nHead, H*W, dims)
+        return torch.cat([q * scale, rel_h.to(q.dtype), F.pad(rel_w.to(q.dtype), (0, pad))], dim=-1)
+
+    def augment_k(k: Tensor, extra_k: Tensor | None) -> Tensor:
+        eye_h = torch.eye(h, device=k.device, dtype=k.dtype)
+        eye_w = torch.eye(w, device=k.device, dtype=k.dtype)
+        # Token (i, j) -> [onehot_H(i), onehot_W(j), 0]: (H*W, H) + (H*W, W) -> (H*W, dims - c)
+        position = F.pad(torch.cat([eye_h.repeat_interleave(w, dim=0), eye_w.repeat(h, 1)], dim=-1), (0, pad))
+        k_aug = torch.cat([k, position.expand(*k.shape[:-2], -1, -1)], dim=-1)  # (B, nHead, H*W, dims)
+        if extra_k is not None:
+            k_aug = torch.cat([k_aug, _pad_last(extra_k, dims)], dim=-2)  # prompts: zero indicators
+        return k_aug
+
+    def pad_v(v: Tensor, extra_v: Tensor | None) -> Tensor:
+        # Fused kernels need one head dim for q, k and v: zero-pad v, drop its padding from the output.
+        return _pad_last(v if extra_v is None else torch.cat([v, extra_v], dim=-2), dims)
+
+    inputs = (
+        (augment_q, (q, *rel_pos)),
+        (augment_k, (k, extra_k)),
+        (pad_v, (v, extra_v)),
+    )
+    return _attention_saving_sources(inputs, head_dims)
+
+
+class _Rebuild:
+    """A saved tensor kept as the narrower tensors it was built from, rebuilt in backward."""
+
+    def __init__(
+        self,
+        build: Callable[..., Tensor],
+        sources: tuple[Tensor | None, ...],
+        autocast: tuple[str, bool, torch.dtype],
+    ) -> None:
+        self.build = build
+        self.sources = sources
+        self.versions = [None if t is None else t._version for t in sources]
+        self.autocast = autocast  # (device type, enabled, dtype) of the forward
+
+    def unpack(self) -> Tensor:
+        for t, version in zip(self.sources, self.versions):
+            if t is not None and t._version != version:
+                raise RuntimeError(
+                    'a tensor that the folded attention rebuilds its saved inputs from was modified '
+                    f'in place after the forward (version {version} -> {t._version}, shape {tuple(t.shape)})'
+                )
+        device_type, enabled, dtype = self.autocast
+        # Backward runs outside autocast: the rebuild re-enters the forward's autocast state.
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            return self.build(*self.sources)
+
+
+class _Keep:
+    """A saved tensor kept as is; the attention's output is kept without its zero columns."""
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+        self.pad = 0
+
+    def narrow_to(self, head_dims: int) -> Tensor:
+        """Keep only the first ``head_dims`` columns (the rest are exactly zero); return them."""
+        self.pad = self.tensor.shape[-1] - head_dims
+        self.tensor = self.tensor[..., :head_dims].contiguous()
+        return self.tensor
+
+    def unpack(self) -> Tensor:
+        return _pad_last(self.tensor, self.tensor.shape[-1] + self.pad)
+
+
+def _attention_saving_sources(
+    inputs: tuple[tuple[Callable[..., Tensor], tuple[Tensor | None, ...]], ...], head_dims: int
+) -> Tensor:
+    """SDPA of the folded inputs, keeping for backward the tensors they are built from.
+
+    The fused kernel saves its augmented inputs and its padded output for backward. Held
+    as such, a windowed block of ViT-B keeps 4 x 96 columns per head and token, a global
+    one 4 x 192. Kept as ``q``, ``k``, ``v`` (views of one ``qkv`` product, which the
+    rel-pos tables turn into ``rel_h`` and ``rel_w`` again) and the output's ``c``
+    columns, it is 4 x 64 in both: the rel-pos products (about 1% of a block's
+    multiply-adds) and the concatenations are re-run under the forward's autocast state
+    when backward asks for them (same operators, same bits), and the output's zero
+    columns are padded back. Autograd's saved-tensor hooks do the swap, so the gradient
+    is the kernel's own on any device.
+
+    Only where no other saved-tensor hooks are active: inside ``torch.utils.checkpoint``
+    (``with_cp``) or ``torch.autograd.graph.save_on_cpu`` the outer hooks decide what is
+    kept, and the tensors are saved as they are.
+
+    Args:
+        inputs: ``(build, sources)`` of the query, key and value: ``build(*sources)``.
+        head_dims: the columns of the output to return (the rest is v's zero padding).
+
+    Returns:
+        Tensor: (B, nHead, H*W, head_dims).
+    """
+    q_aug, k_aug, v_pad = (build(*sources) for build, sources in inputs)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_aug, k_aug, v_pad))
+    if not needs_grad or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+        return F.scaled_dot_product_attention(q_aug, k_aug, v_pad, scale=1.0)[..., :head_dims]
+    device_type = q_aug.device.type
+    # Read here: inside the kernel's autocast wrapper, where the hooks run, autocast reads as off.
+    autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+    # Autograd holds the hooks as long as the graph: the lists are emptied after the call.
+    built = [q_aug, k_aug, v_pad]
+    kept: list[_Keep] = []
+
+    def pack(t: Tensor) -> _Rebuild | _Keep:
+        for tensor, (build, sources) in zip(built, inputs):
+            if t is tensor:
+                return _Rebuild(build, sources, autocast)
+        kept.append(_Keep(t))
+        return kept[-1]
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.unpack()):
+        out = F.scaled_dot_product_attention(q_aug, k_aug, v_pad, scale=1.0)
+    del q_aug, k_aug, v_pad
+    built.clear()
+    saved_out = [saved for saved in kept if saved.tensor is out]
+    kept.clear()
+    return saved_out[0].narrow_to(head_dims) if saved_out else out[..., :head_dims]
 
 
 class SAMAttention(Attention):
