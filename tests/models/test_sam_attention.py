@@ -406,6 +406,16 @@ def test_folded_rebuilt_inputs_give_identical_gradients(dtype, prompts):
         assert torch.equal(a, b)
 
 
+def test_folded_training_compiles_without_graph_break():
+    """Under torch.compile the compiler decides what is kept: one graph, same values and gradients."""
+    attn = SAMAttention(_reference_attention((6, 6)), 'folded')
+    x = torch.randn(2, 6, 6, 32, requires_grad=True)
+    out = attn(x)
+    compiled = torch.compile(attn, backend='eager', fullgraph=True)(x)
+    assert torch.equal(out, compiled)
+    assert torch.equal(*(torch.autograd.grad(y.square().sum(), x)[0] for y in (out, compiled)))
+
+
 def test_folded_refuses_sources_changed_in_place():
     q, k, v = (torch.randn(1, 2, 12, 16, requires_grad=True) * 1 for _ in range(3))
     tables = (torch.randn(5, 16), torch.randn(7, 16))

@@ -238,7 +238,7 @@ def _attention_saving_sources(
 
     Only where no other saved-tensor hooks are active: inside ``torch.utils.checkpoint``
     (``with_cp``) or ``torch.autograd.graph.save_on_cpu`` the outer hooks decide what is
-    kept, and the tensors are saved as they are.
+    kept, and the tensors are saved as they are; under ``torch.compile`` the compiler does.
 
     Args:
         inputs: ``(build, sources)`` of the query, key and value: ``build(*sources)``.
@@ -249,7 +249,11 @@ def _attention_saving_sources(
     """
     q_aug, k_aug, v_pad = (build(*sources) for build, sources in inputs)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q_aug, k_aug, v_pad))
-    if not needs_grad or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None:
+    if (
+        not needs_grad
+        or torch.compiler.is_compiling()  # AOTAutograd decides what a compiled graph keeps
+        or torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+    ):
         return F.scaled_dot_product_attention(q_aug, k_aug, v_pad, scale=1.0)[..., :head_dims]
     device_type = q_aug.device.type
     # Read here: inside the kernel's autocast wrapper, where the hooks run, autocast reads as off.
