@@ -377,6 +377,26 @@ def test_folded_training_keeps_its_narrow_sources(hw):
         assert _bytes_kept(lambda: attn(x)) == output + lse + tables + 4 * n * heads * h * w * dims * f32
 
 
+def test_folded_keeps_no_more_when_autocast_casts_its_inputs():
+    """fp32 q, k, v under bf16 autocast (SSF scales the qkv output in fp32): the kernel saves
+    autocast's casts, which are kept as they are, and nothing else may stay alive."""
+    h, w, c = 14, 14, 16
+    qkv = torch.randn(2, 2, h * w, 3 * c, requires_grad=True)
+    tables = (torch.randn(2 * h - 1, c), torch.randn(2 * w - 1, c))
+
+    def forward():
+        q, k, v = (qkv * 1.0).split(c, dim=-1)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            return sam_attention.rel_pos_attention(q, k, v, 0.25, 'folded', tables, (h, w))
+
+    lean = _bytes_kept(forward)
+    with _outer_hooks():
+        plain = _bytes_kept(forward)
+    dims = 48  # 16 + 14 + 14, rounded up to 8
+    # the same casts and log-sum-exp; the bf16 output without its zero columns
+    assert plain - lean == 2 * 2 * h * w * (dims - c) * 2
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize('prompts', [0, 3])
 def test_folded_rebuilt_inputs_give_identical_gradients(dtype, prompts):

@@ -258,21 +258,22 @@ def _attention_saving_sources(
     device_type = q_aug.device.type
     # Read here: inside the kernel's autocast wrapper, where the hooks run, autocast reads as off.
     autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-    # Autograd holds the hooks as long as the graph: the lists are emptied after the call.
-    built = [q_aug, k_aug, v_pad]
+    # Autograd holds the hooks as long as the graph: what they reach is dropped after the call,
+    # so that only what a saved tensor was packed into stays.
+    recipes = [(tensor, build, sources) for tensor, (build, sources) in zip((q_aug, k_aug, v_pad), inputs)]
     kept: list[_Keep] = []
 
     def pack(t: Tensor) -> _Rebuild | _Keep:
-        for tensor, (build, sources) in zip(built, inputs):
+        for tensor, build, sources in recipes:
             if t is tensor:
                 return _Rebuild(build, sources, autocast)
-        kept.append(_Keep(t))
+        kept.append(_Keep(t))  # e.g. autocast's casts of the inputs, the log-sum-exp
         return kept[-1]
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.unpack()):
         out = F.scaled_dot_product_attention(q_aug, k_aug, v_pad, scale=1.0)
     del q_aug, k_aug, v_pad
-    built.clear()
+    recipes.clear()
     saved_out = [saved for saved in kept if saved.tensor is out]
     kept.clear()
     return saved_out[0].narrow_to(head_dims) if saved_out else out[..., :head_dims]
