@@ -436,6 +436,17 @@ def test_folded_training_compiles_without_graph_break():
     assert torch.equal(*(torch.autograd.grad(y.square().sum(), x)[0] for y in (out, compiled)))
 
 
+def test_kept_output_comes_back_in_the_kernels_layout():
+    """A kernel may return its output transposed in memory (CUDA's do): backward gets the same strides."""
+    out = torch.randn(2, 5, 3, 8).transpose(1, 2)  # (2, 3, 5, 8), heads not outermost in memory
+    out[..., 6:] = 0.0  # v's zero padding
+    kept = sam_attention._Keep(out)
+    narrow = kept.narrow_to(6)
+    assert narrow.shape == (2, 3, 5, 6) and narrow.is_contiguous()
+    back = kept.unpack()
+    assert back.shape == out.shape and back.stride() == out.stride() and torch.equal(back, out)
+
+
 def test_folded_refuses_sources_changed_in_place():
     q, k, v = (torch.randn(1, 2, 12, 16, requires_grad=True) * 1 for _ in range(3))
     tables = (torch.randn(5, 16), torch.randn(7, 16))

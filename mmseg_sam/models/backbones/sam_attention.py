@@ -209,16 +209,21 @@ class _Keep:
 
     def __init__(self, tensor: Tensor) -> None:
         self.tensor = tensor
-        self.pad = 0
+        self.layout: tuple[torch.Size, tuple[int, ...]] | None = None  # (shape, strides) when narrowed
 
     def narrow_to(self, head_dims: int) -> Tensor:
         """Keep only the first ``head_dims`` columns (the rest are exactly zero); return them."""
-        self.pad = self.tensor.shape[-1] - head_dims
+        self.layout = (self.tensor.shape, self.tensor.stride())
         self.tensor = self.tensor[..., :head_dims].contiguous()
         return self.tensor
 
     def unpack(self) -> Tensor:
-        return _pad_last(self.tensor, self.tensor.shape[-1] + self.pad)
+        if self.layout is None:
+            return self.tensor
+        # The output as the kernel made it: same shape and strides, zero columns after head_dims.
+        full = self.tensor.new_empty_strided(*self.layout).zero_()
+        full[..., : self.tensor.shape[-1]] = self.tensor
+        return full
 
 
 def _attention_saving_sources(
