@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
     cfg.load_from = args.checkpoint
+    logger = cfg.get('default_hooks', {}).get('logger')
+    if logger is not None and logger.get('type') in ('LoggerHook', 'mmengine.LoggerHook'):
+        # mmengine's LoggerHook writes the test metrics' JSON from every rank into one file
+        logger['type'] = 'MainProcessLoggerHook'  # the same hook, the file written by rank 0 only
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:

@@ -6,6 +6,7 @@ built in-process with perturbed weights.
 """
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -277,6 +278,10 @@ def test_test_tool_show_dir_draws_every_image(trained_run, multiclass_run, tmp_p
     show = tmp_path / 'show'
     args = [str(run.cfg), str(run.checkpoint), '--work-dir', str(tmp_path / 'test'), '--show-dir', str(show)]
     run_tool([str(REPO / 'tools/test.py'), *args], cwd=tmp_path)
+    # the test metrics' JSON comes from MainProcessLoggerHook, which tools/test.py swaps in
+    [metrics_json] = (tmp_path / 'test').glob('*/2*.json')
+    assert 'mIoU' in json.loads(metrics_json.read_text())
+    assert "type='MainProcessLoggerHook'" in next((tmp_path / 'test').glob('*.py')).read_text()
     val_images = sorted((run.data / 'img_dir/val').glob('*.png'))
     drawings = sorted(show.rglob('*.png'))
     assert len(drawings) == len(val_images) == 2

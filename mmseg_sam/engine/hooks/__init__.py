@@ -1,4 +1,5 @@
 from .atomic_checkpoint_hook import AtomicCheckpointWritesHook
+from .logger_hook import MainProcessLoggerHook
 from .model_dataset_check_hook import ModelDatasetCheckHook, check_head_fits_dataset
 from .non_finite_hook import StopOnNonFiniteHook, non_finite_tensors
 from .rng_state_hook import RNGStateHook, capture_rng_states, restore_rng_states
@@ -7,6 +8,7 @@ from .trainable_params_hook import TrainableParamsHook, summarize_parameters
 
 __all__ = [
     'AtomicCheckpointWritesHook',
+    'MainProcessLoggerHook',
     'ModelDatasetCheckHook',
     'RNGStateHook',
     'SAMCheckpointHook',
