@@ -9,6 +9,9 @@ a drift of the machine hits them alike. Ratios are computed per round and report
 median [min, max] over the rounds, wall clock and process CPU time:
 
     python tools/analysis_tools/time_with_cp.py --arch vit_b --img-size 1024 --repeat 3
+
+``--profile N`` then runs one more step without recomputation under ``torch.profiler``
+and prints its N operators with the most self CPU time (where the step's time goes).
 """
 
 from __future__ import annotations
@@ -55,9 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--profile', type=int, default=0, metavar='N', help='print the N costliest operators of one step'
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.warmup < 0:
         parser.error(f'--repeat must be >= 1 and --warmup >= 0, got {args.repeat} and {args.warmup}')
+    if args.profile < 0:
+        parser.error(f'--profile must be >= 0 (operators to list), got {args.profile}')
     if args.threads:
         torch.set_num_threads(args.threads)
     register_all_modules(init_default_scope=True)
@@ -121,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     print('| --- | ---: |')
     for key in rounds[0]:
         print(f'| {key} | {spread([r[key][0] for r in rounds])} |')
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(False)()
+        print()
+        print(f'One step with_cp=False, the {args.profile} operators with the most self CPU time:')
+        print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=args.profile))
     return 0
 
 

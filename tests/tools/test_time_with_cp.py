@@ -1,0 +1,30 @@
+"""tools/analysis_tools/time_with_cp.py: ratios per with_cp level and the step's operator profile."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location(
+    'time_with_cp_tool', REPO / 'tools/analysis_tools/time_with_cp.py'
+)
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+
+
+def test_ratios_and_profile(capsys):
+    """ViT-B at 64x64 (a 4x4 token grid): one timed round, then the costliest operators of a step."""
+    argv = ['--arch', 'vit_b', '--img-size', '64', '--warmup', '0', '--repeat', '1', '--profile', '5']
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out
+    assert '| step with_cp=False / frozen forward |' in out
+    assert "| step with_cp='selective' / step with_cp=False |" in out
+    profile = out.split('the 5 operators with the most self CPU time:')[1]
+    assert 'Self CPU' in profile and 'aten::' in profile
+
+
+def test_bad_profile_count(capsys):
+    with pytest.raises(SystemExit):
+        tool.main(['--profile', '-1'])
+    assert '--profile must be >= 0 (operators to list), got -1' in capsys.readouterr().err
