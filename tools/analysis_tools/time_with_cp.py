@@ -10,6 +10,10 @@ median [min, max] over the rounds, wall clock and process CPU time:
 
     python tools/analysis_tools/time_with_cp.py --arch vit_b --img-size 1024 --repeat 3
 
+``--levels`` times only the levels named (``False selective True``; the ratios against
+``with_cp=False`` need it among them), e.g. ``--levels False --threads 1`` for the step
+against the frozen forward alone, as ``benchmark.py --threads 1`` measures it.
+
 ``--profile N`` then runs one more step without recomputation under ``torch.profiler``
 and prints its N operators with the most self CPU time (where the step's time goes).
 """
@@ -59,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument(
+        '--levels',
+        nargs='+',
+        default=[str(level) for level in WITH_CP_LEVELS],
+        metavar='LEVEL',
+        help='the with_cp levels to time: False, selective, True (default: all)',
+    )
+    parser.add_argument(
         '--profile', type=int, default=0, metavar='N', help='print the N costliest operators of one step'
     )
     args = parser.parse_args(argv)
@@ -66,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'--repeat must be >= 1 and --warmup >= 0, got {args.repeat} and {args.warmup}')
     if args.profile < 0:
         parser.error(f'--profile must be >= 0 (operators to list), got {args.profile}')
+    by_name = {str(level): level for level in WITH_CP_LEVELS} | {
+        repr(level): level for level in WITH_CP_LEVELS
+    }
+    unknown = [name for name in args.levels if name not in by_name]
+    if unknown:
+        parser.error(f'--levels must be among False, selective, True; got {" ".join(unknown)}')
+    levels = list(dict.fromkeys(by_name[name] for name in args.levels))
     if args.threads:
         torch.set_num_threads(args.threads)
     register_all_modules(init_default_scope=True)
@@ -74,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     frozen = SAMViT(arch=args.arch, img_size=args.img_size).eval()
     models = {}
-    for level in WITH_CP_LEVELS:
+    for level in levels:
         torch.manual_seed(0)
         model = SAMViT(arch=args.arch, img_size=args.img_size, with_cp=level, **backbone).train()
         loaded = model.load_state_dict(frozen.state_dict(), strict=False)  # same weights in every model
@@ -103,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         return run
 
     rounds: list[dict[str, tuple[float, float]]] = []
-    levels = list(WITH_CP_LEVELS)
     for i in range(args.warmup + args.repeat):
         order = levels[i % len(levels) :] + levels[: i % len(levels)]
         times = {'forward': timed(forward)}
@@ -120,7 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     print('| ratio | wall: median [min, max] | CPU time: median [min, max] |')
     print('| --- | ---: | ---: |')
     pairs = [(f'step with_cp={lv!r} / frozen forward', repr(lv), 'forward') for lv in levels]
-    pairs += [(f'step with_cp={lv!r} / step with_cp=False', repr(lv), 'False') for lv in levels[1:]]
+    if False in levels:
+        pairs += [
+            (f'step with_cp={lv!r} / step with_cp=False', repr(lv), 'False')
+            for lv in levels
+            if lv is not False
+        ]
     for name, num, den in pairs:
         cells = [spread([r[num][k] / r[den][k] for r in rounds]) for k in (0, 1)]
         print(f'| {name} | {cells[0]} | {cells[1]} |')
@@ -130,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     for key in rounds[0]:
         print(f'| {key} | {spread([r[key][0] for r in rounds])} |')
     if args.profile:
+        if False not in models:
+            torch.manual_seed(0)
+            models[False] = SAMViT(arch=args.arch, img_size=args.img_size, **backbone).train()
+            models[False].load_state_dict(frozen.state_dict(), strict=False)
+            optimizers[False] = torch.optim.AdamW(
+                [p for p in models[False].parameters() if p.requires_grad], lr=1e-4
+            )
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
