@@ -157,6 +157,17 @@ def test_with_cp_gives_the_same_gradients():
             torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_with_cp_set_after_building_reaches_every_block():
+    model = SAM2Hiera(TINY_SAM2_ARCH)
+    assert model.with_cp is False
+    model.with_cp = True
+    assert all(b.with_cp is True for b in model.blocks) and model.with_cp is True
+    model.blocks[0].with_cp = False
+    assert model.with_cp == 'mixed'
+    with pytest.raises(TypeError, match="with_cp must be a bool, got 'selective'"):
+        model.with_cp = 'selective'
+
+
 def test_builds_on_the_meta_device():
     """Shape-only builds (parameter counts, memory estimates) work despite Hiera's .item() on drop-path rates."""
     with torch.device('meta'):

@@ -252,6 +252,23 @@ def test_checkpoint_only_when_training_with_grad(
     assert calls == ([(False, with_cp == 'selective')] * 2 if used else [])
 
 
+def test_with_cp_set_after_building_reaches_every_block(tiny_arch, monkeypatch):
+    """``backbone.with_cp = level`` (e.g. from a tool, after the model is built) is every block's level."""
+    calls = []
+    monkeypatch.setattr(sam_vit, 'checkpoint', lambda *a, **k: calls.append(k) or checkpoint(*a, **k))
+    model = SAMViT(arch=tiny_arch, img_size=TINY_IMG).train()
+    assert model.with_cp is False
+    model.with_cp = 'selective'
+    assert [b.with_cp for b in model.blocks] == ['selective'] * 2 and model.with_cp == 'selective'
+    model(torch.randn(1, 3, TINY_IMG, TINY_IMG).requires_grad_())
+    assert len(calls) == 2 and all('context_fn' in k for k in calls)
+    model.blocks[0].with_cp = True  # one block set on its own
+    assert model.with_cp == 'mixed'
+    with pytest.raises(ValueError, match="with_cp must be one of False, 'selective', True, got 'full'"):
+        model.with_cp = 'full'
+    assert [b.with_cp for b in model.blocks] == [True, 'selective']  # a refused level changes nothing
+
+
 def _run(model: SAMViT, x: torch.Tensor, seed: int):
     """One training step's gradients: output loss plus the PEFT auxiliary losses."""
     model.train()

@@ -46,9 +46,7 @@ def build_meta(config: Path, arch: str, method: str, img_size: int) -> nn.Module
 
 def peaks(model: nn.Module, with_cp: object, amp: str, img_size: int) -> dict[int, int]:
     """Predicted peak bytes at each batch of ``BATCHES`` (1 and 2 estimated, the rest extrapolated)."""
-    model.backbone.with_cp = with_cp
-    for block in model.backbone.blocks:  # the level SAMViT(with_cp=...) gives every block
-        block.with_cp = with_cp
+    model.backbone.with_cp = with_cp  # every block's level
     one, two = (estimate(None, b, img_size, amp, meta_model=model) for b in (1, 2))
     per_image = two.peak - one.peak
     return {b: one.peak + (b - 1) * per_image for b in BATCHES}

@@ -258,7 +258,7 @@ class SAM2Hiera(ImageEncoder):
         with_cp: bool = False,
     ) -> None:
         cfg = _resolve_arch(arch)
-        if not isinstance(with_cp, bool):
+        if not isinstance(with_cp, bool):  # checked before the trunk is built
             raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
@@ -280,7 +280,7 @@ class SAM2Hiera(ImageEncoder):
         super().__init__(trunk=trunk, neck=neck, scalp=cfg['scalp'])
         trunk.blocks = nn.ModuleList(SAM2HieraBlock(block, with_cp) for block in trunk.blocks)
         self.arch_settings = cfg
-        self.with_cp = with_cp
+        self.with_cp = with_cp  # every block's (the setter below)
         self.embed_dims = cfg['embed_dims']
         self.out_channels = cfg['out_channels']
         self.channels = tuple(reversed(trunk.channel_list))  # stage widths, finest first
@@ -312,6 +312,20 @@ class SAM2Hiera(ImageEncoder):
     def blocks(self) -> nn.ModuleList:
         """The trunk's blocks (what the PEFT methods adapt)."""
         return self.trunk.blocks
+
+    @property
+    def with_cp(self) -> bool | str:
+        """Gradient checkpointing of the blocks: setting it sets every block's; reading it
+        gives theirs, or ``'mixed'`` when blocks were set one by one to different values."""
+        levels = {block.with_cp for block in self.blocks}
+        return levels.pop() if len(levels) == 1 else 'mixed'
+
+    @with_cp.setter
+    def with_cp(self, with_cp: bool) -> None:
+        if not isinstance(with_cp, bool):
+            raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
+        for block in self.blocks:
+            block.with_cp = with_cp
 
     @property
     def strides(self) -> tuple[int, ...]:

@@ -383,7 +383,7 @@ class SAMViT(ImageEncoderViT):
             for impl, grad_impl in [_block_attn_impl(attn_impl, block.window_size)]
         )
         self.attn_impl = attn_impl
-        self.with_cp = with_cp
+        self.with_cp = with_cp  # every block's level (the setter below)
         self.arch_settings = cfg
         self.patch_size = patch_size
         self.size_divisor = patch_size  # inputs must be multiples of it (SAMEncoderDecoder pads test inputs)
@@ -425,6 +425,22 @@ class SAMViT(ImageEncoderViT):
                     'with_neck=False does not run: use with_neck=True with this PEFT method'
                 )
             self.neck.requires_grad_(False)  # not run (even a PEFT method's neck parameters): no gradient
+
+    @property
+    def with_cp(self) -> bool | str:
+        """The recomputation level of the blocks (see the class docstring).
+
+        Setting it sets every block's level; reading it gives that level, or ``'mixed'``
+        when blocks were set one by one to different levels.
+        """
+        levels = {block.with_cp for block in self.blocks}
+        return levels.pop() if len(levels) == 1 else 'mixed'
+
+    @with_cp.setter
+    def with_cp(self, with_cp: bool | str) -> None:
+        check_with_cp(with_cp)
+        for block in self.blocks:
+            block.with_cp = with_cp
 
     def _resize_position_tables(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         """Load pre-hook: fit pos_embed / global rel_pos tables saved at another img_size."""
