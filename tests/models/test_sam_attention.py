@@ -267,6 +267,8 @@ def test_with_cp_set_after_building_reaches_every_block(tiny_arch, monkeypatch):
     with pytest.raises(ValueError, match="with_cp must be one of False, 'selective', True, got 'full'"):
         model.with_cp = 'full'
     assert [b.with_cp for b in model.blocks] == [True, 'selective']  # a refused level changes nothing
+    with pytest.raises(TypeError, match="with_cp must be one of False, 'selective', True, got 1"):
+        model.blocks[1].with_cp = 1
 
 
 def _run(model: SAMViT, x: torch.Tensor, seed: int):

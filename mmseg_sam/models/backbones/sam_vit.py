@@ -242,7 +242,16 @@ class SAMBlock(Block):
         self.mlp_adapter: nn.Module = nn.Identity()
         self.mlp_parallel: nn.Module | None = None
         self.window_size = base.window_size
-        self.with_cp = check_with_cp(with_cp)
+        self.with_cp = with_cp
+
+    @property
+    def with_cp(self) -> bool | str:
+        """The recomputation level, one of :data:`WITH_CP_LEVELS` (checked when set)."""
+        return self._with_cp
+
+    @with_cp.setter
+    def with_cp(self, with_cp: bool | str) -> None:
+        self._with_cp = check_with_cp(with_cp)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
