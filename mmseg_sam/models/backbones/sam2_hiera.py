@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from ...utils.checkpoint import load_strict
 from ...utils.sam2_checkpoint import load_sam2_component
 from ..peft import PEFTReport, inject_peft
-from .sam_vit import merge_arch
+from .sam_vit import blocks_with_cp, merge_arch
 
 try:  # the modeling modules need torch and iopath; `sam2/__init__.py` imports hydra
     from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock, do_pool
@@ -317,8 +317,7 @@ class SAM2Hiera(ImageEncoder):
     def with_cp(self) -> bool | str:
         """Gradient checkpointing of the blocks: setting it sets every block's; reading it
         gives theirs, or ``'mixed'`` when blocks were set one by one to different values."""
-        levels = {block.with_cp for block in self.blocks}
-        return levels.pop() if len(levels) == 1 else 'mixed'
+        return blocks_with_cp(self.blocks)
 
     @with_cp.setter
     def with_cp(self, with_cp: bool) -> None:

@@ -96,6 +96,12 @@ def check_with_cp(with_cp: object) -> bool | str:
     raise error(f'with_cp must be one of {allowed}, got {with_cp!r}')
 
 
+def blocks_with_cp(blocks: Sequence[nn.Module]) -> bool | str:
+    """The ``with_cp`` the blocks share, or ``'mixed'`` when they were set to different ones."""
+    levels = {block.with_cp for block in blocks}
+    return levels.pop() if len(levels) == 1 else 'mixed'
+
+
 def merge_arch(
     arch: str | Mapping[str, Any],
     known: Mapping[str, Mapping[str, Any]],
@@ -442,8 +448,7 @@ class SAMViT(ImageEncoderViT):
         Setting it sets every block's level; reading it gives that level, or ``'mixed'``
         when blocks were set one by one to different levels.
         """
-        levels = {block.with_cp for block in self.blocks}
-        return levels.pop() if len(levels) == 1 else 'mixed'
+        return blocks_with_cp(self.blocks)
 
     @with_cp.setter
     def with_cp(self, with_cp: bool | str) -> None:
