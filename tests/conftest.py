@@ -60,6 +60,36 @@ def tiny_segmentor_cfg(
     )
 
 
+TINY_PROMPTED_HEAD = dict(TINY_HEAD, iou_head_hidden_dim=32, image_size=TINY_IMG, patch_size=16)
+
+
+def tiny_prompted_cfg(
+    sam_checkpoint: str | Path | None = None, head: dict | None = None, **backbone: Any
+) -> dict:
+    """A ``SAMPromptedEncoderDecoder`` config on the tiny SAM (whole decoder, IoU head included).
+
+    Args:
+        sam_checkpoint: SAM checkpoint for both parts, or None for random weights.
+        head: extra ``SAMPromptedHead`` arguments (``train_prompting``, ``freeze``, ...).
+        **backbone: extra ``SAMViT`` arguments (``peft=...``).
+    """
+    return dict(
+        type='SAMPromptedEncoderDecoder',
+        sam_checkpoint=sam_checkpoint and str(sam_checkpoint),
+        data_preprocessor=dict(
+            type='SegDataPreProcessor',
+            size=(TINY_IMG, TINY_IMG),
+            mean=[123.675, 116.28, 103.53],
+            std=[58.395, 57.12, 57.375],
+            bgr_to_rgb=True,
+        ),
+        backbone=dict(type='SAMViT', arch=dict(TINY_ARCH), img_size=TINY_IMG, **copy.deepcopy(backbone)),
+        decode_head=dict(
+            type='SAMPromptedHead', num_classes=2, **TINY_PROMPTED_HEAD, **copy.deepcopy(head or {})
+        ),
+    )
+
+
 def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
     """A config's ``model`` (a ConfigDict, changed in place) with the tiny SAM swapped in.
 
@@ -91,8 +121,11 @@ def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
     if model.backbone.get('with_neck', True):
         # assignment, not ConfigDict.update (which merges nested dicts)
         model.backbone.arch = dict(TINY_ARCH)
-        for k, v in TINY_HEAD.items():
+        head = TINY_PROMPTED_HEAD if model.decode_head.type == 'SAMPromptedHead' else TINY_HEAD
+        for k, v in head.items():
             model.decode_head[k] = v
+        if img_size is not None and model.decode_head.type == 'SAMPromptedHead':
+            model.decode_head.image_size = img_size
         if model.decode_head.get('mode') == 'mask_classification':
             # 100 queries upsampled to a 784x784 crop would be most of a test step
             model.decode_head.num_queries = 4

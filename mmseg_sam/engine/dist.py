@@ -33,6 +33,7 @@ from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..models.decode_heads import SAMPromptedHead
 from ..models.peft import PEFTLayerMixin
 
 __all__ = [
@@ -142,12 +143,14 @@ def conditionally_used_parameters(model: nn.Module) -> list[str]:
 
     Every PEFT layer declares its own (``PEFTLayerMixin.conditional_parameters``):
     Conv-LoRA's experts (each sample runs only its top-k experts) and its gate (the
-    noise weights go unused when every expert is selected). DDP must look for unused
-    parameters (``find_unused_parameters=True``) when this is not empty.
+    noise weights go unused when every expert is selected). So does the prompted head
+    (``SAMPromptedHead.conditional_parameters``): a trainable prompt encoder's point,
+    box and mask embeddings, each used only by the prompts of its kind. DDP must look for
+    unused parameters (``find_unused_parameters=True``) when this is not empty.
     """
     names = []
     for module_name, module in model.named_modules():
-        if isinstance(module, PEFTLayerMixin):
+        if isinstance(module, (PEFTLayerMixin, SAMPromptedHead)):
             names += [
                 f'{module_name}.{name}' if module_name else name for name in module.conditional_parameters()
             ]

@@ -1,3 +1,19 @@
-from .metrics import BaseBinaryMetric, BERMetric, BinaryIoUMetric, SODMetric, foreground_probability
+from .metrics import (
+    BaseBinaryMetric,
+    BERMetric,
+    BinaryIoUMetric,
+    InteractiveSegMetric,
+    SODMetric,
+    foreground_probability,
+    instance_scores,
+)
 
-__all__ = ['BaseBinaryMetric', 'BERMetric', 'BinaryIoUMetric', 'SODMetric', 'foreground_probability']
+__all__ = [
+    'BaseBinaryMetric',
+    'BERMetric',
+    'BinaryIoUMetric',
+    'InteractiveSegMetric',
+    'SODMetric',
+    'foreground_probability',
+    'instance_scores',
+]

@@ -17,8 +17,11 @@ SAM (a ``SAMViT`` backbone): a flat state dict in segment_anything's
 ``Sam.state_dict()`` layout:
 
 - ``image_encoder.*``: the fine-tuned, merged encoder;
-- ``prompt_encoder.*``, ``mask_decoder.*``: unchanged from the original SAM
-  checkpoint, so SAM's promptable decoder works on the fine-tuned image embeddings.
+- ``prompt_encoder.*``, ``mask_decoder.*``: from a ``SAMPromptedHead`` (a model
+  trained with prompts) its fine-tuned prompt encoder and whole mask decoder (IoU head
+  included), so ``SamPredictor`` gives the fine-tuned model's masks under the same
+  prompts; otherwise, or with ``--original-decoder``, unchanged from the original SAM
+  checkpoint (a prompt-free head's tokens are classes, not SAM's outputs).
 
 The key set and every shape equal the original checkpoint's, so
 ``sam_model_registry['vit_b'](checkpoint=OUT)`` (or ``_build_sam`` for other sizes)
@@ -59,7 +62,7 @@ import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint cl
 from mmseg_sam.apis import check_output_file, load_checkpoint_to_model, read_checkpoint
 from mmseg_sam.models.backbones import SAM2Hiera, SAMViT
 from mmseg_sam.models.backbones.sam_vit import resize_pos_embed, resize_rel_pos
-from mmseg_sam.models.decode_heads import SAM2MaskDecoderHead
+from mmseg_sam.models.decode_heads import SAM2MaskDecoderHead, SAMPromptedHead
 from mmseg_sam.models.peft import merge_peft
 from mmseg_sam.utils.checkpoint import load_state_dict_file, to_sam_state_dict
 from mmseg_sam.utils.sam2_checkpoint import detect_sam2_format, hf_to_sam2_state_dict
@@ -82,8 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--original-decoder',
         action='store_true',
-        help="SAM 2: keep the original prompt encoder, mask decoder and no_mem_embed instead of the head's "
-        '(SAM is always exported with its original decoder)',
+        help='keep the original prompt encoder and mask decoder (SAM 2: and no_mem_embed) instead of the '
+        "head's (a prompt-free SAM head is always exported with the original decoder)",
     )
     parser.add_argument('--overwrite', action='store_true', help='replace OUT if it exists (never an input)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
@@ -198,6 +201,32 @@ def sam2_exported_state(
     return exported, info
 
 
+def prompted_decoder_state(head: torch.nn.Module, original: StateDict) -> StateDict:
+    """A SAMPromptedHead's prompt encoder and mask decoder under SAM's keys, checked against ``original``.
+
+    Raises:
+        ValueError: the head's key set or a shape differs from the original checkpoint's
+            (another decoder size), naming them.
+    """
+    out: StateDict = {}
+    for part in ('prompt_encoder', 'mask_decoder'):
+        state = {f'{part}.{k}': v for k, v in getattr(head, part).state_dict().items()}
+        wanted = {k for k in original if k.startswith(part + '.')}
+        if set(state) != wanted:
+            raise ValueError(
+                f'the head {part} keys differ from the SAM checkpoint: missing {sorted(wanted - set(state))[:8]}, '
+                f'unexpected {sorted(set(state) - wanted)[:8]}'
+            )
+        for key, value in state.items():
+            if value.shape != original[key].shape:
+                raise ValueError(
+                    f'{key} has shape {tuple(value.shape)}, the SAM checkpoint {tuple(original[key].shape)}: '
+                    "the head is not this checkpoint's size"
+                )
+            out[key] = value.detach().clone().contiguous()
+    return out
+
+
 def export_sam(
     config: str,
     checkpoint: str,
@@ -257,6 +286,9 @@ def export_sam(
         for key, value in original.items():
             if key.startswith(('prompt_encoder.', 'mask_decoder.')):
                 exported[key] = value.clone().contiguous()
+        if isinstance(model.decode_head, SAMPromptedHead) and not original_decoder:
+            exported.update(prompted_decoder_state(model.decode_head, original))
+            info['decoder'] = ['prompt_encoder', 'mask_decoder']
         if set(exported) != set(original):
             extra = sorted(set(original) - set(exported))
             raise ValueError(
@@ -294,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 1
     merged = f'merged {info["methods"]} ({info["merged_layers"]} layers)' if info['methods'] else 'no PEFT'
-    if info['family'] == 'sam2' and info['decoder']:
+    if info['family'] == 'sam' and info['decoder']:
+        print(f'{merged}; prompt encoder and mask decoder from the fine-tuned head -> {args.out}')
+    elif info['family'] == 'sam2' and info['decoder']:
         print(
             f'{merged}; SAM 2 format; from the head: {info["decoder"]}, mask tokens and MLPs: {info["tokens"]}; '
             f'the rest from {info["source"]} -> {args.out}'

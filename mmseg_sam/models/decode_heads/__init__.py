@@ -1,4 +1,5 @@
 from .sam2_mask_decoder_head import SAM2MaskDecoderHead
 from .sam_mask_decoder_head import SAMMaskDecoderHead
+from .sam_prompted_head import PromptSet, SAMPromptedHead
 
-__all__ = ['SAM2MaskDecoderHead', 'SAMMaskDecoderHead']
+__all__ = ['PromptSet', 'SAM2MaskDecoderHead', 'SAMMaskDecoderHead', 'SAMPromptedHead']

@@ -1,0 +1,544 @@
+"""SAM's whole promptable decoder (prompt encoder, mask decoder, IoU head) as an mmseg head."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+from mmengine.structures import InstanceData, PixelData
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+from mmseg.utils import SampleList
+from torch import Tensor
+
+from ...utils.checkpoint import load_sam_component, load_strict
+from ..sam_modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
+from .clicks import next_clicks, sample_error_points
+
+__all__ = ['SAMPromptedHead', 'PromptSet']
+
+_FREEZABLE = ('prompt_encoder', 'mask_decoder')
+_TRAIN_KEYS = dict(box_prob=1.0, correction_rounds=0, mask_only_rounds=0)
+_TEST_KEYS = dict(box=True, clicks=0)
+
+
+class PromptSet:
+    """The prompts of one image's N instances in the model's input frame, as SAM's prompt encoder takes them.
+
+    Attributes:
+        points: ``(coords (N, K, 2), labels (N, K))`` or None.
+        boxes: (N, 4) xyxy or None.
+        mask_input: (N, 1, 4h, 4w) low-resolution logits or None.
+    """
+
+    def __init__(
+        self,
+        points: tuple[Tensor, Tensor] | None = None,
+        boxes: Tensor | None = None,
+        mask_input: Tensor | None = None,
+    ) -> None:
+        self.points, self.boxes, self.mask_input = points, boxes, mask_input
+
+    @property
+    def ambiguous(self) -> bool:
+        """A single point and nothing else: SAM predicts its three multimask outputs."""
+        return self.boxes is None and self.points is not None and self.points[0].shape[1] == 1
+
+    def add_points(self, coords: Tensor, labels: Tensor) -> PromptSet:
+        """These prompts with (N, k, 2) / (N, k) more points appended."""
+        if self.points is not None:
+            coords = torch.cat([self.points[0], coords], dim=1)
+            labels = torch.cat([self.points[1], labels], dim=1)
+        return PromptSet((coords, labels), self.boxes, self.mask_input)
+
+    def with_mask(self, mask_input: Tensor | None) -> PromptSet:
+        return PromptSet(self.points, self.boxes, mask_input)
+
+    def select(self, keep: Tensor) -> PromptSet:
+        """The prompts of the instances where ``keep`` (N,) is True."""
+        pick = lambda t: None if t is None else t[keep]  # noqa: E731
+        points = None if self.points is None else (self.points[0][keep], self.points[1][keep])
+        return PromptSet(points, pick(self.boxes), pick(self.mask_input))
+
+
+@MODELS.register_module()
+class SAMPromptedHead(BaseDecodeHead):
+    """Segment Anything's prompt encoder + mask decoder + IoU head, trained and evaluated with prompts.
+
+    Unlike the prompt-free :class:`SAMMaskDecoderHead`, this head keeps SAM's decoder
+    whole (its four mask tokens, hypernetwork MLPs and IoU head, loaded strictly from
+    the SAM checkpoint) and calls segment_anything's ``PromptEncoder`` and
+    ``MaskDecoder`` exactly as ``Sam.forward`` / ``SamPredictor.predict_torch`` do, so
+    the exported checkpoint gives the same masks in segment_anything under the same
+    prompt. It segments the instances of ``data_sample.gt_instances`` (made by
+    ``GenerateInstances`` or an instance loader, with prompts from ``SamplePrompts``,
+    packed by ``PackPromptedSegInputs``) and is run by ``SAMPromptedEncoderDecoder``.
+
+    Frames: prompts and instance masks are in the frame of the packed ground truth (the
+    image as loaded when annotations are loaded after ``Resize``, as in mmseg's test
+    pipelines; the resized image in training pipelines). They are mapped into the model
+    input as ``SamPredictor`` maps them (coordinates scaled by ``img_shape`` over the
+    mask size) and the logits back as ``Sam.postprocess_masks`` does (upsampled to
+    ``image_size``, cropped to ``img_shape``, resized to the mask size).
+
+    Training (per image, per instance): the first prompt is the instance's box with
+    probability ``train_prompting['box_prob']`` (SAM: 0.5, COBOT and MedSAM: 1.0), else
+    its sampled points. A single point is ambiguous: the three multimask outputs are
+    predicted and only the lowest loss of the three is kept (SAM's rule); with a box
+    or several points the single-mask output is used. Then ``correction_rounds``
+    rounds each add one point drawn uniformly from the error region of the last
+    prediction (see ``clicks.py``), and ``mask_only_rounds`` rounds add none (SAM: 8
+    and 2; one mask-only round at the end, the others at random positions); every
+    round after the first gives the last round's low-resolution logits of its chosen
+    mask (the highest predicted IoU) back as the mask prompt, detached, as SAM's
+    recipe and micro-sam do. Every round's loss counts (mean over instances and
+    rounds); the image embedding gets the gradients of all rounds.
+
+    Evaluation (``test_prompting``): ``box=True`` segments every instance from its box
+    (``pred_instances.box_masks``); ``clicks=K`` runs K simulated clicks per instance
+    (RITM's protocol, ``clicks.next_clicks``), the first from nothing with SAM's
+    multimask output and the highest predicted IoU kept (as a ``SamPredictor`` user
+    would), the next ones single-mask with the previous logits as the mask prompt
+    (``pred_instances.click_masks``, (N, K, H, W)). ``InteractiveSegMetric`` scores them.
+
+    Args:
+        num_classes: classes of the dataset, background included (2 for binary).
+        image_size: side of the model input (the square SAM pads images to; SAM: 1024);
+            the prompt encoder's ``input_image_size``.
+        patch_size: the encoder's stride: the image embedding is ``image_size //
+            patch_size`` on a side.
+        embed_dims: transformer width (256 for SAM).
+        decoder_depth, decoder_num_heads, decoder_mlp_dims: SAM's two-way transformer
+            (2, 8, 2048).
+        mask_in_channels: hidden channels of the prompt encoder's mask branch (16).
+        iou_head_depth, iou_head_hidden_dim: SAM's IoU head (3, 256).
+        num_multimask_outputs: SAM's 3.
+        checkpoint: SAM checkpoint (official or Hugging Face) for the prompt encoder and
+            mask decoder, loaded strictly.
+        freeze: parts kept frozen: ``'prompt_encoder'`` (MedSAM), ``'mask_decoder'``.
+        train_prompting: ``box_prob``, ``correction_rounds``, ``mask_only_rounds``.
+        test_prompting: ``box`` (bool) and ``clicks`` (int >= 0).
+        loss_decode: a ``PromptedMaskLoss`` config.
+        **kwargs: BaseDecodeHead arguments (``ignore_index``, ``in_index``, ...).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        image_size: int = 1024,
+        patch_size: int = 16,
+        embed_dims: int = 256,
+        decoder_depth: int = 2,
+        decoder_num_heads: int = 8,
+        decoder_mlp_dims: int = 2048,
+        mask_in_channels: int = 16,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        num_multimask_outputs: int = 3,
+        checkpoint: str | None = None,
+        freeze: Sequence[str] = (),
+        train_prompting: Mapping[str, Any] | None = None,
+        test_prompting: Mapping[str, Any] | None = None,
+        loss_decode: Mapping[str, Any] | None = None,
+        in_index: int | Sequence[int] = -1,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+            raise ValueError(f'num_classes must be an int >= 2 (background included), got {num_classes!r}')
+        if not isinstance(image_size, int) or not isinstance(patch_size, int) or image_size % patch_size:
+            raise ValueError(
+                f'image_size={image_size!r} must be a multiple of patch_size={patch_size!r} (the encoder stride)'
+            )
+        freeze = tuple(freeze)
+        bad = [part for part in freeze if part not in _FREEZABLE]
+        if bad:
+            raise ValueError(f'freeze may name {_FREEZABLE}, got {bad}')
+        self.train_prompting = _options('train_prompting', train_prompting, _TRAIN_KEYS)
+        self.test_prompting = _options('test_prompting', test_prompting, _TEST_KEYS)
+        _check_prompting(self.train_prompting, self.test_prompting)
+        kwargs.pop('init_cfg', None)  # weights come from SAM
+        kwargs.pop('out_channels', None)
+        kwargs.setdefault('threshold', 0.5)
+        if isinstance(in_index, (list, tuple)):
+            kwargs.setdefault('input_transform', 'multiple_select')
+        super().__init__(
+            in_channels=[embed_dims] * len(in_index) if isinstance(in_index, (list, tuple)) else embed_dims,
+            channels=embed_dims,
+            num_classes=num_classes,
+            out_channels=1 if num_classes == 2 else num_classes,
+            in_index=in_index,
+            loss_decode=dict(type='PromptedMaskLoss') if loss_decode is None else loss_decode,
+            init_cfg=None,
+            **kwargs,
+        )
+        del self.conv_seg
+        self.image_size, self.patch_size, self.embed_dims = image_size, patch_size, embed_dims
+        self._build_decoder(
+            embed_dims,
+            decoder_depth,
+            decoder_num_heads,
+            decoder_mlp_dims,
+            mask_in_channels,
+            iou_head_depth,
+            iou_head_hidden_dim,
+            num_multimask_outputs,
+        )
+        self.checkpoint = checkpoint
+        if checkpoint is not None:
+            self._load_sam_decoder(checkpoint)
+        self.freeze = freeze
+        for part in freeze:
+            getattr(self, part).requires_grad_(False)
+
+    # ------------------------------------------------------------------ building
+    def _build_decoder(
+        self,
+        embed_dims: int,
+        depth: int,
+        num_heads: int,
+        mlp_dims: int,
+        mask_in_channels: int,
+        iou_head_depth: int,
+        iou_head_hidden_dim: int,
+        num_multimask_outputs: int,
+    ) -> None:
+        """segment_anything's ``PromptEncoder`` and ``MaskDecoder``, as ``build_sam`` builds them."""
+        grid = self.image_size // self.patch_size
+        self.prompt_encoder = PromptEncoder(
+            embed_dim=embed_dims,
+            image_embedding_size=(grid, grid),
+            input_image_size=(self.image_size, self.image_size),
+            mask_in_chans=mask_in_channels,
+        )
+        self.mask_decoder = MaskDecoder(
+            transformer_dim=embed_dims,
+            transformer=TwoWayTransformer(
+                depth=depth, embedding_dim=embed_dims, mlp_dim=mlp_dims, num_heads=num_heads
+            ),
+            num_multimask_outputs=num_multimask_outputs,
+            iou_head_depth=iou_head_depth,
+            iou_head_hidden_dim=iou_head_hidden_dim,
+        )
+
+    def _load_sam_decoder(self, checkpoint: str) -> None:
+        """The checkpoint's prompt encoder and mask decoder, every key (strict)."""
+        load_strict(self.mask_decoder, load_sam_component(checkpoint, 'mask_decoder'), str(checkpoint))
+        load_strict(self.prompt_encoder, load_sam_component(checkpoint, 'prompt_encoder'), str(checkpoint))
+        MMLogger.get_current_instance().info(
+            f'{type(self).__name__}: prompt encoder and mask decoder (IoU head included) from {checkpoint}'
+        )
+
+    # ------------------------------------------------------------------ decoding
+    def _embedding(self, inputs: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+        """The image embedding (B, C, h, w), checked against ``image_size`` / ``patch_size``."""
+        x = self._transform_inputs(inputs)
+        grid = self.image_size // self.patch_size
+        if x.shape[1] != self.embed_dims or tuple(x.shape[-2:]) != (grid, grid):
+            raise ValueError(
+                f'image embedding of shape {tuple(x.shape)}, the head expects (B, {self.embed_dims}, {grid}, {grid}) '
+                f'(image_size={self.image_size} / patch_size={self.patch_size}): set the head image_size to the '
+                'backbone img_size and pad inputs to it'
+            )
+        return x
+
+    def decode(self, embedding: Tensor, prompts: PromptSet, multimask: bool) -> tuple[Tensor, Tensor]:
+        """SAM's prompt encoder and mask decoder on one image's prompts (as ``Sam.forward``).
+
+        Args:
+            embedding: (1, C, h, w) image embedding.
+            prompts: N instances' prompts in the input frame.
+            multimask: predict the three multimask outputs instead of the single mask.
+
+        Returns:
+            tuple[Tensor, Tensor]: low-resolution logits (N, M, 4h, 4w) and predicted IoU (N, M),
+            M = 3 when ``multimask`` else 1.
+        """
+        sparse, dense = self.prompt_encoder(
+            points=prompts.points, boxes=prompts.boxes, masks=prompts.mask_input
+        )
+        return self.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=self.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+
+    def postprocess(self, low_res: Tensor, img_shape: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        """Logits (N, M, 4h, 4w) -> (N, M, H, W) in the masks' frame (``Sam.postprocess_masks``)."""
+        masks = F.interpolate(
+            low_res.float(), (self.image_size, self.image_size), mode='bilinear', align_corners=False
+        )
+        masks = masks[..., : img_shape[0], : img_shape[1]]  # drop the padding
+        return F.interpolate(masks, size, mode='bilinear', align_corners=False)
+
+    def forward(self, inputs: list[Tensor] | tuple[Tensor, ...]) -> Tensor:
+        """The image embedding; decoding needs prompts (:meth:`loss`, :meth:`predict_prompted`)."""
+        return self._embedding(inputs)
+
+    # ------------------------------------------------------------------ training
+    def loss(
+        self, inputs: list[Tensor] | tuple[Tensor, ...], batch_data_samples: SampleList, train_cfg: Any
+    ) -> dict:
+        """Prompted mask, IoU losses over every instance and round of the batch (see the class docstring)."""
+        embedding = self._embedding(inputs)
+        opts = self.train_prompting
+        total: dict[str, Tensor] = {}
+        count = 0
+        for i, sample in enumerate(batch_data_samples):
+            inst, valid, img_shape = _instances(sample, self.ignore_index)
+            if len(inst) == 0:
+                continue
+            gt = inst.masks.bool()
+            scale = _frame_scale(img_shape, gt.shape[-2:])
+            use_box = torch.rand(len(inst), device=gt.device) < opts['box_prob']
+            for keep, first in ((use_box, 'box'), (~use_box, 'points')):
+                if not bool(keep.any()):
+                    continue
+                prompts = _first_prompts(inst, keep, first, scale, sample)
+                terms = self._rounds(embedding[i : i + 1], prompts, gt[keep], valid, img_shape, scale)
+                for name, value in terms.items():
+                    total[name] = total[name] + value if name in total else value
+                count += int(keep.sum()) * (1 + opts['correction_rounds'] + opts['mask_only_rounds'])
+        if count == 0:
+            files = [
+                s.metainfo.get('seg_map_path', s.metainfo.get('img_path', '?')) for s in batch_data_samples
+            ]
+            raise ValueError(
+                f'no instance to prompt in this batch ({files}): train with GenerateInstances(on_empty="skip") '
+                'so that images without instances are replaced'
+            )
+        return {name: value / count for name, value in total.items()}
+
+    def _round_plan(self) -> list[bool]:
+        """Per round after the first: whether it adds a point (False: a mask-only round)."""
+        opts = self.train_prompting
+        plan = [True] * opts['correction_rounds']
+        for k in range(opts['mask_only_rounds']):
+            position = (
+                len(plan) if k == 0 else random.randint(0, len(plan))
+            )  # one at the end, others anywhere
+            plan.insert(position, False)
+        return plan
+
+    def _rounds(
+        self,
+        embedding: Tensor,
+        prompts: PromptSet,
+        gt: Tensor,
+        valid: Tensor,
+        img_shape: tuple[int, int],
+        scale: tuple[float, float],
+    ) -> dict[str, Tensor]:
+        """Summed (over instances and rounds) loss terms of one image's first prompt and its corrections."""
+        sums: dict[str, Tensor] = {}
+        size = tuple(gt.shape[-2:])
+        pred = torch.zeros_like(gt)  # the last round's masks (the first round has none)
+        for adds_point in [None, *self._round_plan()]:
+            if adds_point:
+                points, labels = sample_error_points(pred, gt, valid)
+                prompts = prompts.add_points(_to_input(points, scale), labels)
+            multimask = prompts.ambiguous
+            low_res, iou_pred = self.decode(embedding, prompts, multimask)
+            logits = self.postprocess(low_res, img_shape, size)  # (N, M, H, W)
+            terms = self.loss_decode.mask_terms(logits, gt, valid)
+            per_mask = sum(terms.values())  # (N, M)
+            best = per_mask.argmin(dim=1, keepdim=True)  # SAM: only the lowest of the multimask losses
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0) + value.gather(1, best).sum()
+            iou_term = self.loss_decode.iou_term(iou_pred, logits, gt, valid)  # (N, M): every mask
+            sums['loss_iou'] = sums.get('loss_iou', 0) + iou_term.mean(dim=1).sum()
+            chosen = iou_pred.argmax(dim=1)  # the mask that goes on: the highest predicted IoU
+            rows = torch.arange(len(gt), device=gt.device)
+            prompts = prompts.with_mask(low_res[rows, chosen][:, None].detach())
+            pred = logits[rows, chosen].detach() > 0
+        return sums
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_prompted(
+        self, inputs: list[Tensor] | tuple[Tensor, ...], batch_data_samples: SampleList
+    ) -> SampleList:
+        """Segment every instance of each sample under the test prompts; fills ``pred_instances`` and ``pred_sem_seg``."""
+        embedding = self._embedding(inputs)
+        opts = self.test_prompting
+        for i, sample in enumerate(batch_data_samples):
+            inst, valid, img_shape = _instances(sample, self.ignore_index)
+            gt = inst.masks.bool()
+            n, size = len(inst), tuple(gt.shape[-2:])
+            scale = _frame_scale(img_shape, size)
+            pred = InstanceData(labels=inst.labels)
+            emb = embedding[i : i + 1]
+            if opts['box']:
+                if n:
+                    prompts = _first_prompts(
+                        inst, torch.ones(n, dtype=torch.bool, device=gt.device), 'box', scale, sample
+                    )
+                    low_res, iou_pred = self.decode(emb, prompts, multimask=False)
+                    pred.box_masks = self.postprocess(low_res, img_shape, size)[:, 0] > 0
+                    pred.box_scores = iou_pred[:, 0].float()
+                else:
+                    pred.box_masks = gt.new_zeros((0, *size))
+                    pred.box_scores = gt.new_zeros((0,), dtype=torch.float32)
+            if opts['clicks']:
+                pred.click_masks, pred.click_points, pred.click_labels = self._click(
+                    emb, gt, valid, img_shape, scale
+                )
+            sample.pred_instances = pred
+            sample.pred_sem_seg = PixelData(data=self._paint(pred, size, gt.device)[None])
+        return batch_data_samples
+
+    def _click(
+        self,
+        embedding: Tensor,
+        gt: Tensor,
+        valid: Tensor,
+        img_shape: tuple[int, int],
+        scale: tuple[float, float],
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """K simulated clicks per instance: masks (N, K, H, W), clicks (N, K, 2) in the masks' frame and labels (N, K)."""
+        n, size = len(gt), tuple(gt.shape[-2:])
+        k_clicks = self.test_prompting['clicks']
+        if n == 0:
+            return (
+                gt.new_zeros((0, k_clicks, *size)),
+                gt.new_zeros((0, k_clicks, 2), dtype=torch.float32),
+                gt.new_zeros((0, k_clicks), dtype=torch.long),
+            )
+        pred = torch.zeros_like(gt)
+        prompts, all_points, all_labels, masks = PromptSet(), [], [], []
+        rows = torch.arange(n, device=gt.device)
+        for _ in range(k_clicks):
+            points, labels = next_clicks(pred, gt, valid)
+            all_points.append(points)
+            all_labels.append(labels)
+            prompts = prompts.add_points(_to_input(points, scale), labels)
+            low_res, iou_pred = self.decode(embedding, prompts, multimask=prompts.ambiguous)
+            chosen = iou_pred.argmax(dim=1)
+            prompts = prompts.with_mask(low_res[rows, chosen][:, None])
+            pred = self.postprocess(low_res[rows, chosen][:, None], img_shape, size)[:, 0] > 0
+            masks.append(pred)
+        return torch.stack(masks, dim=1), torch.cat(all_points, dim=1), torch.cat(all_labels, dim=1)
+
+    def _paint(self, pred: InstanceData, size: tuple[int, int], device: torch.device) -> Tensor:
+        """A label map (H, W) of the box-prompted masks (else the last click's), most confident on top."""
+        label_map = torch.zeros(size, dtype=torch.long, device=device)
+        if 'box_masks' in pred:
+            masks, order = pred.box_masks, pred.box_scores.argsort()
+        elif 'click_masks' in pred:
+            masks = pred.click_masks[:, -1]
+            order = torch.arange(len(masks), device=device)
+        else:
+            return label_map
+        for j in order.tolist():
+            label_map[masks[j]] = int(pred.labels[j])
+        return label_map
+
+    def predict(self, inputs: Any, batch_img_metas: list[dict], test_cfg: Any) -> Tensor:
+        raise RuntimeError(
+            'SAMPromptedHead predicts from prompts, which live in the data samples: run it in a '
+            'SAMPromptedEncoderDecoder (its predict passes them), not through EncoderDecoder.inference'
+        )
+
+    def conditional_parameters(self) -> list[str]:
+        """Trainable parameters a step may leave unused: the prompt encoder's (a batch of boxes
+        uses no point or mask embedding, a first round no mask branch); see ``engine/dist.py``."""
+        return [f'prompt_encoder.{n}' for n, p in self.prompt_encoder.named_parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> SAMPromptedHead:
+        super().train(mode)
+        for part in self.freeze:
+            getattr(self, part).eval()
+        return self
+
+    def extra_repr(self) -> str:
+        return (
+            f'image_size={self.image_size}, freeze={self.freeze}, train_prompting={self.train_prompting}, '
+            f'test_prompting={self.test_prompting}'
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+def _options(name: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f'{name} has unknown keys {unknown}; allowed: {sorted(defaults)}')
+    return {**defaults, **given}
+
+
+def _check_prompting(train: Mapping[str, Any], test: Mapping[str, Any]) -> None:
+    p = train['box_prob']
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f'train_prompting box_prob must be a probability in [0, 1], got {p!r}')
+    for key, value in (
+        ('train_prompting correction_rounds', train['correction_rounds']),
+        ('train_prompting mask_only_rounds', train['mask_only_rounds']),
+        ('test_prompting clicks', test['clicks']),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f'{key} must be an int >= 0, got {value!r}')
+    if not isinstance(test['box'], bool):
+        raise ValueError(f'test_prompting box must be True or False, got {test["box"]!r}')
+    if not test['box'] and not test['clicks']:
+        raise ValueError('test_prompting evaluates nothing: set box=True or clicks > 0')
+
+
+def _source(sample: Any) -> str:
+    return str(sample.metainfo.get('seg_map_path') or sample.metainfo.get('img_path') or '<unknown sample>')
+
+
+def _instances(sample: Any, ignore_index: int) -> tuple[InstanceData, Tensor, tuple[int, int]]:
+    """A sample's ``gt_instances``, its valid pixels (H, W) and the image's ``img_shape`` (pre-padding)."""
+    if 'gt_instances' not in sample:
+        raise ValueError(
+            f'{_source(sample)} has no gt_instances: a prompted model needs instances and prompts in its '
+            'pipeline (GenerateInstances or an instance loader, SamplePrompts, PackPromptedSegInputs)'
+        )
+    inst = sample.gt_instances
+    size = tuple(inst.masks.shape[-2:])
+    if 'gt_sem_seg' in sample:
+        label = sample.gt_sem_seg.data[0, : size[0], : size[1]]  # training batches pad gt_sem_seg
+        valid = label != ignore_index
+    else:
+        valid = torch.ones(size, dtype=torch.bool, device=inst.masks.device)
+    if tuple(valid.shape) != size:
+        raise ValueError(
+            f'{_source(sample)}: gt_sem_seg {tuple(valid.shape)} and the instance masks {size} are not one frame'
+        )
+    img_shape = tuple(sample.metainfo.get('img_shape', size))[:2]
+    return inst, valid, img_shape
+
+
+def _frame_scale(img_shape: tuple[int, int], size: Sequence[int]) -> tuple[float, float]:
+    """(x, y) factors from the masks' frame to the model input (``SamPredictor``'s ``apply_coords``)."""
+    return img_shape[1] / size[1], img_shape[0] / size[0]
+
+
+def _to_input(coords: Tensor, scale: tuple[float, float]) -> Tensor:
+    """(..., 2) (x, y) in the masks' frame -> the input frame."""
+    return coords * coords.new_tensor(scale)
+
+
+def _first_prompts(
+    inst: InstanceData, keep: Tensor, kind: str, scale: tuple[float, float], sample: Any
+) -> PromptSet:
+    """The sampled box or points of the instances where ``keep``, in the input frame."""
+    if kind == 'box':
+        if 'prompt_boxes' not in inst:
+            raise ValueError(
+                f'{_source(sample)}: box prompts asked for, but SamplePrompts gave no prompt_boxes'
+            )
+        boxes = inst.prompt_boxes[keep].float()  # (N, 4) xyxy
+        return PromptSet(boxes=_to_input(boxes.reshape(-1, 2, 2), scale).reshape(-1, 4))
+    if 'prompt_points' not in inst or inst.prompt_points.shape[1] == 0:
+        raise ValueError(
+            f'{_source(sample)}: point prompts asked for (train_prompting box_prob < 1), but SamplePrompts gave '
+            'no points: set num_pos_points >= 1'
+        )
+    coords = _to_input(inst.prompt_points[keep].float(), scale)
+    return PromptSet(points=(coords, inst.prompt_point_labels[keep].long()))

@@ -1,0 +1,126 @@
+"""A model fine-tuned with prompts, exported, gives its own masks in segment_anything's SamPredictor."""
+
+import importlib
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from mmseg.registry import MODELS
+
+from mmseg_sam.engine.hooks import SAMCheckpointHook
+from tests.conftest import TINY_IMG, build_reference_sam, run_tool, tiny_prompted_cfg
+from tests.models.test_sam_prompted_head import MEAN, STD, _blob_masks, _sample
+
+BOX = np.array([10.0, 8.0, 35.0, 29.0])
+
+
+@pytest.fixture
+def sam_predictor_cls():
+    """segment_anything's SamPredictor; where torchvision cannot be imported (these machines), its
+    image-resizing helpers are stubbed: the test feeds images already at the encoder's size
+    through ``set_torch_image`` and never calls them."""
+    try:
+        from segment_anything import SamPredictor
+
+        yield SamPredictor
+        return
+    except ImportError:
+        pass
+    saved = {
+        k: v for k, v in sys.modules.items() if k.startswith(('torchvision', 'segment_anything.predictor'))
+    }
+    stub = types.ModuleType('torchvision')
+    transforms = types.ModuleType('torchvision.transforms')
+    functional = types.ModuleType('torchvision.transforms.functional')
+
+    def unused(*args, **kwargs):
+        raise AssertionError('torchvision stub called: the test must pass images at the encoder size')
+
+    functional.resize = functional.to_pil_image = unused
+    stub.transforms, transforms.functional = transforms, functional
+    names = ('torchvision', 'torchvision.transforms', 'torchvision.transforms.functional')
+    sys.modules.update(dict(zip(names, (stub, transforms, functional))))
+    try:
+        yield importlib.import_module('segment_anything.predictor').SamPredictor
+    finally:
+        for name in [*names, 'segment_anything.predictor', 'segment_anything.utils.transforms']:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+def _trained_prompted(tmp_path: Path, sam_checkpoint: Path, peft: dict) -> tuple[Path, torch.nn.Module, Path]:
+    """A prompted config, its model with every trainable weight moved, and a trainable-only checkpoint."""
+    model_cfg = tiny_prompted_cfg(sam_checkpoint, peft=peft)
+    cfg = tmp_path / 'prompted.py'
+    cfg.write_text(f'default_scope = "mmseg"\nmodel = {model_cfg!r}\n')
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
+    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)
+    path = tmp_path / 'trained.pth'
+    torch.save(checkpoint, path)
+    return cfg, model, path
+
+
+@pytest.mark.parametrize(
+    'peft', [dict(type='LoRA', rank=2, targets=('q', 'v')), dict(type='SSF')], ids=['LoRA', 'SSF']
+)
+def test_sam_predictor_gives_the_fine_tuned_masks(
+    tmp_path, sam_checkpoint, reference_sam, sam_predictor_cls, peft, capsys
+):
+    cfg, model, trained = _trained_prompted(tmp_path, sam_checkpoint, peft)
+    out = tmp_path / 'sam_prompted.pth'
+    assert run_tool('tools/model_converters/export_sam.py', cfg, trained, out) == 0
+    assert 'prompt encoder and mask decoder from the fine-tuned head' in capsys.readouterr().out
+
+    exported = torch.load(out, weights_only=True)
+    sam = build_reference_sam(seed=1)  # other weights: everything must come from the file
+    sam.load_state_dict(exported, strict=True)
+    original = reference_sam.state_dict()
+    for part in ('prompt_encoder.', 'mask_decoder.'):  # the fine-tuned decoder is in the file
+        assert any(not torch.equal(exported[k], original[k]) for k in original if k.startswith(part)), part
+
+    image = torch.randint(0, 256, (TINY_IMG, TINY_IMG, 3), generator=torch.Generator().manual_seed(5)).to(
+        torch.uint8
+    )
+    predictor = sam_predictor_cls(sam)
+    predictor.set_torch_image(image.permute(2, 0, 1)[None].float(), (TINY_IMG, TINY_IMG))
+    masks, scores, low_res = predictor.predict(box=BOX, multimask_output=False, return_logits=True)
+
+    inputs = ((image.permute(2, 0, 1).float() - MEAN) / STD)[None]
+    sample = _sample(_blob_masks()[:1], boxes=torch.tensor(BOX)[None])
+    with torch.no_grad():
+        ours = model.predict(inputs, [sample])[0].pred_instances
+        head = model.decode_head
+        from mmseg_sam.models.decode_heads import PromptSet
+
+        ours_low, ours_iou = head.decode(
+            head(model.extract_feat(inputs)), PromptSet(boxes=torch.tensor(BOX)[None].float()), False
+        )
+        ours_logits = head.postprocess(ours_low, (TINY_IMG,) * 2, (TINY_IMG,) * 2)[0]
+    np.testing.assert_allclose(low_res, ours_low[0].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(masks, ours_logits.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scores, ours_iou[0].numpy(), atol=1e-5, rtol=0)
+    far = np.abs(masks[0]) > 1e-4
+    assert np.array_equal((masks[0] > 0)[far], ours.box_masks[0].numpy()[far])
+
+
+def test_original_decoder_on_request(tmp_path, sam_checkpoint, reference_sam, capsys):
+    cfg, _, trained = _trained_prompted(tmp_path, sam_checkpoint, dict(type='BitFit'))
+    out = tmp_path / 'sam_original_decoder.pth'
+    assert run_tool('tools/model_converters/export_sam.py', cfg, trained, out, '--original-decoder') == 0
+    exported = torch.load(out, weights_only=True)
+    original = reference_sam.state_dict()
+    assert all(
+        torch.equal(exported[k], original[k])
+        for k in original
+        if k.startswith(('prompt_encoder.', 'mask_decoder.'))
+    )
