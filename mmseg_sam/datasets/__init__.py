@@ -13,6 +13,11 @@ from .benchmarks import (
 from .binary_foreground import BinaryForegroundDataset, ConvertedBinaryDataset
 from .binary_transforms import LoadBinaryAnnotations
 from .checked_seg_dataset import CheckedSegDataset
+from .coco_instances import COCOInstanceSegDataset, LoadCOCOInstances
+from .instance_ids import LoadInstanceIdAnnotations
+from .instances import GenerateInstances, image_rng, masks_to_boxes
+from .packing import PackPromptedSegInputs
+from .prompts import SamplePrompts
 from .synthetic import generate_synthetic_dataset
 from .trans10k import Trans10KV1Dataset, Trans10KV2Dataset
 from .transforms import CheckSegSample
@@ -36,4 +41,12 @@ __all__ = [
     'MassachusettsRoadsDataset',
     'Trans10KV1Dataset',
     'Trans10KV2Dataset',
+    'COCOInstanceSegDataset',
+    'LoadCOCOInstances',
+    'LoadInstanceIdAnnotations',
+    'GenerateInstances',
+    'SamplePrompts',
+    'PackPromptedSegInputs',
+    'image_rng',
+    'masks_to_boxes',
 ]
