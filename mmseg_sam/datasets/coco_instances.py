@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os.path as osp
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,8 +59,8 @@ def read_coco_json(path: str) -> dict[str, Any]:
     if missing:
         raise ValueError(f'{path} is not a COCO instance file: it has no list {missing}')
     for kind in ('images', 'categories'):
-        ids = [item.get('id') for item in coco[kind]]
-        duplicated = sorted({i for i in ids if ids.count(i) > 1}, key=str)
+        counts = Counter(item.get('id') for item in coco[kind])
+        duplicated = sorted((i for i, n in counts.items() if n > 1), key=str)
         if duplicated:
             raise ValueError(f'{path}: {kind} ids {_listed(duplicated)} appear more than once')
     if not coco['categories']:
@@ -79,10 +80,9 @@ def read_coco_json(path: str) -> dict[str, Any]:
             f'{path}: annotations refer to images missing from its "images": '
             f'{_listed([f"annotation {a} -> image_id {i}" for a, i in no_image])}'
         )
+    known = set(category_ids)
     unknown = [
-        (a.get('id'), a.get('category_id'))
-        for a in coco['annotations']
-        if a.get('category_id') not in category_ids
+        (a.get('id'), a.get('category_id')) for a in coco['annotations'] if a.get('category_id') not in known
     ]
     if unknown:
         raise ValueError(

@@ -99,8 +99,8 @@ class LoadInstanceIdAnnotations(BaseTransform):
         seg = results.get('gt_seg_map')
         if seg is None or results.get(ENCODED_IDS):
             raise ValueError(
-                f'{path}: LoadInstanceIdAnnotations needs the class map of {seg_map_path} loaded once before it '
-                '(place it right after LoadAnnotations or LoadBinaryAnnotations)'
+                f'{path}: LoadInstanceIdAnnotations needs the class map of {seg_map_path} loaded just before it '
+                '(place it right after LoadAnnotations or LoadBinaryAnnotations, once)'
             )
         if seg.shape != ids.shape:
             raise ValueError(

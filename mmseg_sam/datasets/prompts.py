@@ -88,8 +88,9 @@ class SamplePrompts(BaseTransform):
       side moved outward by its own ``U{0..max_shift}`` pixels. Both clip to
       ``[0, W]``; here to ``[0, W - 1]``.
     - ``'sam'`` (SAM's paper, appendix "Training algorithm"): Gaussian noise on each
-      coordinate with a standard deviation of 10% of the box side (width for x,
-      height for y, ``x1 - x0``), at most ``max_shift=20`` pixels.
+      coordinate with a standard deviation of 10% of the box side (width ``x1 - x0``
+      for x, height for y), capped at ``max_shift=20`` pixels (the paper's "to a
+      maximum of 20 pixels", read as SAM 2's code caps its noise scale).
     - ``'sam2'`` (SAM 2's ``sam2/modeling/sam2_utils.py``, ``sample_box_points``):
       uniform noise in ``[-s, s]`` on each coordinate with ``s = min(0.1 * side,
       max_shift=20)``, clipped to ``[0, W - 1]`` as here.

@@ -507,3 +507,26 @@ def test_coco_annotations_loaded_after_resize_stay_at_the_original_size(tmp_path
     assert packed['inputs'].shape == (3, 16, 20)
     instances = packed['data_samples'].gt_instances
     assert instances.masks.shape == (2, 8, 10) and instances.bboxes.tolist() == [[2, 1, 5, 3], [1, 5, 3, 6]]
+
+
+def test_coco_crowd_as_background(tmp_path):
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadCOCOInstances', crowd='background'),
+        dict(type='GenerateInstances'),
+        dict(type='PackPromptedSegInputs'),
+    ]
+    sample = _coco_dataset(tmp_path, pipeline)[0]['data_samples']
+    assert sample.gt_instances.labels.tolist() == [1, 2]
+    assert (sample.gt_sem_seg.data[0, :, 8:] == 0).all()  # the crowd region stays background
+    with pytest.raises(ValueError, match=r"crowd must be one of \('ignore', 'instance', 'background'\)"):
+        Compose([dict(type='LoadCOCOInstances', crowd='skip')])
+
+
+def test_instance_ids_need_the_class_map_loaded_first(tmp_path):
+    sample = _write_pair(tmp_path, np.zeros((2, 2)), np.zeros((2, 2), np.uint8))
+    with pytest.raises(
+        ValueError,
+        match=r'a_instances\.png: LoadInstanceIdAnnotations needs the class map .*loaded just before it',
+    ):
+        Compose([dict(type='LoadInstanceIdAnnotations')])(sample)
