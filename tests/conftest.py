@@ -2,7 +2,10 @@
 and checkpoints in the official formats."""
 
 import copy
+import importlib
 import importlib.util
+import sys
+import types
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -276,3 +279,42 @@ def tiny_arch() -> dict:
 @pytest.fixture
 def tiny_head() -> dict:
     return copy.deepcopy(TINY_HEAD)
+
+
+@pytest.fixture
+def sam_predictor_cls():
+    """segment_anything's SamPredictor; where torchvision cannot be imported (these machines), its
+    image-resizing helpers are stubbed: the test feeds images already at the encoder's size
+    through ``set_torch_image`` and never calls them."""
+    try:
+        from segment_anything import SamPredictor
+
+        yield SamPredictor
+        return
+    except ImportError:
+        pass
+    saved = {
+        k: v for k, v in sys.modules.items() if k.startswith(('torchvision', 'segment_anything.predictor'))
+    }
+    stub = types.ModuleType('torchvision')
+    transforms = types.ModuleType('torchvision.transforms')
+    functional = types.ModuleType('torchvision.transforms.functional')
+
+    def unused(*args, **kwargs):
+        raise AssertionError('torchvision stub called: the test must pass images at the encoder size')
+
+    functional.resize = functional.to_pil_image = unused
+    stub.transforms, transforms.functional = transforms, functional
+    names = ('torchvision', 'torchvision.transforms', 'torchvision.transforms.functional')
+    sys.modules.update(dict(zip(names, (stub, transforms, functional))))
+    try:
+        predictor = importlib.import_module('segment_anything.predictor').SamPredictor
+    finally:  # the stub only for that import: other libraries probe torchvision
+        for name in names:
+            sys.modules.pop(name, None)
+    try:
+        yield predictor
+    finally:
+        for name in ('segment_anything.predictor', 'segment_anything.utils.transforms'):
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)

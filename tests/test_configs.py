@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.structures import InstanceData, PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
@@ -22,9 +23,9 @@ CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in 
 MODEL_BASES = sorted((REPO / 'configs/_base_/models').glob('*.py'))
 FOLDERS = sorted(p for p in (REPO / 'configs').iterdir() if p.is_dir() and p.name != '_base_')
 # Besides one folder per method of the benchmark grid (the PEFT presets name them): the demos,
-# the demos' old names, SAM on mmseg's dataset bases, SAM's encoder under mmseg's UPerHead and the
-# SAM 2.1 grid.
-OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls', 'mmseg_datasets', 'upernet', 'sam2'}
+# the demos' old names, SAM on mmseg's dataset bases, SAM's encoder under mmseg's UPerHead, the
+# SAM 2.1 grid and the prompted (COBOT box protocol) configs.
+OTHER_FOLDERS = {'demo', 'sam_lora', 'sam_mask_cls', 'mmseg_datasets', 'upernet', 'sam2', 'prompted'}
 # A README row that lists a config: | [name.py](name.py) | cell | ... |
 _ROW = re.compile(r'^\| \[([\w.-]+\.py)\]\(\1\) \|(.*)\|$')
 
@@ -81,6 +82,9 @@ def test_readme_trainable_parameters_are_the_configs(folder):
         )
         assert cells['trainable: encoder'] == f'{encoder:,}', name
         assert cells['trainable: total'] == f'{encoder + rest:,}', name
+        if 'epochs' in cells:  # epoch-based (the length follows the dataset)
+            assert cells['epochs'] == str(cfg.train_cfg.max_epochs), name
+            continue
         iterations = cells.get('iterations (epochs)') or cells['iterations']
         assert iterations.split()[0] == f'{cfg.train_cfg.max_iters:,}', name
 
@@ -94,6 +98,8 @@ def test_config_builds_and_runs(path):
     model_cfg = tiny_model_cfg(cfg.model, img_size=64)
     model = MODELS.build(model_cfg).eval()
     sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
+    if model_cfg.decode_head.type == 'SAMPromptedHead':  # prompts in, per-instance masks out
+        return _prompted_config_predicts(model, sample)
     with torch.no_grad():
         [result] = model(torch.randn(1, 3, 64, 64), [sample], mode='predict')
     num_classes = model_cfg.decode_head.num_classes
@@ -101,6 +107,26 @@ def test_config_builds_and_runs(path):
     assert scores.shape == (1 if model.decode_head.out_channels == 1 else num_classes, 64, 64)
     assert result.pred_sem_seg.data.shape == (1, 64, 64)
     assert int(result.pred_sem_seg.data.max()) < num_classes
+
+
+def _prompted_config_predicts(model: torch.nn.Module, sample: SegDataSample) -> None:
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 4:20, 6:30], masks[1, 30:60, 30:50] = True, True
+    sample.gt_instances = InstanceData(
+        masks=masks,
+        labels=torch.ones(2, dtype=torch.long),
+        prompt_boxes=torch.tensor([[6.0, 4, 29, 19], [30, 30, 49, 59]]),
+    )
+    sample.gt_sem_seg = PixelData(data=masks.any(0, keepdim=True).long())
+    with torch.no_grad():
+        [result] = model(torch.randn(1, 3, 64, 64), [sample], mode='predict')
+    pred = result.pred_instances
+    if model.decode_head.test_prompting['box']:
+        assert pred.box_masks.shape == (2, 64, 64) and pred.box_scores.shape == (2,)
+    clicks = model.decode_head.test_prompting['clicks']
+    if clicks:
+        assert pred.click_masks.shape == (2, clicks, 64, 64)
+    assert result.pred_sem_seg.data.shape == (1, 64, 64)
 
 
 def test_binary_base_losses_reward_the_foreground():

@@ -15,7 +15,11 @@ from mmseg_sam.engine import setup_distributed
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='MMSeg test (and eval) a model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        'checkpoint',
+        help="checkpoint file, or 'none' to evaluate the model as the config builds it (its weights from "
+        'model.sam_checkpoint: SAM zero-shot, the baseline a fine-tuned checkpoint is compared with)',
+    )
     parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
     parser.add_argument('--out', type=str, help='directory to save the predicted label maps (PNG)')
     parser.add_argument('--show', action='store_true', help='show prediction results')
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    cfg.load_from = args.checkpoint
+    cfg.load_from = None if args.checkpoint.lower() == 'none' else args.checkpoint
     logger = cfg.get('default_hooks', {}).get('logger')
     if logger is not None and logger.get('type') in ('LoggerHook', 'mmengine.LoggerHook'):
         # mmengine's LoggerHook writes the test metrics' JSON from every rank into one file

@@ -1,8 +1,5 @@
 """A model fine-tuned with prompts, exported, gives its own masks in segment_anything's SamPredictor."""
 
-import importlib
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,40 +13,6 @@ from tests.conftest import TINY_IMG, build_reference_sam, run_tool, tiny_prompte
 from tests.models.test_sam_prompted_head import MEAN, STD, _blob_masks, _sample
 
 BOX = np.array([10.0, 8.0, 35.0, 29.0])
-
-
-@pytest.fixture
-def sam_predictor_cls():
-    """segment_anything's SamPredictor; where torchvision cannot be imported (these machines), its
-    image-resizing helpers are stubbed: the test feeds images already at the encoder's size
-    through ``set_torch_image`` and never calls them."""
-    try:
-        from segment_anything import SamPredictor
-
-        yield SamPredictor
-        return
-    except ImportError:
-        pass
-    saved = {
-        k: v for k, v in sys.modules.items() if k.startswith(('torchvision', 'segment_anything.predictor'))
-    }
-    stub = types.ModuleType('torchvision')
-    transforms = types.ModuleType('torchvision.transforms')
-    functional = types.ModuleType('torchvision.transforms.functional')
-
-    def unused(*args, **kwargs):
-        raise AssertionError('torchvision stub called: the test must pass images at the encoder size')
-
-    functional.resize = functional.to_pil_image = unused
-    stub.transforms, transforms.functional = transforms, functional
-    names = ('torchvision', 'torchvision.transforms', 'torchvision.transforms.functional')
-    sys.modules.update(dict(zip(names, (stub, transforms, functional))))
-    try:
-        yield importlib.import_module('segment_anything.predictor').SamPredictor
-    finally:
-        for name in [*names, 'segment_anything.predictor', 'segment_anything.utils.transforms']:
-            sys.modules.pop(name, None)
-        sys.modules.update(saved)
 
 
 def _trained_prompted(tmp_path: Path, sam_checkpoint: Path, peft: dict) -> tuple[Path, torch.nn.Module, Path]:
