@@ -245,6 +245,10 @@ class SAMPromptedHead(BaseDecodeHead):
             )
         return x
 
+    def image_features(self, features: Tensor, index: int) -> Tensor:
+        """What :meth:`decode` takes for image ``index`` of the batch's features: (1, C, h, w)."""
+        return features[index : index + 1]
+
     def decode(self, embedding: Tensor, prompts: PromptSet, multimask: bool) -> tuple[Tensor, Tensor]:
         """SAM's prompt encoder and mask decoder on one image's prompts (as ``Sam.forward``).
 
@@ -300,7 +304,9 @@ class SAMPromptedHead(BaseDecodeHead):
                 if not bool(keep.any()):
                     continue
                 prompts = _first_prompts(inst, keep, first, scale, sample)
-                terms = self._rounds(embedding[i : i + 1], prompts, gt[keep], valid, img_shape, scale)
+                terms = self._rounds(
+                    self.image_features(embedding, i), prompts, gt[keep], valid, img_shape, scale
+                )
                 for name, value in terms.items():
                     total[name] = total[name] + value if name in total else value
                 count += int(keep.sum()) * (1 + opts['correction_rounds'] + opts['mask_only_rounds'])
@@ -372,7 +378,7 @@ class SAMPromptedHead(BaseDecodeHead):
             n, size = len(inst), tuple(gt.shape[-2:])
             scale = _frame_scale(img_shape, size)
             pred = InstanceData(labels=inst.labels)
-            emb = embedding[i : i + 1]
+            emb = self.image_features(embedding, i)
             if opts['box']:
                 if n:
                     prompts = _first_prompts(
