@@ -249,7 +249,7 @@ class SAMPromptedHead(BaseDecodeHead):
         """What :meth:`decode` takes for image ``index`` of the batch's features: (1, C, h, w)."""
         return features[index : index + 1]
 
-    def decode(self, embedding: Tensor, prompts: PromptSet, multimask: bool) -> tuple[Tensor, Tensor]:
+    def decode(self, embedding: Tensor, prompts: PromptSet, multimask: bool) -> tuple[Tensor, ...]:
         """SAM's prompt encoder and mask decoder on one image's prompts (as ``Sam.forward``).
 
         Args:
@@ -258,8 +258,9 @@ class SAMPromptedHead(BaseDecodeHead):
             multimask: predict the three multimask outputs instead of the single mask.
 
         Returns:
-            tuple[Tensor, Tensor]: low-resolution logits (N, M, 4h, 4w) and predicted IoU (N, M),
-            M = 3 when ``multimask`` else 1.
+            tuple[Tensor, ...]: low-resolution logits (N, M, 4h, 4w) and predicted IoU (N, M),
+            M = 3 when ``multimask`` else 1. A family whose decoder predicts more returns it
+            after these two (SAM 2: object-score logits), and :meth:`extra_loss_terms` trains it.
         """
         sparse, dense = self.prompt_encoder(
             points=prompts.points, boxes=prompts.boxes, masks=prompts.mask_input
@@ -271,6 +272,11 @@ class SAMPromptedHead(BaseDecodeHead):
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
         )
+
+    def extra_loss_terms(self, outputs: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Loss terms, summed over the N instances, of what :meth:`decode` returns after the
+        logits and IoU (SAM predicts nothing more: none)."""
+        return {}
 
     def postprocess(self, low_res: Tensor, img_shape: tuple[int, int], size: tuple[int, int]) -> Tensor:
         """Logits (N, M, 4h, 4w) -> (N, M, H, W) in the masks' frame (``Sam.postprocess_masks``)."""
@@ -349,7 +355,7 @@ class SAMPromptedHead(BaseDecodeHead):
                 points, labels = sample_error_points(pred, gt, valid)
                 prompts = prompts.add_points(_to_input(points, scale), labels)
             multimask = prompts.ambiguous
-            low_res, iou_pred = self.decode(embedding, prompts, multimask)
+            low_res, iou_pred, *more = self.decode(embedding, prompts, multimask)
             logits = self.postprocess(low_res, img_shape, size)  # (N, M, H, W)
             terms = self.loss_decode.mask_terms(logits, gt, valid)
             per_mask = sum(terms.values())  # (N, M)
@@ -358,6 +364,8 @@ class SAMPromptedHead(BaseDecodeHead):
                 sums[name] = sums.get(name, 0) + value.gather(1, best).sum()
             iou_term = self.loss_decode.iou_term(iou_pred, logits, gt, valid)  # (N, M): every mask
             sums['loss_iou'] = sums.get('loss_iou', 0) + iou_term.mean(dim=1).sum()
+            for name, value in self.extra_loss_terms(more).items():
+                sums[name] = sums.get(name, 0) + value
             chosen = iou_pred.argmax(dim=1)  # the mask that goes on: the highest predicted IoU
             rows = torch.arange(len(gt), device=gt.device)
             prompts = prompts.with_mask(low_res[rows, chosen][:, None].detach())
@@ -384,7 +392,7 @@ class SAMPromptedHead(BaseDecodeHead):
                     prompts = _first_prompts(
                         inst, torch.ones(n, dtype=torch.bool, device=gt.device), 'box', scale, sample
                     )
-                    low_res, iou_pred = self.decode(emb, prompts, multimask=False)
+                    low_res, iou_pred, *_ = self.decode(emb, prompts, multimask=False)
                     pred.box_masks = self.postprocess(low_res, img_shape, size)[:, 0] > 0
                     pred.box_scores = iou_pred[:, 0].float()
                 else:
@@ -397,6 +405,31 @@ class SAMPromptedHead(BaseDecodeHead):
             sample.pred_instances = pred
             sample.pred_sem_seg = PixelData(data=self._paint(pred, size, gt.device)[None])
         return batch_data_samples
+
+    @torch.no_grad()
+    def segment(
+        self, features: Any, index: int, prompts: PromptSet, img_shape: tuple[int, int], size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Masks of image ``index`` under given prompts, as a ``SamPredictor`` user gets them.
+
+        A single point gives SAM's three multimask outputs and the one with the highest
+        predicted IoU is kept; any other prompt gives the single-mask output.
+
+        Args:
+            features: the batch's features (this head's ``forward`` output).
+            index: the image in the batch.
+            prompts: N objects' prompts in the input frame.
+            img_shape: the image's size in the input before padding.
+            size: the output size (the image's original size).
+
+        Returns:
+            tuple[Tensor, Tensor]: bool masks (N, H, W) and predicted IoU (N,).
+        """
+        low_res, iou_pred = self.decode(self.image_features(features, index), prompts, prompts.ambiguous)
+        rows = torch.arange(len(iou_pred), device=iou_pred.device)
+        chosen = iou_pred.argmax(dim=1)
+        logits = self.postprocess(low_res[rows, chosen][:, None], img_shape, size)[:, 0]
+        return logits > 0, iou_pred[rows, chosen].float()
 
     def _click(
         self,
@@ -423,7 +456,7 @@ class SAMPromptedHead(BaseDecodeHead):
             all_points.append(points)
             all_labels.append(labels)
             prompts = prompts.add_points(_to_input(points, scale), labels)
-            low_res, iou_pred = self.decode(embedding, prompts, multimask=prompts.ambiguous)
+            low_res, iou_pred, *_ = self.decode(embedding, prompts, multimask=prompts.ambiguous)
             chosen = iou_pred.argmax(dim=1)
             prompts = prompts.with_mask(low_res[rows, chosen][:, None])
             pred = self.postprocess(low_res[rows, chosen][:, None], img_shape, size)[:, 0] > 0

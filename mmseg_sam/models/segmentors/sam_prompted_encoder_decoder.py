@@ -3,12 +3,14 @@
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torch.nn.functional as F
+from mmengine.structures import InstanceData, PixelData
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
-from ..decode_heads.sam_prompted_head import SAMPromptedHead
+from ..decode_heads.sam_prompted_head import PromptSet, SAMPromptedHead
 from .sam_encoder_decoder import SAMEncoderDecoder
 
 __all__ = ['SAMPromptedEncoderDecoder']
@@ -28,8 +30,9 @@ class SAMPromptedEncoderDecoder(SAMEncoderDecoder):
     apply to prompts and are refused.
 
     Args:
-        backbone: a SAM backbone config (``img_size`` equal to the head's ``image_size``).
-        decode_head: a ``SAMPromptedHead`` config.
+        backbone: a SAM backbone config (SAMViT: ``img_size`` equal to the head's
+            ``image_size``; SAM2Hiera: ``size_divisor`` dividing it).
+        decode_head: a ``SAMPromptedHead`` config (``SAM2PromptedHead`` on SAM2Hiera).
         **kwargs: SAMEncoderDecoder arguments.
     """
 
@@ -47,6 +50,12 @@ class SAMPromptedEncoderDecoder(SAMEncoderDecoder):
             raise ValueError(
                 f'backbone img_size={img_size} differs from the head image_size={self.decode_head.image_size}: '
                 'the prompt encoder maps prompts into the input SAM sees, set both to the same size'
+            )
+        divisor = getattr(self.backbone, 'size_divisor', None)  # SAM2Hiera takes any multiple of it
+        if divisor is not None and self.decode_head.image_size % divisor:
+            raise ValueError(
+                f'the head image_size={self.decode_head.image_size} is not a multiple of the backbone '
+                f'size_divisor={divisor}: inputs are padded to image_size, which the backbone must take'
             )
         if self.test_cfg.get('mode', 'whole') != 'whole':
             raise ValueError(
@@ -73,6 +82,43 @@ class SAMPromptedEncoderDecoder(SAMEncoderDecoder):
             raise ValueError('prompted inference needs data samples with gt_instances and their prompts')
         feats = self.extract_feat(self._pad(inputs))
         return self.decode_head.predict_prompted(feats, data_samples)
+
+    @torch.no_grad()
+    def predict_with_prompts(self, inputs: Tensor, data_samples: SampleList) -> SampleList:
+        """Segment the objects that each sample's ``prompts`` describe (interactive use, ``tools/infer.py``).
+
+        Args:
+            inputs: (B, 3, H, W) normalised images, as the data preprocessor gives them.
+            data_samples: each with ``prompts``, an ``InstanceData`` of N objects in the
+                original image's pixel frame (``ori_shape``): ``boxes`` (N, 4) xyxy and / or
+                ``points`` (N, K, 2) (x, y) with ``point_labels`` (N, K) (1 positive, 0
+                negative, -1 padding).
+
+        Returns:
+            The samples with ``pred_instances`` (``masks`` bool (N, H, W) and ``scores``, the
+            predicted IoU, (N,)) at the original size, and ``pred_sem_seg``: 0 background,
+            ``j + 1`` where object ``j`` is (the higher score on top where objects overlap).
+        """
+        feats = self.decode_head(self.extract_feat(self._pad(inputs)))
+        for i, sample in enumerate(data_samples):
+            if 'prompts' not in sample:
+                raise ValueError(f'{sample.metainfo.get("img_path", "sample")} has no prompts')
+            given = sample.prompts
+            size = tuple(sample.metainfo['ori_shape'][:2])
+            img_shape = tuple(sample.metainfo['img_shape'][:2])
+            scale = inputs.new_tensor([img_shape[1] / size[1], img_shape[0] / size[0]])  # (x, y)
+            boxes = (
+                given.boxes.float().reshape(-1, 2, 2).mul(scale).reshape(-1, 4) if 'boxes' in given else None
+            )
+            points = (given.points.float() * scale, given.point_labels.long()) if 'points' in given else None
+            prompts = PromptSet(points=points, boxes=boxes)
+            masks, scores = self.decode_head.segment(feats, i, prompts, img_shape, size)
+            label_map = torch.zeros(size, dtype=torch.long, device=masks.device)
+            for j in scores.argsort().tolist():
+                label_map[masks[j]] = j + 1
+            sample.pred_instances = InstanceData(masks=masks, scores=scores)
+            sample.pred_sem_seg = PixelData(data=label_map[None])
+        return data_samples
 
     def _forward(self, inputs: Tensor, data_samples: SampleList | None = None) -> Tensor:
         """The image embedding (``mode='tensor'``); masks need prompts (:meth:`predict`)."""
