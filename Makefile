@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 MMCV_VERSION ?= 2.1.0
 SAM2_VERSION ?= 1.1.0
 
-.PHONY: setup demo test lint format clean-venv
+.PHONY: setup demo test lint format clean-venv gpu-report
 
 setup: $(VENV)/.stamp-package
 
@@ -44,6 +44,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+# On a GPU machine, the first command to run: environment, correctness, memory and speed
+# within a wall-time budget (--budget-s, default 420 s), written to work_dirs/gpu_report/.
+# GPU_REPORT_ARGS passes options, e.g. GPU_REPORT_ARGS='--budget-s 300 --out-dir DIR'.
+gpu-report: setup
+	$(BIN)/python tools/analysis_tools/gpu_report.py $(GPU_REPORT_ARGS)
 
 lint: setup
 	$(BIN)/ruff format --check mmseg_sam tools tests configs

@@ -1,0 +1,197 @@
+"""tools/analysis_tools/gpu_report.py: the whole report on a CPU with the tiny models, its budget, its failures."""
+
+import importlib.util
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmseg_sam.models.peft.presets import PRESETS
+from tests.conftest import run_tool
+
+REPO = Path(__file__).resolve().parents[2]
+TOOL = 'tools/analysis_tools/gpu_report.py'
+spec = importlib.util.spec_from_file_location('gpu_report_tool', REPO / TOOL)
+gr = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = gr
+spec.loader.exec_module(gr)
+
+TINY = ['--device', 'cpu', '--tiny']
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory) -> tuple[int, dict, str]:
+    """The command the docs give for trying every line on a CPU, run once."""
+    out = tmp_path_factory.mktemp('gpu_report')
+    status = run_tool(TOOL, *TINY, '--budget-s', '60', '--out-dir', out)
+    return status, json.loads((out / 'gpu_report.json').read_text()), (out / 'gpu_report.md').read_text()
+
+
+def test_every_section_is_measured_or_skipped_with_a_reason(full_run):
+    """On a busy CPU the budget trims rows (correctness's fp16 ones first); every section runs its first piece."""
+    status, report, _ = full_run
+    assert status == 0 == report['exit_status'], report['failed_checks']
+    assert list(report['sections']) == list(gr.SECTIONS)
+    for name, section in report['sections'].items():
+        assert section['status'] in ('measured', 'partial'), (
+            name,
+            section.get('error'),
+            section.get('reason'),
+        )
+        assert (section['status'] == 'partial') == any('skipped' in row for row in section['rows'])
+        assert any('skipped' not in row for row in section['rows']), name
+        for row in section['rows']:
+            assert 'error' not in row, row
+            assert 'skipped' not in row or row['skipped'].startswith('skipped: needs ~'), row
+    assert report['sections']['dist']['status'] == 'measured'
+    assert report['elapsed_s'] < 60 + 10  # a piece that takes longer than estimated may overrun a little
+    assert report['command'].startswith(f'python {TOOL} --device cpu --tiny --budget-s 60 --out-dir ')
+    assert re.fullmatch(r'[0-9a-f]{4,}', report['commit'])
+
+
+def test_correctness_trains_the_presets_in_bf16_and_fp16(full_run):
+    _, report, _ = full_run
+    rows = report['sections']['correctness']['rows']
+    expected = [(p.name, amp) for amp in ('bf16', 'fp16') for p in PRESETS]
+    assert [(r['preset'], r['amp']) for r in rows] == expected
+    ran = [r for r in rows if 'skipped' not in r]
+    assert {r['amp'] for r in ran} == {'bf16', 'fp16'}, rows
+    for r in ran:
+        assert r['finite_loss'] and math.isfinite(r['loss']), r
+        assert r['params_ok'] and r['frozen_changed'] == [], r
+        # decoder-only changes no backbone tensor; every other preset changes some of its own
+        assert (r['method_changed'] > 0) == (r['preset'] != 'decoder-only'), r
+        assert 0 < r['changed'] <= r['trainable'], r
+    checks = report['sections']['correctness']['checks']
+    assert len(checks) == 2 * len(ran) and all(c['ok'] for c in checks)
+
+
+def test_environment_dist_memory_and_speed_rows(full_run):
+    _, report, _ = full_run
+    sections = report['sections']
+    env = sections['environment']
+    assert env['info']['torch'] and env['info']['device_type'] == 'cpu'
+    measured = [r for r in env['rows'] if 'skipped' not in r]
+    assert {(r['amp'], r['block']) for r in measured} == {
+        (a, b) for a in ('bf16', 'fp16') for b in ('windowed', 'global')
+    }
+    for r in measured:
+        assert r['ok'] and max(r['fused_vs_eager'].values()) <= r['tolerance'], r
+        assert r['attn_impl_training'] == 'folded'  # LoRA makes the bias need a gradient
+        assert r['training_forward'] in gr.SDPA_KERNELS.values(), r
+    [dist] = sections['dist']['rows']
+    assert dist['returncode'] == 0 and dist['backend'] == 'gloo' and dist['distributed'], dist
+    assert dist['checkpoint'] and math.isfinite(dist['loss'])
+    memory = [r for r in sections['memory']['rows'] if 'ratio' in r]
+    for r in memory:
+        assert r['ratio'] == pytest.approx(r['measured_mib'] / r['predicted_mib'])
+        assert 0.5 < r['ratio'] < 2, r  # a CPU figure: the same step, counted two ways
+    speed = [r for r in sections['speed']['rows'] if 'step_ms' in r]
+    assert speed[0]['kind'] == 'reference', sections['speed']
+    for r in speed:
+        assert r['steps'] == 5 and r['step_ms_min'] <= r['step_ms'] <= r['step_ms_max'], r
+        assert r['images_per_s'] == pytest.approx(r['batch'] * 1000 / r['step_ms'])
+        assert (r.get('step_over_reference') is not None) == (r['kind'] == 'samvit'), r
+
+
+def test_markdown_holds_every_section(full_run):
+    _, report, text = full_run
+    assert text.startswith(f'## GPU report: {report["device"]}, {report["date"]}')
+    assert f'- command: `{report["command"]}`' in text
+    for title, _ in gr.SECTION_TITLES.values():
+        assert f'### {title}' in text
+    for item in PRESETS:
+        assert f'| {item.name} | bf16 |' in text and f'| {item.name} | fp16 |' in text
+    assert '| small SAM | bf16 | global |' in text
+
+
+def test_a_budget_that_fits_only_the_first_section_skips_the_rest(monkeypatch, tmp_path):
+    priors = {kind: 1e4 for kind in gr.PRIOR_S['tiny']}
+    monkeypatch.setitem(gr.PRIOR_S, 'tiny', dict(priors, environment=1.0))
+    assert gr.main([*TINY, '--budget-s', '30', '--out-dir', tmp_path]) == 0
+    report = json.loads((tmp_path / 'gpu_report.json').read_text())
+    sections = report['sections']
+    assert sections['environment']['status'] == 'measured'
+    for name in gr.SECTIONS[1:]:
+        assert sections[name]['status'] == 'skipped', name
+        assert re.fullmatch(
+            r'skipped: needs ~\d+ s \(estimated\), \d+ s of the budget left', sections[name]['reason']
+        )
+    text = (tmp_path / 'gpu_report.md').read_text()
+    assert text.count('\nskipped: needs ~') == len(gr.SECTIONS) - 1
+
+
+def test_cost_model_and_budget():
+    now = [0.0]
+    budget = gr.Budget(10.0, clock=lambda: now[0])
+    costs = gr.CostModel({'memory:x': 2.0}, default_s=50.0)
+    assert costs.estimate('memory:x', units=2) == 4.0 and costs.estimate('other') == 50.0
+    costs.observe('memory:x', 3.0, units=2)
+    costs.observe('memory:x', 0.5, units=1)  # then the mean per unit: 1.0 s
+    assert costs.estimate('memory:x', units=2) == pytest.approx(2.0 * gr.MARGIN)
+    run = gr.Run(setup=None, budget=budget, costs=costs)
+    assert run.skip_reason('memory:x', 2) is None
+    now[0] = 7.8
+    assert run.skip_reason('memory:x', 2) == 'skipped: needs ~2 s (estimated), 2 s of the budget left'
+    now[0] = 5.0
+    run.reserve_s = 3.0  # kept for the sections after this one
+    assert run.skip_reason('memory:x', 2) == (
+        'skipped: needs ~2 s (estimated), 5 s of the budget left, 3 s of it kept for the sections after this one'
+    )
+    with pytest.raises(ValueError, match='the budget must be positive, got 0'):
+        gr.Budget(0)
+
+
+def test_a_failed_check_makes_the_exit_status_non_zero(monkeypatch, tmp_path):
+    monkeypatch.setattr(gr, 'PARITY_TOL', {'bf16': 0.0, 'fp16': 0.0})
+    assert gr.main([*TINY, '--sections', 'environment', '--out-dir', tmp_path]) == 1
+    report = json.loads((tmp_path / 'gpu_report.json').read_text())
+    assert report['exit_status'] == 1
+    assert report['failed_checks'] and all(
+        'fused attention matches eager' in c for c in report['failed_checks']
+    )
+    assert report['sections']['correctness']['reason'] == 'skipped: not among --sections'
+    assert (
+        '\n  - failed: small SAM windowed block, bf16: fused attention matches eager'
+        in (tmp_path / 'gpu_report.md').read_text()
+    )
+
+
+def test_a_section_that_raises_is_recorded_and_the_next_one_runs(monkeypatch, tmp_path):
+    def broken(run):
+        raise RuntimeError('no such kernel')
+
+    def passing(run):
+        section = gr.Section()
+        section.check('stand-in check', True)
+        return section
+
+    monkeypatch.setitem(gr.SECTION_FUNCS, 'environment', broken)
+    monkeypatch.setitem(gr.SECTION_FUNCS, 'correctness', passing)
+    assert gr.main([*TINY, '--sections', 'environment', 'correctness', '--out-dir', tmp_path]) == 1
+    report = json.loads((tmp_path / 'gpu_report.json').read_text())
+    env, correctness = report['sections']['environment'], report['sections']['correctness']
+    assert env['status'] == 'failed' and env['error'] == 'RuntimeError: no such kernel'
+    assert correctness['status'] == 'measured' and correctness['checks'][0]['ok']
+    assert report['failed_checks'] == ['section environment raised: RuntimeError: no such kernel']
+
+
+BAD_ARGUMENTS = [
+    (['--device', 'tpu'], "--device must be cpu, cuda or cuda:N, got 'tpu'"),
+    (['--budget-s', '0'], '--budget-s must be positive, got 0'),
+    (['--sections', 'speedy'], "invalid choice: 'speedy'"),
+]
+if not torch.cuda.is_available():  # the default device is CUDA
+    BAD_ARGUMENTS.append(([], 'no CUDA device: this report is for a GPU'))
+
+
+@pytest.mark.parametrize('argv, message', BAD_ARGUMENTS)
+def test_bad_arguments_are_refused(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        gr.main([*argv, '--out-dir', tmp_path])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
