@@ -425,7 +425,7 @@ class SAMPromptedHead(BaseDecodeHead):
         Returns:
             tuple[Tensor, Tensor]: bool masks (N, H, W) and predicted IoU (N,).
         """
-        low_res, iou_pred = self.decode(self.image_features(features, index), prompts, prompts.ambiguous)
+        low_res, iou_pred, *_ = self.decode(self.image_features(features, index), prompts, prompts.ambiguous)
         rows = torch.arange(len(iou_pred), device=iou_pred.device)
         chosen = iou_pred.argmax(dim=1)
         logits = self.postprocess(low_res[rows, chosen][:, None], img_shape, size)[:, 0]
