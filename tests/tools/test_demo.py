@@ -44,3 +44,41 @@ def test_demo_trains_evaluates_and_plots(tmp_path):
     assert len(list((work / 'overlays').rglob('*.png'))) == 2
     curves = Image.open(work / 'curves.png')
     assert curves.format == 'PNG' and min(curves.size) > 100
+
+
+def test_prompted_demo_scores_zero_shot_and_fine_tuned(tmp_path):
+    """`make demo DEMO_ARGS=--prompted` in miniature: the same initial weights scored before and after."""
+    work = tmp_path / 'work'
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / 'tools/demo.py'),
+            '--prompted',
+            '--seed',
+            '3',
+            '--data-root',
+            str(tmp_path / 'data'),
+            '--work-dir',
+            str(work),
+            '--iters',
+            '2',
+            '--num-train',
+            '4',
+            '--num-val',
+            '2',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = dict(re.findall(r'^\s*(zero-shot|fine-tuned)\s+([\d.]+\s+[\d.]+\s+[\d.]+)$', proc.stdout, re.M))
+    assert set(rows) == {'zero-shot', 'fine-tuned'}, proc.stdout[-2000:]
+    before = [float(v) for v in rows['zero-shot'].split()]
+    after = [float(v) for v in rows['fine-tuned'].split()]
+    assert all(0 <= v <= 100 for v in before[:2] + after[:2]) and 1 <= after[2] <= 5
+    assert before != after  # the fine-tuned checkpoint, not the initial weights, was scored
+    assert (work / 'init.pth').is_file() and (work / 'iter_2.pth').is_file()
+    [train_config] = work.glob('20*/vis_data/config.py')  # the training run's dumped config
+    assert f"load_from = '{work / 'init.pth'}'" in train_config.read_text()  # trained from init.pth
+    assert len(list((work / 'overlays').rglob('*.png'))) == 2
