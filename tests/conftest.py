@@ -114,6 +114,8 @@ def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
             model.data_preprocessor.size = (img_size, img_size)
         for k, v in TINY_SAM2_DECODER.items():
             model.decode_head[k] = v
+        if img_size is not None and 'image_size' in model.decode_head:  # a prompted head pads to it
+            model.decode_head.image_size = img_size
         if model.decode_head.get('mode') == 'mask_classification':
             model.decode_head.num_queries = 4
         return model

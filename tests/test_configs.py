@@ -15,6 +15,7 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
+from mmseg_sam.models.decode_heads import SAMPromptedHead
 from mmseg_sam.models.peft.presets import grid_presets
 from tests.conftest import tiny_model_cfg
 
@@ -98,7 +99,7 @@ def test_config_builds_and_runs(path):
     model_cfg = tiny_model_cfg(cfg.model, img_size=64)
     model = MODELS.build(model_cfg).eval()
     sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
-    if model_cfg.decode_head.type == 'SAMPromptedHead':  # prompts in, per-instance masks out
+    if isinstance(model.decode_head, SAMPromptedHead):  # prompts in, per-instance masks out (SAM 2's too)
         return _prompted_config_predicts(model, sample)
     with torch.no_grad():
         [result] = model(torch.randn(1, 3, 64, 64), [sample], mode='predict')

@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from mmseg.registry import MODELS
@@ -12,10 +13,13 @@ from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import merge_peft
 from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, tiny_segmentor_cfg
-from tests.models.sam2_fixtures import sam2_heads, sam2_image_encoder
+from tests.models import test_sam2_prompted_head
+from tests.models.sam2_fixtures import official_checkpoint, sam2_heads, sam2_image_encoder
 from tests.tools.sam2_tool_configs import sam2_trained
 
 REPO = Path(__file__).resolve().parents[2]
+sam2_predictor_cls = test_sam2_prompted_head.sam2_predictor_cls  # a fixture
+
 spec = importlib.util.spec_from_file_location(
     'export_sam_tool', REPO / 'tools/model_converters/export_sam.py'
 )
@@ -300,3 +304,95 @@ def test_sam2_methods_that_do_not_merge_are_refused(tmp_path, capsys, peft, refu
     assert tool.main([str(cfg), str(trained), str(out)]) == 1
     assert f"cannot merge ['{refused}']: only methods linear" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    'peft', [dict(type='LoRA', rank=2, targets=('q', 'v')), dict(type='SSF')], ids=['LoRA', 'SSF']
+)
+def test_sam2_prompted_export_gives_the_fine_tuned_masks_in_sam2_image_predictor(
+    tmp_path, sam2_predictor_cls, peft, capsys
+):
+    """A SAM2PromptedHead model, every trainable weight moved, exported: the official key set and shapes,
+    the fine-tuned decoder (all four tokens, IoU and object-score heads) and no_mem_embed in the file,
+    and SAM2ImagePredictor.predict (features set as set_image sets them) gives the model's box and
+    one-point masks, logits and IoU to 1e-5."""
+    from mmseg_sam.models.decode_heads import PromptSet
+    from tests.models.test_sam2_prompted_head import MEAN, STD, SAM2ImageModel, sam2_prompted_cfg
+
+    source = tmp_path / 'sam2.1_tiny.pt'
+    original = official_checkpoint(source)
+    model_cfg = sam2_prompted_cfg(source, peft=peft)
+    cfg = tmp_path / 'sam2_prompted.py'
+    cfg.write_text(f'default_scope = "mmseg"\nmodel = {model_cfg!r}\n')
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    saved = {'state_dict': dict(model.state_dict()), 'meta': {}}
+    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), saved)
+    torch.save(saved, tmp_path / 'trained.pth')
+    out = tmp_path / 'sam2_prompted_export.pt'
+    assert tool.main([str(cfg), str(tmp_path / 'trained.pth'), str(out)]) == 0
+    assert "mask tokens and MLPs: the head's, all four" in capsys.readouterr().out
+
+    exported = torch.load(out, weights_only=True)['model']
+    assert set(exported) == set(original)
+    assert all(exported[k].shape == original[k].shape for k in original)
+    for key in (
+        'no_mem_embed',
+        'sam_mask_decoder.mask_tokens.weight',
+        'sam_mask_decoder.obj_score_token.weight',
+    ):
+        assert not torch.equal(exported[key], original[key]), key
+    ref = SAM2ImageModel()
+    ref.load_official(exported)  # strict
+    ref.eval()
+    image = torch.randint(0, 256, (3, 64, 64), generator=torch.Generator().manual_seed(5)).float()
+    inputs = ((image - MEAN) / STD)[None]
+    predictor = sam2_predictor_cls(ref)
+    with torch.no_grad():
+        ref.set_features(predictor, inputs)
+        box = np.array([10.0, 8.0, 35.0, 29.0])
+        point, label = np.array([[20.0, 18.0]]), np.array([1])
+        box_masks, box_iou, box_low = predictor.predict(box=box, multimask_output=False, return_logits=True)
+        pt_masks, pt_iou, pt_low = predictor.predict(point, label, multimask_output=True, return_logits=True)
+        head = model.decode_head
+        features = head.image_features(head(model.extract_feat(inputs)), 0)
+        for prompts, multimask, (masks, iou, low) in (
+            (PromptSet(boxes=torch.tensor(box)[None].float()), False, (box_masks, box_iou, box_low)),
+            (
+                PromptSet(points=(torch.tensor(point)[None].float(), torch.tensor(label)[None])),
+                True,
+                (pt_masks, pt_iou, pt_low),
+            ),
+        ):
+            ours_low, ours_iou, _ = head.decode(features, prompts, multimask)
+            ours_masks = head.postprocess(ours_low, (64, 64), (64, 64))[0]
+            np.testing.assert_allclose(low, ours_low[0].clamp(-32, 32).numpy(), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(masks, ours_masks.numpy(), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(iou, ours_iou[0].numpy(), atol=1e-5, rtol=0)
+
+
+def test_sam2_prompted_export_keeps_the_original_decoder_on_request(tmp_path):
+    from tests.models.test_sam2_prompted_head import sam2_prompted_cfg
+
+    source = tmp_path / 'sam2.1_tiny.pt'
+    original = official_checkpoint(source)
+    model_cfg = sam2_prompted_cfg(source, peft=dict(type='BitFit'))
+    cfg = tmp_path / 'sam2_prompted.py'
+    cfg.write_text(f'default_scope = "mmseg"\nmodel = {model_cfg!r}\n')
+    model = MODELS.build(model_cfg).eval()
+    with torch.no_grad():
+        for p in model.decode_head.parameters():
+            p.add_(0.1)
+    torch.save({'state_dict': dict(model.state_dict()), 'meta': {}}, tmp_path / 'trained.pth')
+    out = tmp_path / 'exported.pt'
+    assert tool.main([str(cfg), str(tmp_path / 'trained.pth'), str(out), '--original-decoder']) == 0
+    exported = torch.load(out, weights_only=True)['model']
+    assert all(
+        torch.equal(exported[k], original[k])
+        for k in original
+        if k.startswith(('sam_prompt_encoder.', 'sam_mask_decoder.', 'no_mem_embed'))
+    )

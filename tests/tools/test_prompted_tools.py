@@ -14,6 +14,8 @@ from mmseg.registry import MODELS
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import REPO, TINY_ARCH, TINY_PROMPTED_HEAD, build_reference_sam, run_tool
+from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER, official_checkpoint
+from tests.models.test_sam2_peft import REFUSED as SAM2_REFUSED
 
 DEMO_PROMPTED = REPO / 'configs/demo/sam-vit-small_prompted_lora-qv-r4_1k_demo-binary-128x128.py'
 
@@ -162,3 +164,48 @@ def test_trained_prompted_model_exports_to_sam_predictor(
         logits = head.postprocess(low, (64, 64), (64, 64))[0]
     np.testing.assert_allclose(masks, logits.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(scores, iou[0].numpy(), atol=1e-5, rtol=0)
+
+
+SAM2_DEMO_PROMPTED = REPO / 'configs/demo/sam2.1-hiera-mini_prompted_lora-qv-r4_1k_demo-binary-128x128.py'
+
+
+def sam2_prompted_config(path: Path, data_root: Path, checkpoint: Path, backbone: dict, head: dict) -> Path:
+    """:func:`prompted_config` on the SAM 2 prompted demo with the tiny SAM 2 (SAM2Hiera + SAM2PromptedHead)."""
+    prompted_config(path, data_root, checkpoint, {}, head)
+    text = path.read_text().replace(repr(str(DEMO_PROMPTED)), repr(str(SAM2_DEMO_PROMPTED)))
+    backbone = dict(dict(arch=dict(TINY_SAM2_ARCH), peft=None), **backbone)
+    for value in backbone.values():  # replace the demo's arch and LoRA, do not merge into them
+        if isinstance(value, dict):
+            value['_delete_'] = True
+    head = dict(TINY_SAM2_DECODER, iou_head_hidden_dim=32, image_size=64, **head)
+    path.write_text(f'{text}model.update(backbone={backbone!r}, decode_head={head!r})\n')
+    return path
+
+
+@pytest.mark.parametrize('item', [p for p in PRESETS if p.name not in SAM2_REFUSED], ids=lambda p: p.name)
+def test_every_preset_trains_one_prompted_iteration_on_sam2(tmp_path, data_root, item):
+    """The SAM 2 family: the same step as on SAM (box or point, one correction round, the prompt encoder
+    frozen), with the object-score loss; only the method's and the decoder's weights saved and trained."""
+    source = tmp_path / 'sam2.1_tiny.pt'
+    official_checkpoint(source)
+    head = dict(freeze=('prompt_encoder',), train_prompting=dict(box_prob=0.5, correction_rounds=1))
+    backbone = {k: dict(v) if isinstance(v, dict) else v for k, v in item.tiny.items()}
+    cfg = sam2_prompted_config(tmp_path / 'cfg.py', data_root, source, backbone, head)
+    work = tmp_path / 'work'
+    assert run_tool('tools/train.py', cfg, '--work-dir', work) is None
+    [step] = [s for s in _scalars(work) if 'loss' in s]
+    losses = {k: v for k, v in step.items() if 'loss' in k}
+    assert {'decode.loss_focal', 'decode.loss_dice', 'decode.loss_iou', 'decode.loss_obj'} <= set(losses)
+    assert all(np.isfinite(v) for v in losses.values()), losses
+
+    model = MODELS.build(Config.fromfile(cfg).model)
+    assert type(model.decode_head).__name__ == 'SAM2PromptedHead'
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    state = torch.load(work / 'iter_1.pth', map_location='cpu', weights_only=True)['state_dict']
+    saved = {k for k in state if k in dict(model.named_parameters())}
+    assert saved == trainable
+    assert not any(k.startswith('decode_head.prompt_encoder.') for k in saved)
+    assert bool({k for k in trainable if k.startswith('backbone.')}) == (item.name != 'decoder-only')
+    initial = dict(model.named_parameters())
+    moved = [k for k in saved if k.startswith('decode_head.') and not torch.equal(state[k], initial[k])]
+    assert 'decode_head.no_mem_embed' in saved and moved

@@ -35,6 +35,11 @@ layout, the key set and every shape equal to the original checkpoint's, so sam2'
 ``build_sam2`` loads it strictly:
 
 - ``image_encoder.trunk.*``, ``image_encoder.neck.*``: the fine-tuned, merged encoder;
+- from a ``SAM2PromptedHead`` (a model trained with prompts; unless
+  ``--original-decoder``): its fine-tuned prompt encoder, whole mask decoder (all four
+  mask tokens and hypernetwork MLPs, the IoU and object-score heads, ``conv_s0`` /
+  ``conv_s1``) and ``no_mem_embed``, so ``SAM2ImagePredictor`` gives the fine-tuned
+  model's masks under the same prompts;
 - from a ``SAM2MaskDecoderHead`` (unless ``--original-decoder``): the decoder parts
   SAM 2 shares between its outputs (``transformer``, ``iou_token``,
   ``obj_score_token``, ``output_upscaling``, ``conv_s0`` / ``conv_s1``), the prompt
@@ -62,7 +67,7 @@ import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint cl
 from mmseg_sam.apis import check_output_file, load_checkpoint_to_model, read_checkpoint
 from mmseg_sam.models.backbones import SAM2Hiera, SAMViT
 from mmseg_sam.models.backbones.sam_vit import resize_pos_embed, resize_rel_pos
-from mmseg_sam.models.decode_heads import SAM2MaskDecoderHead, SAMPromptedHead
+from mmseg_sam.models.decode_heads import SAM2MaskDecoderHead, SAM2PromptedHead, SAMPromptedHead
 from mmseg_sam.models.peft import merge_peft
 from mmseg_sam.utils.checkpoint import load_state_dict_file, to_sam_state_dict
 from mmseg_sam.utils.sam2_checkpoint import detect_sam2_format, hf_to_sam2_state_dict
@@ -150,7 +155,8 @@ def sam2_exported_state(
 
     Args:
         model: the segmentor (its ``backbone`` a SAM2Hiera; its ``decode_head`` written
-            when it is a SAM2MaskDecoderHead and ``original_decoder`` is False).
+            when it is a SAM2PromptedHead or a SAM2MaskDecoderHead and ``original_decoder``
+            is False).
         original: the original SAM 2 state dict, official key names.
         original_decoder: keep SAM 2's prompt encoder, mask decoder and ``no_mem_embed``.
 
@@ -184,7 +190,15 @@ def sam2_exported_state(
 
     head = model.decode_head
     info: dict = dict(decoder=[], tokens='SAM 2 original')
-    if original_decoder or not isinstance(head, SAM2MaskDecoderHead):
+    if original_decoder:
+        return exported, info
+    if isinstance(head, SAM2PromptedHead):  # the whole promptable decoder
+        exported.update(prompted_decoder_state(head, original, _SAM2_PARTS))
+        write('', {'no_mem_embed': head.no_mem_embed}, 'the head')
+        info['decoder'] = ['no_mem_embed', 'sam_mask_decoder', 'sam_prompt_encoder']
+        info['tokens'] = "the head's, all four (and the IoU and object-score heads)"
+        return exported, info
+    if not isinstance(head, SAM2MaskDecoderHead):
         return exported, info
     write('sam_prompt_encoder.', head.prompt_encoder.state_dict(), 'the prompt encoder')
     write('', {'no_mem_embed': head.no_mem_embed}, 'the head')
@@ -201,17 +215,29 @@ def sam2_exported_state(
     return exported, info
 
 
-def prompted_decoder_state(head: torch.nn.Module, original: StateDict) -> StateDict:
-    """A SAMPromptedHead's prompt encoder and mask decoder under SAM's keys, checked against ``original``.
+# The prompted head's parts and their prefixes in each family's checkpoint.
+_SAM_PARTS = {'prompt_encoder': 'prompt_encoder', 'mask_decoder': 'mask_decoder'}
+_SAM2_PARTS = {'prompt_encoder': 'sam_prompt_encoder', 'mask_decoder': 'sam_mask_decoder'}
+
+
+def prompted_decoder_state(
+    head: torch.nn.Module, original: StateDict, parts: dict[str, str] = _SAM_PARTS
+) -> StateDict:
+    """A prompted head's prompt encoder and mask decoder under the checkpoint's keys, checked against ``original``.
+
+    Args:
+        head: a SAMPromptedHead (or SAM2PromptedHead).
+        original: the original checkpoint's state dict, official key names.
+        parts: the head's module name -> the checkpoint's prefix (SAM's or SAM 2's).
 
     Raises:
         ValueError: the head's key set or a shape differs from the original checkpoint's
             (another decoder size), naming them.
     """
     out: StateDict = {}
-    for part in ('prompt_encoder', 'mask_decoder'):
-        state = {f'{part}.{k}': v for k, v in getattr(head, part).state_dict().items()}
-        wanted = {k for k in original if k.startswith(part + '.')}
+    for part, prefix in parts.items():
+        state = {f'{prefix}.{k}': v for k, v in getattr(head, part).state_dict().items()}
+        wanted = {k for k in original if k.startswith(prefix + '.')}
         if set(state) != wanted:
             raise ValueError(
                 f'the head {part} keys differ from the SAM checkpoint: missing {sorted(wanted - set(state))[:8]}, '
