@@ -19,6 +19,7 @@ spec = importlib.util.spec_from_file_location('gpu_report_tool', REPO / TOOL)
 gr = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = gr
 spec.loader.exec_module(gr)
+run_module = sys.modules['gpu_report_run']  # imported by the tool, from its folder
 
 TINY = ['--device', 'cpu', '--tiny']
 
@@ -82,7 +83,7 @@ def test_environment_dist_memory_and_speed_rows(full_run):
     for r in measured:
         assert r['ok'] and max(r['fused_vs_eager'].values()) <= r['tolerance'], r
         assert r['attn_impl_training'] == 'folded'  # LoRA makes the bias need a gradient
-        assert r['training_forward'] in gr.SDPA_KERNELS.values(), r
+        assert r['training_forward'] in gr.checks.SDPA_KERNELS.values(), r
     [dist] = sections['dist']['rows']
     assert dist['returncode'] == 0 and dist['backend'] == 'gloo' and dist['distributed'], dist
     assert dist['checkpoint'] and math.isfinite(dist['loss'])
@@ -131,23 +132,28 @@ def test_cost_model_and_budget():
     costs = gr.CostModel({'memory:x': 2.0}, default_s=50.0)
     assert costs.estimate('memory:x', units=2) == 4.0 and costs.estimate('other') == 50.0
     costs.observe('memory:x', 3.0, units=2)
-    costs.observe('memory:x', 0.5, units=1)  # then the mean per unit: 1.0 s
-    assert costs.estimate('memory:x', units=2) == pytest.approx(2.0 * gr.MARGIN)
+    costs.observe('memory:x', 0.5, units=1)
+    assert costs.estimate('memory:x', units=2) == 3.0  # the slowest, 1.5 s per unit, above 1.2 x the mean
+    costs.observe('steady', 1.0)
+    costs.observe('steady', 1.0)
+    assert costs.estimate('steady', units=2) == pytest.approx(
+        2 * run_module.MARGIN
+    )  # the margin over the mean
     run = gr.Run(setup=None, budget=budget, costs=costs)
     assert run.skip_reason('memory:x', 2) is None
     now[0] = 7.8
-    assert run.skip_reason('memory:x', 2) == 'skipped: needs ~2 s (estimated), 2 s of the budget left'
+    assert run.skip_reason('memory:x', 2) == 'skipped: needs ~3 s (estimated), 2 s of the budget left'
     now[0] = 5.0
     run.reserve_s = 3.0  # kept for the sections after this one
     assert run.skip_reason('memory:x', 2) == (
-        'skipped: needs ~2 s (estimated), 5 s of the budget left, 3 s of it kept for the sections after this one'
+        'skipped: needs ~3 s (estimated), 5 s of the budget left, 3 s of it kept for the sections after this one'
     )
     with pytest.raises(ValueError, match='the budget must be positive, got 0'):
         gr.Budget(0)
 
 
 def test_a_failed_check_makes_the_exit_status_non_zero(monkeypatch, tmp_path):
-    monkeypatch.setattr(gr, 'PARITY_TOL', {'bf16': 0.0, 'fp16': 0.0})
+    monkeypatch.setattr(gr.checks, 'PARITY_TOL', {'bf16': 0.0, 'fp16': 0.0})
     assert gr.main([*TINY, '--sections', 'environment', '--out-dir', tmp_path]) == 1
     report = json.loads((tmp_path / 'gpu_report.json').read_text())
     assert report['exit_status'] == 1
