@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_segmentor_cfg
+from tests.conftest import tiny_prompted_cfg, tiny_segmentor_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools/analysis_tools/estimate_memory.py'
@@ -93,3 +93,38 @@ def test_preset_replaces_the_method(tmp_path, capsys):
 def test_fits_keeps_the_reserve():
     assert em.fits(23 * em.GIB, reserve_gib=1.0)[24] is True
     assert em.fits(23 * em.GIB + 1, reserve_gib=1.0)[24] is False
+
+
+@pytest.mark.parametrize(
+    'prompting', [dict(box_prob=1.0), dict(box_prob=0.5, correction_rounds=2, mask_only_rounds=1)]
+)
+def test_prompted_prediction_matches_the_measured_step(prompting):
+    """A prompted model runs its own loss on generated instances; the prediction follows the real step."""
+    cfg = tiny_prompted_cfg(head=dict(train_prompting=prompting), peft=dict(type='LoRA', rank=2))
+    est = em.estimate(cfg, batch=2, img_size=64, instances=3)
+    real = em.measure(cfg, batch=2, img_size=64, instances=3)
+    for part in ('weights', 'gradients', 'optimizer_state', 'activations', 'peak_forward_backward'):
+        assert getattr(est, part) == pytest.approx(real[part], rel=0.1), part
+    assert est.activations_by_component.get('decode_head.mask_decoder.transformer.layers.0', 0) > 0
+
+
+def test_prompted_memory_grows_with_instances_and_rounds():
+    one = em.estimate(tiny_prompted_cfg(), batch=1, img_size=64, instances=2)
+    more = em.estimate(tiny_prompted_cfg(), batch=1, img_size=64, instances=6)
+    rounds = em.estimate(
+        tiny_prompted_cfg(head=dict(train_prompting=dict(box_prob=1.0, correction_rounds=4))),
+        batch=1,
+        img_size=64,
+        instances=2,
+    )
+    assert one.activations < more.activations and one.activations < rounds.activations
+    assert one.inputs < more.inputs  # the instance masks are inputs of the step
+
+
+def test_prompted_cli_takes_instances(tmp_path, capsys):
+    cfg = tmp_path / 'prompted.py'
+    cfg.write_text(f'model = {tiny_prompted_cfg()!r}\n')
+    assert em.main([str(cfg), '--instances', '4', '--out-json', str(tmp_path / 'e.json')]) == 0
+    assert 'peak of a training step' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        em.main([str(cfg), '--instances', '0'])

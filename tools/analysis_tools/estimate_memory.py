@@ -20,6 +20,10 @@ reference to the storage), so that it knows the live bytes after every operator:
 Checkpoint paths in the config are dropped (weights do not change memory). The loss is a
 stand-in that keeps what a per-pixel loss keeps: the head's logits resized to the input
 (bilinear) and a sigmoid BCE against zeros, plus the backbone's auxiliary PEFT losses.
+A prompted model (``SAMPromptedEncoderDecoder``) runs its own training loss instead, on
+``--instances`` instances per image (default 8) through every correction round of its
+``train_prompting``; a config that mixes box and point first prompts is estimated with
+single points for every instance (three multimask outputs per instance: the most kept).
 Conv-LoRA sends every sample to its largest-scale expert (the routing that keeps the
 most; a shape-only run has no routing to read).
 
@@ -40,6 +44,7 @@ import copy
 import json
 import logging
 import sys
+import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -51,7 +56,9 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config, DictAction
 from mmengine.logging import MMLogger
+from mmengine.structures import InstanceData, PixelData
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
 from torch import Tensor, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -59,6 +66,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import mmseg_sam  # noqa: F401
+from mmseg_sam.models.decode_heads import SAMPromptedHead
 from mmseg_sam.models.peft import collect_aux_losses
 from mmseg_sam.models.peft.presets import PRESETS, preset
 
@@ -230,6 +238,9 @@ def model_cfg_for_estimate(
     if img_size is not None:
         if 'img_size' in backbone:
             backbone['img_size'] = img_size
+        head = model.get('decode_head')
+        if isinstance(head, dict) and 'image_size' in head:  # a prompted head maps prompts into this size
+            head['image_size'] = img_size
         pre = model.get('data_preprocessor')
         if isinstance(pre, dict) and pre.get('size') is not None:
             pre['size'] = (img_size, img_size)
@@ -251,11 +262,68 @@ def input_size(model_cfg: Mapping[str, Any], img_size: int | None) -> int:
     return int(size)
 
 
-def stand_in_loss(model: nn.Module, images: Tensor) -> Tensor:
+def prompted_samples(
+    model: nn.Module, batch: int, img_size: int, instances: int
+) -> list[SegDataSample] | None:
+    """Data samples with ``instances`` empty instances and their prompts, for a prompted model; else None.
+
+    A ``box_prob`` strictly between 0 and 1 is set to 0 on ``model`` (every first prompt a single
+    point, the multimask case), so that the step depends on no random draw.
+    """
+    head = getattr(model, 'decode_head', None)
+    if not isinstance(head, SAMPromptedHead):
+        return None
+    if 0 < head.train_prompting['box_prob'] < 1:
+        head.train_prompting = dict(head.train_prompting, box_prob=0.0)
+    size = (img_size, img_size)
+    samples = []
+    for _ in range(batch):
+        sample = SegDataSample(metainfo=dict(img_shape=size, pad_shape=size, ori_shape=size))
+        sample.gt_sem_seg = PixelData(data=torch.zeros(1, *size, dtype=torch.long))
+        sample.gt_instances = InstanceData(
+            masks=torch.zeros(instances, *size, dtype=torch.bool),
+            labels=torch.ones(instances, dtype=torch.long),
+            prompt_boxes=torch.zeros(instances, 4),
+            prompt_points=torch.zeros(instances, 1, 2),
+            prompt_point_labels=torch.ones(instances, 1, dtype=torch.long),
+        )
+        samples.append(sample)
+    return samples
+
+
+def static_point_embeddings(model: nn.Module) -> None:
+    """Give segment_anything's prompt encoders in ``model`` sam2's ``_embed_points``.
+
+    segment_anything's ``PromptEncoder._embed_points`` writes the label embeddings through
+    boolean indexing (``embedding[labels == -1] = 0``), whose shape depends on the data and
+    which fake tensors cannot run; sam2's computes the same values with ``torch.where`` (it
+    also handles labels 2 and 3, which SAM's point prompts never hold). Memory differs at
+    most by a few (N, K, C) point embeddings.
+    """
+    from sam2.modeling.sam.prompt_encoder import PromptEncoder as SAM2PromptEncoder
+
+    from mmseg_sam.models.sam_modeling import PromptEncoder
+
+    for module in model.modules():
+        if isinstance(module, PromptEncoder):
+            module._embed_points = types.MethodType(SAM2PromptEncoder._embed_points, module)
+
+
+def sample_tensors(samples: list[SegDataSample] | None) -> list[Tensor]:
+    """The tensors of ``prompted_samples`` (inputs of the step, not its activations)."""
+    if not samples:
+        return []
+    return [t for s in samples for t in (s.gt_sem_seg.data, *s.gt_instances.values())]
+
+
+def stand_in_loss(model: nn.Module, images: Tensor, samples: list[SegDataSample] | None = None) -> Tensor:
     """Forward of a segmentor and a per-pixel loss that keeps what mmseg's losses keep.
 
     The backbone's auxiliary PEFT losses (Conv-LoRA's) are added as the segmentor adds them.
+    With ``samples`` (a prompted model, see :func:`prompted_samples`) the model's own loss runs.
     """
+    if samples is not None:
+        return sum(v for k, v in model.loss(images, samples).items() if 'loss' in k)
     with collect_aux_losses() as aux:
         feats = model.extract_feat(images)
         out = model.decode_head(feats)
@@ -330,6 +398,7 @@ def estimate(
     img_size: int,
     amp: str = 'none',
     meta_model: nn.Module | None = None,
+    instances: int = 8,
 ) -> Estimate:
     """Run one training step on fake tensors and count its memory (see the module docstring).
 
@@ -338,6 +407,7 @@ def estimate(
         batch, img_size, amp: the step.
         meta_model: a model already built on the meta device (a copy is used), to estimate
             several steps of one model without building it each time.
+        instances: instances per image of a prompted model (ignored otherwise).
     """
     dtype = AMP_DTYPES[amp]
     # Built on the meta device (initialisers that read values, such as trunc_normal_, do
@@ -353,11 +423,14 @@ def estimate(
         trainable = [p for p in params if p.requires_grad]
         weights = storage_bytes(params + list(model.buffers()))
         images = torch.randn(batch, 3, img_size, img_size)
+        samples = prompted_samples(model, batch, img_size, instances)
+        if samples is not None:
+            static_point_embeddings(model)
         tracker = StorageTracker()
-        tracker.exclude(params + list(model.buffers()) + [images])
+        tracker.exclude(params + list(model.buffers()) + [images, *sample_tensors(samples)])
         with tracker:
             with attributed(model, tracker), autocast(dtype):
-                loss = stand_in_loss(model, images)
+                loss = stand_in_loss(model, images, samples)
             kept = {k: v for k, v in tracker.by_owner.items() if v}
             activations = tracker.live
             tracker.owners[-1] = 'backward'
@@ -390,7 +463,7 @@ def estimate(
         # the foreach AdamW step makes one temporary per parameter (the denominator)
         optimizer_transient=4 * numel,
         activations=activations,
-        inputs=storage_bytes([images]),
+        inputs=storage_bytes([images, *sample_tensors(samples)]),
         activations_by_component=kept,
         peak_forward_backward=tracker.peak,
         peak_breakdown=peak_breakdown,
@@ -420,7 +493,9 @@ def _allocated(fn: Callable[[], Any]) -> tuple[Any, int, int]:
     return result, live, peak
 
 
-def measure(model_cfg: Mapping[str, Any], batch: int, img_size: int, amp: str = 'none') -> dict[str, int]:
+def measure(
+    model_cfg: Mapping[str, Any], batch: int, img_size: int, amp: str = 'none', instances: int = 8
+) -> dict[str, int]:
     """One real training step on the CPU (random weights), measured with the allocator's events.
 
     Returns bytes: weights (the parameters' and buffers' storages), activations (net
@@ -436,10 +511,11 @@ def measure(model_cfg: Mapping[str, Any], batch: int, img_size: int, amp: str = 
     weights = storage_bytes(list(model.parameters()) + list(model.buffers()))
     optimizer = torch.optim.AdamW(trainable, lr=1e-4) if trainable else None
     images = torch.randn(batch, 3, img_size, img_size)
+    samples = prompted_samples(model, batch, img_size, instances)
 
     def forward() -> Tensor:
         with autocast(dtype):
-            return stand_in_loss(model, images)
+            return stand_in_loss(model, images, samples)
 
     loss, activations, fwd_peak = _allocated(forward)
     _, backward_net, bwd_peak = _allocated(loss.backward)
@@ -535,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--measure', action='store_true', help='also run the step on the CPU and report what it allocated'
     )
+    parser.add_argument(
+        '--instances', type=int, default=8, help='prompted models: instances per image (default 8)'
+    )
     parser.add_argument('--out-json', type=Path, help='write the estimate (and measurement) as JSON')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     return parser
@@ -557,8 +636,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
     model_cfg = model_cfg_for_estimate(cfg, args.img_size, args.preset)
     size = input_size(model_cfg, args.img_size)
-    est = estimate(model_cfg, args.batch, size, args.amp)
-    measured = measure(model_cfg, args.batch, size, args.amp) if args.measure else None
+    if args.instances < 1:
+        parser.error(f'--instances must be a positive int, got {args.instances}')
+    est = estimate(model_cfg, args.batch, size, args.amp, instances=args.instances)
+    measured = measure(model_cfg, args.batch, size, args.amp, args.instances) if args.measure else None
     title = f'Training-step memory of {args.config}' + (f' with {args.preset}' if args.preset else '')
     print(report_text(est, title, args.reserve_gib, measured), end='')
     if args.out_json:

@@ -305,17 +305,14 @@ class SAMPromptedHead(BaseDecodeHead):
                 continue
             gt = inst.masks.bool()
             scale = _frame_scale(img_shape, gt.shape[-2:])
-            use_box = torch.rand(len(inst), device=gt.device) < opts['box_prob']
-            for keep, first in ((use_box, 'box'), (~use_box, 'points')):
-                if not bool(keep.any()):
-                    continue
+            for keep, first, kept in self._first_prompt_groups(len(inst), gt.device):
                 prompts = _first_prompts(inst, keep, first, scale, sample)
                 terms = self._rounds(
                     self.image_features(embedding, i), prompts, gt[keep], valid, img_shape, scale
                 )
                 for name, value in terms.items():
                     total[name] = total[name] + value if name in total else value
-                count += int(keep.sum()) * (1 + opts['correction_rounds'] + opts['mask_only_rounds'])
+                count += kept * (1 + opts['correction_rounds'] + opts['mask_only_rounds'])
         if count == 0:
             files = [
                 s.metainfo.get('seg_map_path', s.metainfo.get('img_path', '?')) for s in batch_data_samples
@@ -325,6 +322,21 @@ class SAMPromptedHead(BaseDecodeHead):
                 'so that images without instances are replaced'
             )
         return {name: value / count for name, value in total.items()}
+
+    def _first_prompt_groups(self, n: int, device: torch.device) -> list[tuple[Tensor | slice, str, int]]:
+        """The instances whose first prompt is their box and those whose first prompt is their points.
+
+        Returns:
+            list: ``(selection, 'box' | 'points', count)`` for the non-empty groups; with
+            ``box_prob`` 0 or 1 no random number is drawn (and nothing depends on data).
+        """
+        p = self.train_prompting['box_prob']
+        if p >= 1 or p <= 0:
+            return [(slice(None), 'box' if p >= 1 else 'points', n)]
+        use_box = torch.rand(n, device=device) < p
+        boxes = int(use_box.sum())
+        groups = ((use_box, 'box', boxes), (~use_box, 'points', n - boxes))
+        return [group for group in groups if group[2]]
 
     def _round_plan(self) -> list[bool]:
         """Per round after the first: whether it adds a point (False: a mask-only round)."""
