@@ -12,6 +12,7 @@ that is more, times the images.
 import contextlib
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -166,15 +167,19 @@ class Section:
         reason = run.skip_reason(kind, units)
         if reason:
             self.rows.append(dict(key, skipped=reason))
-            return
-        try:
-            with run.timing(kind, units):
-                self.rows.append(dict(key, **fn()))
-        except Exception as err:  # e.g. out of memory: the row fails, the section goes on
-            self.rows.append(dict(key, error=f'{type(err).__name__}: {err}'))
-            self.check(f'{row_name(key)} ran', False, f'{type(err).__name__}: {err}')
-        finally:
-            release_memory()
+        else:
+            start = time.perf_counter()
+            try:
+                with run.timing(kind, units):
+                    self.rows.append(dict(key, **fn()))
+                reason = f'{time.perf_counter() - start:.1f} s'
+            except Exception as err:  # e.g. out of memory: the row fails, the section goes on
+                self.rows.append(dict(key, error=f'{type(err).__name__}: {err}'))
+                self.check(f'{row_name(key)} ran', False, f'{type(err).__name__}: {err}')
+                reason = f'FAILED: {type(err).__name__}: {err}'
+            finally:
+                release_memory()
+        print(f'[{run.budget.elapsed():.0f} s]   {row_name(key)}: {reason}', file=sys.stderr, flush=True)
 
 
 def row_name(key: Mapping[str, Any]) -> str:
