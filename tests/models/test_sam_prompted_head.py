@@ -315,3 +315,22 @@ def test_sample_error_points_lie_in_the_error_region():
         assert labels[1, 0] == 0 and not gt[1, y1, x1]
         assert labels[2, 0] == -1
     assert np.array_equal(sample_error_points(pred[:0], gt[:0], valid)[0].shape, (0, 1, 2))
+
+
+@pytest.mark.parametrize('with_cp', ['selective', True])
+def test_recomputation_gives_the_same_prompted_gradients(sam_checkpoint, image, with_cp):
+    """with_cp in the encoder changes what is kept, not the prompted loss or its gradients."""
+    lora = dict(type='LoRA', rank=2, init='xavier')
+    grads = []
+    for level in (False, with_cp):
+        torch.manual_seed(0)
+        cfg = tiny_prompted_cfg(
+            sam_checkpoint, head=dict(train_prompting=dict(box_prob=1.0)), peft=lora, with_cp=level
+        )
+        model = MODELS.build(cfg).train()
+        sample = _sample(_blob_masks(), boxes=torch.tensor([[10.0, 8, 35, 29], [30, 40, 57, 59]]))
+        sum(model.loss(((image - MEAN) / STD)[None], [sample]).values()).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert set(grads[0]) == set(grads[1]) and any('lora' in n for n in grads[0])
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-6, rtol=1e-5, msg=name)

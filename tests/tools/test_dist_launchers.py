@@ -206,3 +206,28 @@ def test_dist_train_conv_lora_and_vpt(tmp_path, data_root, sam_checkpoint):
     assert 'backbone.blocks.0.attn.qkv.experts.0.conv.weight' in state
     assert 'backbone.blocks.1.attn.prompt_tokens' in state
     assert 'loss_moe' in log  # Conv-LoRA's balancing loss reached the logged losses
+
+
+def test_dist_train_prompted_with_cp_and_amp(tmp_path, data_root, sam_checkpoint):
+    """A prompted model (box prompts only: the trainable prompt encoder's point embeddings get no gradient)
+    trains under 2-process DDP, with selective recomputation in the encoder and bf16 autocast."""
+    from tests.tools.test_prompted_tools import prompted_config
+
+    backbone = dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v')), with_cp='selective')
+    head = dict(train_prompting=dict(box_prob=1.0, correction_rounds=1))
+    cfg = prompted_config(tmp_path / 'prompted_dist.py', data_root, sam_checkpoint, backbone, head)
+    log = run(
+        [str(REPO / 'tools/dist_train.sh'), str(cfg), '2', '--work-dir', str(tmp_path / 'work'), '--amp'],
+        tmp_path,
+        env=launch_env(PORT=str(free_port())),
+    )
+    assert 'DDP: find_unused_parameters=True' in log
+    assert 'Expected to have finished reduction' not in log
+    state = trainable_state(tmp_path / 'work/iter_1.pth')
+    assert 'decode_head.prompt_encoder.point_embeddings.2.weight' in state  # the box corners trained
+    assert 'backbone.blocks.0.attn.qkv.lora_A.q.weight' in state
+    losses = [
+        json.loads(line)
+        for line in next((tmp_path / 'work').glob('*/vis_data/scalars.json')).read_text().splitlines()
+    ]
+    assert all(torch.isfinite(torch.tensor(s['loss'])) for s in losses if 'loss' in s)
