@@ -179,21 +179,18 @@ def section_environment(run: Run) -> Section:
     section.info.update(info)
     for label, arch in setup.archs.items():
         for amp in TRAIN_AMPS:
-            key = dict(arch=label, amp=amp)
-            reason = run.skip_reason('environment')
-            if reason:
-                section.rows.append(dict(key, block='windowed and global', skipped=reason))
-                continue
-            with run.timing('environment'):
-                rows = attention_rows(setup, label, arch, amp)
-            release_memory()
-            for row in rows:
-                section.rows.append(row)
-                section.check(
-                    f'{label} {row["block"]} block, {amp}: fused attention matches eager',
-                    row['ok'],
-                    f'max rel. diff {max(row["fused_vs_eager"].values()):.2e} (tolerance {row["tolerance"]:g})',
-                )
+            done = len(section.rows)
+            section.row(
+                run, 'environment', 1, dict(arch=label, amp=amp, block='windowed and global'),
+                lambda label=label, arch=arch, amp=amp: attention_rows(setup, label, arch, amp),
+            )  # fmt: skip
+            for row in section.rows[done:]:
+                if 'ok' in row:
+                    section.check(
+                        f'{label} {row["block"]} block, {amp}: fused attention matches eager',
+                        row['ok'],
+                        f'max rel. diff {max(row["fused_vs_eager"].values()):.2e} (tolerance {row["tolerance"]:g})',
+                    )
     return section
 
 

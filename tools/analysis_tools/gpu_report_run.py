@@ -162,8 +162,13 @@ class Section:
         self.checks.append(dict(name=name, ok=bool(ok), detail=detail))
         return bool(ok)
 
-    def row(self, run: Run, kind: str, units: float, key: dict[str, Any], fn: Callable[[], dict]) -> None:
-        """Add the row ``key`` measured by ``fn`` if it fits the budget; a row that raises fails its check."""
+    def row(
+        self, run: Run, kind: str, units: float, key: dict[str, Any], fn: Callable[[], dict | list[dict]]
+    ) -> None:
+        """Add the row ``key`` measured by ``fn`` if it fits the budget; a row that raises fails its check.
+
+        ``fn`` returns the row's values, or a list of rows (each added with ``key`` under its own values).
+        """
         reason = run.skip_reason(kind, units)
         if reason:
             self.rows.append(dict(key, skipped=reason))
@@ -171,7 +176,8 @@ class Section:
             start = time.perf_counter()
             try:
                 with run.timing(kind, units):
-                    self.rows.append(dict(key, **fn()))
+                    result = fn()
+                self.rows += [dict(key, **r) for r in (result if isinstance(result, list) else [result])]
                 reason = f'{time.perf_counter() - start:.1f} s'
             except Exception as err:  # e.g. out of memory: the row fails, the section goes on
                 self.rows.append(dict(key, error=f'{type(err).__name__}: {err}'))
