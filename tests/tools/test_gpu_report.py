@@ -1,24 +1,18 @@
 """tools/analysis_tools/gpu_report.py: the whole report on a CPU with the tiny models, its budget, its failures."""
 
-import importlib.util
 import json
 import math
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmseg_sam.models.peft.presets import PRESETS, preset
-from tests.conftest import run_tool
+from tests.conftest import load_tool, run_tool
 
-REPO = Path(__file__).resolve().parents[2]
 TOOL = 'tools/analysis_tools/gpu_report.py'
-spec = importlib.util.spec_from_file_location('gpu_report_tool', REPO / TOOL)
-gr = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = gr
-spec.loader.exec_module(gr)
+gr = load_tool(TOOL, 'gpu_report_tool')
 run_module = sys.modules['gpu_report_run']  # imported by the tool, from its folder
 
 TINY = ['--device', 'cpu', '--tiny']
@@ -104,7 +98,8 @@ def test_environment_dist_memory_and_speed_rows(full_run):
     memory = [r for r in sections['memory']['rows'] if 'ratio' in r]
     for r in memory:
         assert r['ratio'] == pytest.approx(r['measured_mib'] / r['predicted_mib'])
-        assert 0.5 < r['ratio'] < 2, r  # a CPU figure: the same step, counted two ways
+        # a CPU figure (the allocator's events against the prediction), as test_estimate_memory.py checks
+        assert r['within_claim'] and abs(r['ratio'] - 1) <= 0.1, r
     speed = [r for r in sections['speed']['rows'] if 'step_ms' in r]
     assert speed[0]['kind'] == 'reference', sections['speed']
     for r in speed:
