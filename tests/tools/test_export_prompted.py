@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from mmseg.registry import MODELS
 
 from mmseg_sam.engine.hooks import SAMCheckpointHook
@@ -87,3 +88,49 @@ def test_original_decoder_on_request(tmp_path, sam_checkpoint, reference_sam, ca
         for k in original
         if k.startswith(('prompt_encoder.', 'mask_decoder.'))
     )
+
+
+def test_full_vit_b_layout_loads_in_sam_model_registry(tmp_path, sam_predictor_cls):
+    """SAM ViT-B's own layout: the export loads with segment_anything's builder (strict) and SamPredictor's
+    box masks, logits and IoU on the fine-tuned decoder equal the project's (one image embedding for both)."""
+    from segment_anything.build_sam import sam_model_registry
+
+    from mmseg_sam.models.decode_heads import PromptSet
+    from tests.conftest import REPO
+
+    torch.manual_seed(0)
+    source = tmp_path / 'sam_vit_b_random.pth'
+    torch.save(sam_model_registry['vit_b']().state_dict(), source)
+    cfg = tmp_path / 'vit_b_prompted.py'
+    cfg.write_text(
+        f'_base_ = [{str(REPO / "configs/_base_/models/sam-vit-b_prompted.py")!r}]\ndefault_scope = "mmseg"\n'
+        f'model = dict(sam_checkpoint={str(source)!r}, backbone=dict(peft=dict(type="LoRA", rank=4)))\n'
+    )
+    model = MODELS.build(Config.fromfile(cfg).model).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)
+    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
+    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)
+    trained = tmp_path / 'trained.pth'
+    torch.save(checkpoint, trained)
+    out = tmp_path / 'sam_vit_b_prompted.pth'
+    assert run_tool('tools/model_converters/export_sam.py', cfg, trained, out) == 0
+    sam = sam_model_registry['vit_b'](checkpoint=str(out))  # load_state_dict(strict=True) inside
+
+    embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    predictor = sam_predictor_cls(sam)
+    predictor.features, predictor.is_image_set = embedding, True  # what set_image leaves behind
+    predictor.original_size = predictor.input_size = (1024, 1024)
+    box = np.array([100.0, 220.0, 640.0, 800.0])
+    masks, scores, low_res = predictor.predict(box=box, multimask_output=False, return_logits=True)
+    head = model.decode_head
+    with torch.no_grad():
+        ours_low, ours_iou = head.decode(embedding, PromptSet(boxes=torch.tensor(box)[None].float()), False)[
+            :2
+        ]
+        ours = head.postprocess(ours_low, (1024, 1024), (1024, 1024))[0]
+    np.testing.assert_allclose(low_res, ours_low[0].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(scores, ours_iou[0].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(masks, ours.numpy(), atol=1e-5, rtol=0)
