@@ -34,6 +34,9 @@ SAM2_SMALL_CONFIG = REPO / 'configs/demo/sam2.1-hiera-mini_lora-qv-r4_1k_demo-bi
 SAM2_TINY_CONFIG = REPO / 'configs/demo/sam2.1-hiera-tiny_lora-qv-r4_1k_demo-binary-256x256.py'
 PROMPTED_SMALL_CONFIG = REPO / 'configs/demo/sam-vit-small_prompted_lora-qv-r4_1k_demo-binary-128x128.py'
 PROMPTED_VIT_B_CONFIG = REPO / 'configs/demo/sam-vit-b_prompted_lora-qv-r4_1k_demo-binary-256x256.py'
+PROMPTED_SAM2_SMALL_CONFIG = (
+    REPO / 'configs/demo/sam2.1-hiera-mini_prompted_lora-qv-r4_1k_demo-binary-128x128.py'
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -118,7 +121,10 @@ def test_metrics(work_dir: Path) -> dict:
 
 def prompted(args: argparse.Namespace, options: list[str], work_dir: Path) -> None:
     """Zero-shot, fine-tune, evaluate again; prints the prompted scores before and after."""
-    config = PROMPTED_VIT_B_CONFIG if args.checkpoint else PROMPTED_SMALL_CONFIG
+    if args.sam2:
+        config = PROMPTED_SAM2_SMALL_CONFIG
+    else:
+        config = PROMPTED_VIT_B_CONFIG if args.checkpoint else PROMPTED_SMALL_CONFIG
     options = [*options, f'randomness.seed={args.seed}']
     init = work_dir / 'init.pth'
     save_initial_weights(config, options, args.seed, init)
@@ -186,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         f'val_dataloader.dataset.data_root={args.data_root}',
         f'test_dataloader.dataset.data_root={args.data_root}',
     ]
-    if args.prompted and args.sam2:
-        raise ValueError('--prompted runs the SAM ViT demo; --sam2 with --prompted is not a demo (yet)')
+    if args.prompted and args.sam2 and args.checkpoint:
+        raise ValueError(
+            '--prompted --sam2 runs the small random-weight Hiera demo; for SAM 2.1 weights train '
+            'configs/_base_/models/sam2.1-hiera-base-plus_prompted.py on your data (docs/prompted.md)'
+        )
     if args.checkpoint:
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f'SAM checkpoint not found: {args.checkpoint}')
