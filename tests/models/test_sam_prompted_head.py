@@ -249,6 +249,8 @@ def test_construction_errors(sam_checkpoint):
     cfg['decode_head'] = tiny_segmentor_cfg()['decode_head']
     with pytest.raises(ValueError, match='needs a SAMPromptedHead, got SAMMaskDecoderHead'):
         MODELS.build(cfg)
+    with pytest.raises(ValueError, match='loss_decode must be a PromptedMaskLoss'):
+        _prompted(None, loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True))
     with pytest.raises(ValueError, match='iou_loss must be one of'):
         PromptedMaskLoss(iou_loss='l2')
     with pytest.raises(ValueError, match='needs a mask term'):

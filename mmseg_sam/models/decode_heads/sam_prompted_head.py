@@ -16,6 +16,7 @@ from mmseg.utils import SampleList
 from torch import Tensor
 
 from ...utils.checkpoint import load_sam_component, load_strict
+from ..losses.prompted_mask_loss import PromptedMaskLoss
 from ..sam_modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from .clicks import next_clicks, sample_error_points
 
@@ -57,12 +58,6 @@ class PromptSet:
 
     def with_mask(self, mask_input: Tensor | None) -> PromptSet:
         return PromptSet(self.points, self.boxes, mask_input)
-
-    def select(self, keep: Tensor) -> PromptSet:
-        """The prompts of the instances where ``keep`` (N,) is True."""
-        pick = lambda t: None if t is None else t[keep]  # noqa: E731
-        points = None if self.points is None else (self.points[0][keep], self.points[1][keep])
-        return PromptSet(points, pick(self.boxes), pick(self.mask_input))
 
 
 @MODELS.register_module()
@@ -176,6 +171,11 @@ class SAMPromptedHead(BaseDecodeHead):
             **kwargs,
         )
         del self.conv_seg
+        if not isinstance(self.loss_decode, PromptedMaskLoss):
+            raise ValueError(
+                f'loss_decode must be a PromptedMaskLoss (per-mask terms and the IoU head loss), got '
+                f'{type(self.loss_decode).__name__}'
+            )
         self.image_size, self.patch_size, self.embed_dims = image_size, patch_size, embed_dims
         self._build_decoder(
             embed_dims,
