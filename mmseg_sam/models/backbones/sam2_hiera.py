@@ -5,19 +5,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from mmengine.logging import MMLogger
 from mmseg.registry import MODELS
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
-from ...utils.checkpoint import load_strict
 from ...utils.sam2_checkpoint import load_sam2_component
-from ..peft import PEFTReport, inject_peft
-from .sam_vit import blocks_with_cp, merge_arch
+from .base import SAMBackboneBase, SAMBackboneBlock
+from .sam_vit import merge_arch
 
 try:  # the modeling modules need torch and iopath; `sam2/__init__.py` imports hydra
-    from sam2.modeling.backbones.hieradet import Hiera, MultiScaleBlock, do_pool
+    from sam2.modeling.backbones.hieradet import Hiera, MultiScaleAttention, MultiScaleBlock, do_pool
     from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
     from sam2.modeling.backbones.utils import window_partition, window_unpartition
     from sam2.modeling.position_encoding import PositionEmbeddingSine
@@ -28,7 +26,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without the pac
         '(`make setup` does this)'
     ) from _err
 
-__all__ = ['SAM2_ARCHS', 'SAM2Hiera', 'SAM2HieraBlock']
+__all__ = ['SAM2_ARCHS', 'SAM2Hiera', 'SAM2HieraBlock', 'MultiScaleAttention', 'do_pool']
 
 # SAM 2.1 encoder sizes (sam2/configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml); every other
 # setting is sam2's default (Hiera: q_pool 3, q_stride (2, 2), dims and heads x2 per
@@ -117,7 +115,7 @@ class _LinspaceOnCPU(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class SAM2HieraBlock(MultiScaleBlock):
+class SAM2HieraBlock(MultiScaleBlock, SAMBackboneBlock):
     """sam2's ``MultiScaleBlock`` with the PEFT places of :class:`~mmseg_sam.models.backbones.SAMBlock`.
 
     It takes over the wrapped block's modules (``norm1``, ``attn``, ``pool``, ``proj``,
@@ -199,7 +197,7 @@ class SAM2HieraBlock(MultiScaleBlock):
 
 
 @MODELS.register_module()
-class SAM2Hiera(ImageEncoder):
+class SAM2Hiera(SAMBackboneBase, ImageEncoder):
     """The image encoder of SAM 2.1: a Hiera trunk and an FPN neck, from the ``sam2`` package.
 
     Subclasses sam2's ``ImageEncoder`` with its ``Hiera`` trunk and ``FpnNeck``, so module
@@ -235,6 +233,7 @@ class SAM2Hiera(ImageEncoder):
     """
 
     peft_block_prefix = 'trunk.'  # the PEFT methods find the blocks at trunk.blocks.<i>
+    backbone_places = ()
     # Backbone-level PEFT places SAMViT offers and this backbone does not, and why (named
     # in the refusal of the methods that need them).
     absent_places = {
@@ -258,8 +257,7 @@ class SAM2Hiera(ImageEncoder):
         with_cp: bool = False,
     ) -> None:
         cfg = _resolve_arch(arch)
-        if not isinstance(with_cp, bool):  # checked before the trunk is built
-            raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
+        self.check_with_cp(with_cp)  # before the trunk is built
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
         with _LinspaceOnCPU():  # buildable on the meta device too
@@ -280,20 +278,24 @@ class SAM2Hiera(ImageEncoder):
         super().__init__(trunk=trunk, neck=neck, scalp=cfg['scalp'])
         trunk.blocks = nn.ModuleList(SAM2HieraBlock(block, with_cp) for block in trunk.blocks)
         self.arch_settings = cfg
-        self.with_cp = with_cp  # every block's (the setter below)
+        self.with_cp = with_cp  # every block's (SAMBackboneBase.with_cp)
         self.embed_dims = cfg['embed_dims']
         self.out_channels = cfg['out_channels']
         self.channels = tuple(reversed(trunk.channel_list))  # stage widths, finest first
         # Inputs must be multiples of the total stride and tile the first stage's windows.
         self.size_divisor = math.lcm(_PATCH_STRIDE * 2**_Q_POOL, _PATCH_STRIDE * cfg['window_spec'][0])
-        self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
-        if checkpoint is not None:
-            load_strict(self, load_sam2_component(checkpoint, 'image_encoder'), source=str(checkpoint))
-            MMLogger.get_current_instance().info(f'SAM2Hiera: loaded image encoder weights from {checkpoint}')
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-        self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
+        self.setup(checkpoint, frozen, peft)  # load, freeze, PEFT
+
+    @staticmethod
+    def check_with_cp(with_cp: object) -> bool:
+        """Return ``with_cp`` if it is a bool (whole-block checkpointing or none), else raise naming it."""
+        if not isinstance(with_cp, bool):
+            raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
+        return with_cp
+
+    def load_pretrained(self, checkpoint: str) -> dict[str, torch.Tensor]:
+        """The image encoder of a SAM 2.1 checkpoint (official ``.pt``, encoder-only or Hugging Face ``Sam2Model``)."""
+        return load_sam2_component(checkpoint, 'image_encoder')
 
     @staticmethod
     def _build_trunk(cfg: Mapping[str, Any], drop_path_rate: float) -> Hiera:
@@ -312,19 +314,6 @@ class SAM2Hiera(ImageEncoder):
     def blocks(self) -> nn.ModuleList:
         """The trunk's blocks (what the PEFT methods adapt)."""
         return self.trunk.blocks
-
-    @property
-    def with_cp(self) -> bool | str:
-        """Gradient checkpointing of the blocks: setting it sets every block's; reading it
-        gives theirs, or ``'mixed'`` when blocks were set one by one to different values."""
-        return blocks_with_cp(self.blocks)
-
-    @with_cp.setter
-    def with_cp(self, with_cp: bool) -> None:
-        if not isinstance(with_cp, bool):
-            raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
-        for block in self.blocks:
-            block.with_cp = with_cp
 
     @property
     def strides(self) -> tuple[int, ...]:

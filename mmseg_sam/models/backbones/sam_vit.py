@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import MMLogger
 from mmseg.registry import MODELS
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-from ...utils.checkpoint import load_sam_component, load_strict, upgrade_peft_key
-from ..peft import PEFTReport, inject_peft
+from ...utils.checkpoint import load_sam_component, upgrade_peft_key
 from ..sam_modeling import Block, ImageEncoderViT, window_partition, window_unpartition
+from .base import SAMBackboneBase, SAMBackboneBlock
 from .sam_attention import ATTN_IMPLS, SAMAttention, check_attn_impl
 
 __all__ = ['SAMBlock', 'SAMViT', 'SAM_ARCHS', 'WITH_CP_LEVELS', 'check_with_cp', 'image_encoder_kwargs']
@@ -94,12 +93,6 @@ def check_with_cp(with_cp: object) -> bool | str:
     allowed = ', '.join(repr(v) for v in WITH_CP_LEVELS)
     error = ValueError if isinstance(with_cp, str) else TypeError
     raise error(f'with_cp must be one of {allowed}, got {with_cp!r}')
-
-
-def blocks_with_cp(blocks: Sequence[nn.Module]) -> bool | str:
-    """The ``with_cp`` the blocks share, or ``'mixed'`` when they were set to different ones."""
-    levels = {block.with_cp for block in blocks}
-    return levels.pop() if len(levels) == 1 else 'mixed'
 
 
 def merge_arch(
@@ -192,7 +185,7 @@ def _block_attn_impl(attn_impl: str, window_size: int) -> tuple[str, str | None]
     return _AUTO_ATTN_IMPL['windowed' if window_size else 'global']
 
 
-class SAMBlock(Block):
+class SAMBlock(Block, SAMBackboneBlock):
     """segment_anything's ``Block`` with :class:`SAMAttention`, checkpointing and PEFT places.
 
     It takes over the wrapped block's ``norm1``, ``norm2`` and ``mlp``, and its ``attn``
@@ -318,7 +311,7 @@ class SAMBlock(Block):
 
 
 @MODELS.register_module()
-class SAMViT(ImageEncoderViT):
+class SAMViT(SAMBackboneBase, ImageEncoderViT):
     """The image encoder of Segment Anything (ViT with windowed and global attention).
 
     Subclasses segment_anything's ``ImageEncoderViT`` so module names stay SAM's
@@ -370,6 +363,10 @@ class SAMViT(ImageEncoderViT):
             ``docs/memory.md`` says what each costs).
     """
 
+    peft_block_prefix = ''  # the PEFT methods find the blocks at blocks.<i>
+    backbone_places = ('input_prompts', 'side_network')  # run by forward (see there)
+    absent_places: dict[str, str] = {}
+
     def __init__(
         self,
         arch: str | Mapping[str, Any] = 'vit_b',
@@ -398,7 +395,7 @@ class SAMViT(ImageEncoderViT):
             for impl, grad_impl in [_block_attn_impl(attn_impl, block.window_size)]
         )
         self.attn_impl = attn_impl
-        self.with_cp = with_cp  # every block's level (the setter below)
+        self.with_cp = with_cp  # every block's level (SAMBackboneBase.with_cp)
         self.arch_settings = cfg
         self.patch_size = patch_size
         self.size_divisor = patch_size  # inputs must be multiples of it (SAMEncoderDecoder pads test inputs)
@@ -417,22 +414,11 @@ class SAMViT(ImageEncoderViT):
             )
         self.out_indices = out_indices
         self.with_neck = with_neck
-        self.checkpoint = checkpoint  # frozen weights come from here (see SAMCheckpointHook)
         self._register_load_state_dict_pre_hook(self._resize_position_tables)
-
-        if checkpoint is not None:
-            load_strict(self, load_sam_component(checkpoint, 'image_encoder'), source=str(checkpoint))
-            MMLogger.get_current_instance().info(f'SAMViT: loaded image encoder weights from {checkpoint}')
-        self.frozen = frozen
-        if frozen:
-            self.requires_grad_(False)
-        # Backbone-level PEFT places (blocks have their own, see SAMBlock): empty until a method fills them.
-        self.input_prompts: nn.Module | None = (
-            None  # prepare(images, embedding), prompt(i, state) -> (B, h, w, C)
-        )
-        self.side_network: nn.Module | None = None  # reads detached taps, adds to the neck input
         self._register_load_state_dict_pre_hook(_upgrade_legacy_peft_keys)
-        self.peft_report: PEFTReport = inject_peft(self, peft) if peft else PEFTReport()
+        self.input_prompts: nn.Module | None  # prepare(images, embedding), prompt(i, state) -> (B, h, w, C)
+        self.side_network: nn.Module | None  # reads detached taps, adds to the neck input
+        self.setup(checkpoint, frozen, peft)  # load, freeze, empty backbone places, PEFT
         if not with_neck:
             if self.side_network is not None:
                 raise ValueError(
@@ -441,20 +427,16 @@ class SAMViT(ImageEncoderViT):
                 )
             self.neck.requires_grad_(False)  # not run (even a PEFT method's neck parameters): no gradient
 
+    check_with_cp = staticmethod(check_with_cp)
+
+    def load_pretrained(self, checkpoint: str) -> dict[str, torch.Tensor]:
+        """The image encoder of a SAM checkpoint (official, encoder-only or Hugging Face ``SamModel``)."""
+        return load_sam_component(checkpoint, 'image_encoder')
+
     @property
-    def with_cp(self) -> bool | str:
-        """The recomputation level of the blocks (see the class docstring).
-
-        Setting it sets every block's level; reading it gives that level, or ``'mixed'``
-        when blocks were set one by one to different levels.
-        """
-        return blocks_with_cp(self.blocks)
-
-    @with_cp.setter
-    def with_cp(self, with_cp: bool | str) -> None:
-        check_with_cp(with_cp)
-        for block in self.blocks:
-            block.with_cp = with_cp
+    def strides(self) -> tuple[int, ...]:
+        """Strides of the returned maps, in order (every one is at the patch size)."""
+        return (self.patch_size,) * (len(self.out_indices) + self.with_neck)
 
     def _resize_position_tables(self, state_dict: dict[str, torch.Tensor], prefix: str, *args: Any) -> None:
         """Load pre-hook: fit pos_embed / global rel_pos tables saved at another img_size."""

@@ -16,6 +16,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import Registry
 from torch import nn
 
+from ..backbones.base import SAMBackboneBase, SAMBackboneBlock
+
 __all__ = [
     'PEFT_METHODS',
     'BasePEFTMethod',
@@ -189,10 +191,12 @@ def block_pattern(blocks: Sequence[int] | None) -> str:
 def block_prefix(model: nn.Module) -> str:
     """Where a backbone keeps its blocks: ``blocks.<i>`` (SAMViT) or e.g. ``trunk.blocks.<i>``.
 
-    A backbone whose blocks are not top-level ``blocks`` says where with a class
-    attribute ``peft_block_prefix`` (SAM2Hiera: ``'trunk.'``).
+    A :class:`~mmseg_sam.models.backbones.base.SAMBackboneBase` declares it
+    (``peft_block_prefix``; SAM2Hiera: ``'trunk.'``). Any other module (segment_anything's
+    ``ImageEncoderViT``, as the benchmark's reference rows adapt it) is read with SAM's
+    layout: top-level ``blocks``.
     """
-    return getattr(model, 'peft_block_prefix', '')
+    return model.peft_block_prefix if isinstance(model, SAMBackboneBase) else ''
 
 
 def block_index(name: str) -> int:
@@ -204,8 +208,8 @@ def block_index(name: str) -> int:
 
 
 def why_absent(model: nn.Module, place: str) -> str:
-    """``': <reason>'`` when a backbone explains why it lacks a PEFT place (``absent_places``), else ``''``."""
-    why = getattr(model, 'absent_places', {}).get(place)
+    """``': <reason>'`` when a backbone explains why it lacks a PEFT place (its ``absent_places``), else ``''``."""
+    why = model.absent_places.get(place) if isinstance(model, SAMBackboneBase) else None
     return f': {why}' if why else ''
 
 
@@ -214,11 +218,13 @@ def place_path(block: nn.Module, place: str) -> str:
 
     Methods name places by the protocol's names (SAMBlock's: ``attn.qkv``,
     ``attn.proj``, ``mlp.lin1``, ``mlp.lin2``, ``norm1``, ``norm2``, ``attn_adapter``,
-    ...). A block whose modules keep other names, so that its official checkpoint
-    keys stay unchanged, maps protocol names to its own with a class attribute
-    ``place_paths`` (SAM 2's Hiera block: ``{'mlp.lin1': 'mlp.layers.0', ...}``).
+    ...). A :class:`~mmseg_sam.models.backbones.base.SAMBackboneBlock` whose modules keep
+    other names, so that its official checkpoint keys stay unchanged, maps protocol
+    names to its own in ``place_paths`` (SAM 2's Hiera block: ``{'mlp.lin1':
+    'mlp.layers.0', ...}``); any other block (segment_anything's ``Block``) uses the
+    protocol's names.
     """
-    return getattr(block, 'place_paths', {}).get(place, place)
+    return block.place_path(place) if isinstance(block, SAMBackboneBlock) else place
 
 
 def check_blocks_matched(method: str, blocks: Sequence[int] | None, names: Iterable[str], what: str) -> None:
@@ -341,12 +347,41 @@ def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str,
     return report
 
 
+def mergeable_methods() -> dict[str, bool | None]:
+    """Every registered method's ``mergeable`` declaration (test-only ``_`` names left out).
+
+    Returns:
+        dict: method name -> True (the class declares ``mergeable = True``), False, or None
+        where ``mergeable`` is a property of the instance (COBOT: when its host merges).
+    """
+    out = {}
+    for name, cls in sorted(PEFT_METHODS.module_dict.items(), key=lambda kv: kv[0].lower()):
+        if not name.startswith('_'):
+            out[name] = None if isinstance(cls.mergeable, property) else bool(cls.mergeable)
+    return out
+
+
+def mergeable_phrase(mergeable: bool = True) -> str:
+    """The methods that merge (or, ``mergeable=False``, that do not) as docs and tools list them.
+
+    ``'BitFit, DoRA, LoRA, SSF, COBOT on one of those'``: derived from
+    :func:`mergeable_methods`; ``tests/models/test_peft_mergeable.py`` checks every list in
+    the docs and the tools' help against it.
+    """
+    declared = mergeable_methods()
+    names = [name for name, ok in declared.items() if ok is mergeable]
+    names += [f'{name} on one of those' for name, ok in declared.items() if ok is None]
+    return ', '.join(names)
+
+
 def merge_peft(backbone: nn.Module) -> int:
     """Fold every PEFT update of ``backbone`` into its frozen weights, in place.
 
+    Mergeable (``BasePEFTMethod.mergeable``): BitFit, DoRA, LoRA, SSF, COBOT on one of those.
+
     Raises:
-        ValueError: a method of the backbone is not linear in its input (Conv-LoRA,
-            adapters, VPT, SAM-Adapter, LST, COBOT on those), naming it.
+        ValueError: a method of the backbone is not linear in its input (Adapter,
+            AdaptFormer, ConvLoRA, LST, SAMAdapter, VPT, COBOT on one of those), naming it.
 
     Returns:
         int: the number of layers merged.
@@ -358,7 +393,7 @@ def merge_peft(backbone: nn.Module) -> int:
     if refused:
         raise ValueError(
             f'cannot merge {refused}: only methods linear in the layer input merge exactly '
-            '(LoRA, COBOT on LoRA, BitFit, SSF)'
+            f'({mergeable_phrase()})'
         )
     merged = 0
     for module in backbone.modules():

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from sam2.modeling.backbones.hieradet import MultiScaleAttention, do_pool
 from torch import Tensor, nn
 
+from ..backbones.sam2_hiera import MultiScaleAttention, do_pool  # sam2's, imported by the family's module
 from ..backbones.sam_attention import SAMAttention
 from ..sam_modeling import Attention
 from .base import (

@@ -11,6 +11,7 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
+from ..backbones.base import SAMBackboneBase
 from ..peft import collect_aux_losses
 
 __all__ = ['SAMEncoderDecoder']
@@ -75,8 +76,8 @@ class SAMEncoderDecoder(EncoderDecoder):
 
     @property
     def size_divisor(self) -> int:
-        """What the backbone's input sides must be multiples of (its declared ``size_divisor``, else 1)."""
-        return int(getattr(self.backbone, 'size_divisor', 1))
+        """What the backbone's input sides must be multiples of: a SAM backbone's ``size_divisor``, else 1."""
+        return self.backbone.size_divisor if isinstance(self.backbone, SAMBackboneBase) else 1
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: list[dict]) -> Tensor:
         """Scores of ``inputs`` (B, C_in, H, W) as (B, C, H, W), padded to ``size_divisor`` and cropped back."""

@@ -51,8 +51,8 @@ class SAMPromptedEncoderDecoder(SAMEncoderDecoder):
                 f'backbone img_size={img_size} differs from the head image_size={self.decode_head.image_size}: '
                 'the prompt encoder maps prompts into the input SAM sees, set both to the same size'
             )
-        divisor = getattr(self.backbone, 'size_divisor', None)  # SAM2Hiera takes any multiple of it
-        if divisor is not None and self.decode_head.image_size % divisor:
+        divisor = self.size_divisor  # SAM2Hiera takes any multiple of it
+        if self.decode_head.image_size % divisor:
             raise ValueError(
                 f'the head image_size={self.decode_head.image_size} is not a multiple of the backbone '
                 f'size_divisor={divisor}: inputs are padded to image_size, which the backbone must take'
