@@ -48,7 +48,7 @@ of their first piece of work (of those that can still fit), so a long grid is tr
 rather than a later section skipped.
 
 Output: ``gpu_report.json`` and ``gpu_report.md`` under ``--out-dir`` (rewritten after
-every section, so a run that is stopped leaves what it measured), with device, commit,
+every row and section, so a run that is stopped leaves what it measured), with device, commit,
 date and the command. Exit status 1 when a check failed or a section raised (a section
 that raises is recorded with its error and the next one runs); a skipped section or row
 is not a failure.
@@ -255,8 +255,8 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         if result['status'] == 'skipped':
             lines += [result['reason'], '']
-        elif result['status'] == 'partial':
-            lines += [f'partial: {result["reason"]}', '']
+        elif result['status'] in ('partial', 'stopped'):
+            lines += [f'{result["status"]}: {result["reason"]}', '']
         if result.get('rows') or result.get('info'):
             lines += render(result) + ['']
     return '\n'.join(lines)
@@ -391,6 +391,14 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             run.reserve_s = reserve_for([n for n in SECTIONS[i + 1 :] if n in args.sections], run)
             print(f'[{budget.elapsed():.0f} s] {name}', file=sys.stderr, flush=True)
+
+            def progress(section: Section, name: str = name, start: float = start) -> None:
+                stopped = 'stopped before the section ended (the rows so far are kept)'
+                running = dict(section_result(section), status='stopped', reason=stopped)
+                report['sections'][name] = dict(running, seconds=time.perf_counter() - start)
+                write_outputs(report, out_dir)
+
+            run.progress = progress
             try:
                 result = section_result(SECTION_FUNCS[name](run))
             except Exception as err:  # recorded; the next section runs

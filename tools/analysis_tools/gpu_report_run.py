@@ -123,12 +123,15 @@ class Run:
         reserve_s: seconds the running section leaves to the sections after it (the
             estimated first piece of work of each that can still fit), so that a long grid
             is trimmed rather than a later section skipped.
+        progress: called with the running section after each of its rows (the report
+            writes its files then, so that a run that is stopped keeps its rows).
     """
 
     setup: Setup
     budget: Budget
     costs: CostModel
     reserve_s: float = 0.0
+    progress: Callable[['Section'], None] | None = None
 
     def skip_reason(self, kind: str, units: float = 1.0) -> str | None:
         """None when a piece of work of ``kind`` fits what is left of the budget, else why it is skipped."""
@@ -186,6 +189,8 @@ class Section:
             finally:
                 release_memory()
         print(f'[{run.budget.elapsed():.0f} s]   {row_name(key)}: {reason}', file=sys.stderr, flush=True)
+        if run.progress is not None:
+            run.progress(self)
 
 
 def row_name(key: Mapping[str, Any]) -> str:
