@@ -24,7 +24,15 @@ from ...utils.checkpoint import load_strict
 if TYPE_CHECKING:
     from ..peft import PEFTReport
 
-__all__ = ['BACKBONE_PLACES', 'BLOCK_PLACES', 'SAMBackboneBase', 'SAMBackboneBlock', 'blocks_with_cp']
+__all__ = [
+    'BACKBONE_CONTRACT',
+    'BACKBONE_PLACES',
+    'BLOCK_CONTRACT',
+    'BLOCK_PLACES',
+    'SAMBackboneBase',
+    'SAMBackboneBlock',
+    'blocks_with_cp',
+]
 
 # Backbone-level PEFT places the methods know: prompts added to block inputs (SAM-Adapter)
 # and a side network whose output joins the neck input (LST). A family offers each one
@@ -35,7 +43,7 @@ BACKBONE_PLACES = ('input_prompts', 'side_network')
 BLOCK_PLACES = ('attn_adapter', 'mlp_adapter', 'mlp_parallel')
 # Contract attributes a backbone has once constructed (class attributes, properties or
 # attributes set in ``__init__``), in the order they are reported when missing.
-_BACKBONE_CONTRACT = (
+BACKBONE_CONTRACT = (
     'blocks',
     'peft_block_prefix',
     'backbone_places',
@@ -46,7 +54,7 @@ _BACKBONE_CONTRACT = (
     'embed_dims',
     'out_channels',
 )
-_BLOCK_CONTRACT = ('place_paths', 'with_cp', 'window_size', *BLOCK_PLACES)
+BLOCK_CONTRACT = ('place_paths', 'with_cp', 'window_size', *BLOCK_PLACES)
 
 
 def blocks_with_cp(blocks: Sequence[nn.Module]) -> bool | str:
@@ -155,7 +163,21 @@ class SAMBackboneBase(nn.Module):
     def check_contract(self) -> None:
         """Raise ``TypeError`` naming every contract attribute the backbone or its blocks lack."""
         name = type(self).__name__
-        missing = _missing(self, _BACKBONE_CONTRACT)
+        for i, block in enumerate(
+            self.blocks if hasattr(self, 'blocks') else ()
+        ):  # first: with_cp reads them
+            where = f'blocks.{i} ({type(block).__name__})'
+            if not isinstance(block, SAMBackboneBlock):
+                raise TypeError(f'{name} block {where} is not a SAMBackboneBlock')
+            missing = _missing(block, BLOCK_CONTRACT)
+            if missing:
+                raise TypeError(
+                    f'{name} block {where} does not declare the block contract attributes {missing}'
+                )
+            unresolved = [path for path in block.place_paths.values() if not _has_submodule(block, path)]
+            if unresolved:
+                raise TypeError(f'{name} block {where} place_paths name no sub-module: {unresolved}')
+        missing = _missing(self, BACKBONE_CONTRACT)
         if type(self).check_with_cp is SAMBackboneBase.check_with_cp:
             missing.append('check_with_cp')
         if type(self).load_pretrained is SAMBackboneBase.load_pretrained:
@@ -165,18 +187,6 @@ class SAMBackboneBase(nn.Module):
                 f'{name} does not declare the backbone contract attributes {missing} '
                 '(see mmseg_sam.models.backbones.base.SAMBackboneBase)'
             )
-        for i, block in enumerate(self.blocks):
-            where = f'{self.peft_block_prefix}blocks.{i} ({type(block).__name__})'
-            if not isinstance(block, SAMBackboneBlock):
-                raise TypeError(f'{name} block {where} is not a SAMBackboneBlock')
-            missing = _missing(block, _BLOCK_CONTRACT)
-            if missing:
-                raise TypeError(
-                    f'{name} block {where} does not declare the block contract attributes {missing}'
-                )
-            unresolved = [path for path in block.place_paths.values() if not _has_submodule(block, path)]
-            if unresolved:
-                raise TypeError(f'{name} block {where} place_paths name no sub-module: {unresolved}')
         offered, absent = set(self.backbone_places), set(self.absent_places)
         unknown = sorted((offered | absent) - set(BACKBONE_PLACES))
         both = sorted(offered & absent)

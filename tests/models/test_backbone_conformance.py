@@ -1,0 +1,269 @@
+"""Every registered backbone family x every PEFT preset: the contract of SAMBackboneBase, checked alike.
+
+A family is a registered subclass of :class:`SAMBackboneBase`; it passes this file with its
+tiny fixture in :data:`FAMILIES` (docs/adding_a_backbone.md). Per family and preset (the
+preset's ``tiny`` settings): it builds, or the method refuses it naming a place the family
+declares absent and the family's reason; outputs have the declared ``strides`` on square and
+non-square inputs; a training step gives every trainable parameter a gradient and no frozen
+one; the state dict round-trips strictly; a mergeable report merges exactly and any other
+is refused.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from mmseg.registry import MODELS
+from torch import nn
+
+from mmseg_sam.models.backbones import SAM2Hiera, SAMViT
+from mmseg_sam.models.backbones.base import (
+    BACKBONE_CONTRACT,
+    BACKBONE_PLACES,
+    BLOCK_CONTRACT,
+    SAMBackboneBase,
+    SAMBackboneBlock,
+)
+from mmseg_sam.models.peft import PEFTLayerMixin, collect_aux_losses, merge_peft
+from mmseg_sam.models.peft.presets import PRESETS
+
+from ..conftest import TINY_ARCH, TINY_IMG
+from .sam2_fixtures import TINY_SAM2_ARCH
+
+
+@dataclass(frozen=True)
+class Family:
+    """A backbone family's tiny fixture: how to build it and the input sizes it takes."""
+
+    build: Callable[..., SAMBackboneBase]
+    sizes: tuple[tuple[int, int], ...]
+
+
+FAMILIES: dict[str, Family] = {
+    'SAMViT': Family(lambda **kw: SAMViT(arch=TINY_ARCH, img_size=TINY_IMG, **kw), ((64, 64), (48, 80))),
+    'SAM2Hiera': Family(lambda **kw: SAM2Hiera(arch=TINY_SAM2_ARCH, **kw), ((64, 64), (64, 96))),
+}
+
+
+def _preset_id(item: Any) -> str:
+    return getattr(item, 'key', None) or item.name
+
+
+def _build(family: str, settings: dict[str, Any], seed: int = 0) -> SAMBackboneBase | None:
+    """The family with a preset's settings, or None after checking that the method refused it for a declared reason."""
+    torch.manual_seed(seed)
+    build = FAMILIES[family].build
+    absent = dict(MODELS.get(family).absent_places)
+    try:
+        return build(**settings)
+    except ValueError as err:
+        if not absent:
+            raise
+        message = str(err)
+        named = [place for place in absent if place in message and absent[place] in message]
+        if not named:
+            raise AssertionError(
+                f'{family} refused {settings} without naming an absent place and its reason: {message}'
+            ) from err
+        return None
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with collect_aux_losses() as aux:
+        outs = model(x)
+    return outs, aux
+
+
+def test_every_registered_family_has_a_fixture():
+    registered = {
+        name
+        for name, cls in MODELS.module_dict.items()
+        if isinstance(cls, type) and issubclass(cls, SAMBackboneBase)
+    }
+    assert registered == set(FAMILIES), (
+        'a registered SAMBackboneBase family needs its tiny fixture in FAMILIES'
+    )
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+@pytest.mark.parametrize('item', PRESETS, ids=_preset_id)
+def test_family_conforms_under_preset(family, item):
+    model = _build(family, dict(item.tiny))
+    if model is None:
+        return  # refused for a reason the family declares (checked in _build)
+    assert isinstance(model, SAMBackboneBase)
+    assert set(model.backbone_places) | set(model.absent_places) == set(BACKBONE_PLACES)
+
+    # forward shapes, square and non-square, at the declared strides
+    model.eval()
+    for h, w in FAMILIES[family].sizes:
+        assert h % model.size_divisor == 0 and w % model.size_divisor == 0
+        with torch.no_grad():
+            outs, _ = _outputs(model, torch.randn(1, 3, h, w))
+        assert len(outs) == len(model.strides)
+        for out, stride in zip(outs, model.strides, strict=True):
+            assert out.shape == (1, model.out_channels, h // stride, w // stride)
+
+    # a training step: every trainable parameter gets a gradient, no frozen one does
+    model.train()
+    x = torch.randn(2, 3, *FAMILIES[family].sizes[0])
+    outs, aux = _outputs(model, x)
+    loss = sum(o.float().square().mean() for o in outs) + sum(aux.values())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = set(trainable)
+    if trainable:
+        loss.backward()
+    for name, module in model.named_modules():
+        if isinstance(module, PEFTLayerMixin):
+            expected -= {f'{name}.{p}' for p in module.conditional_parameters()}
+    grads = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert expected <= grads, f'trainable without a gradient: {sorted(expected - grads)}'
+    assert grads <= trainable, f'frozen with a gradient: {sorted(grads - trainable)}'
+    assert (
+        sorted(trainable) == sorted(n for names in model.peft_report.parameter_names.values() for n in names)
+        or not model.frozen
+    )
+
+    # strict round trip into a fresh build with other random weights
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():  # non-zero PEFT updates, or the comparisons are vacuous
+            p.add_(torch.randn_like(p) * 0.05)
+    clone = _build(family, dict(item.tiny), seed=1).eval()
+    clone.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 3, *FAMILIES[family].sizes[-1])
+    with torch.no_grad():
+        before, _ = _outputs(model, x)
+        for a, b in zip(before, _outputs(clone, x)[0], strict=True):
+            torch.testing.assert_close(a, b)
+
+    # merge where every method is mergeable, a refusal naming the others
+    report = model.peft_report
+    if not report.trainable:
+        with pytest.raises(ValueError, match='no PEFT method to merge'):
+            merge_peft(model)
+    elif all(report.mergeable.values()):
+        merge_peft(model)
+        with torch.no_grad():
+            for a, b in zip(before, _outputs(model, x)[0], strict=True):
+                torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    else:
+        refused = [name for name, ok in report.mergeable.items() if not ok]
+        with pytest.raises(
+            ValueError, match=f'cannot merge {refused!r}'.replace('[', r'\[').replace(']', r'\]')
+        ):
+            merge_peft(model)
+
+
+# ----------------------------------------------------------------------------- the contract itself
+class _ToyBlock(nn.Module, SAMBackboneBlock):
+    def __init__(self, omit: str) -> None:
+        super().__init__()
+        self.attn = nn.Identity()
+        values = dict(
+            with_cp=False,
+            window_size=0,
+            attn_adapter=nn.Identity(),
+            mlp_adapter=nn.Identity(),
+            mlp_parallel=None,
+        )
+        for name, value in values.items():
+            if name != omit:
+                setattr(self, name, value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class _ToyFamily(SAMBackboneBase):
+    """A third family in a few lines: declares the contract except ``omit`` (everything when '')."""
+
+    def __init__(self, omit: str = '', call_setup: bool = True, absent: dict | None = None) -> None:
+        super().__init__()
+        values = dict(
+            blocks=nn.ModuleList([_ToyBlock(omit)]),
+            peft_block_prefix='',
+            backbone_places=(),
+            absent_places=dict.fromkeys(BACKBONE_PLACES, 'a toy') if absent is None else absent,
+            size_divisor=1,
+            strides=(1,),
+            embed_dims=4,
+            out_channels=4,
+        )
+        for name, value in values.items():
+            if name != omit:
+                setattr(self, name, value)
+        if call_setup:
+            self.setup(None, True, None)
+
+    check_with_cp = staticmethod(lambda with_cp: with_cp)
+
+    def load_pretrained(self, checkpoint: str) -> dict[str, torch.Tensor]:
+        return {}
+
+
+def test_a_family_declaring_the_contract_builds():
+    model = _ToyFamily()
+    assert model.with_cp is False and model.peft_report.total == 0
+
+
+@pytest.mark.parametrize('name', [n for n in BACKBONE_CONTRACT if n != 'with_cp'])
+def test_a_family_omitting_a_contract_attribute_fails_at_construction_naming_it(name):
+    with pytest.raises(
+        TypeError, match=rf"_ToyFamily does not declare the backbone contract attributes \[.*'{name}'"
+    ):
+        _ToyFamily(omit=name)
+
+
+@pytest.mark.parametrize('name', [n for n in BLOCK_CONTRACT if n != 'place_paths'])
+def test_a_block_omitting_a_contract_attribute_fails_at_construction_naming_it(name):
+    with pytest.raises(
+        TypeError,
+        match=rf"blocks.0 \(_ToyBlock\) does not declare the block contract attributes \['{name}'\]",
+    ):
+        _ToyFamily(omit=name)
+
+
+def test_a_family_without_its_methods_or_setup_fails_at_construction():
+    class NoMethods(_ToyFamily):
+        check_with_cp = SAMBackboneBase.check_with_cp
+        load_pretrained = SAMBackboneBase.load_pretrained
+
+    with pytest.raises(TypeError, match=r"attributes \['check_with_cp', 'load_pretrained'\]"):
+        NoMethods()
+    with pytest.raises(
+        TypeError, match=r'_ToyFamily.__init__ must call self.setup\(checkpoint, frozen, peft\)'
+    ):
+        _ToyFamily(call_setup=False)
+
+    class Sub(_ToyFamily):  # a subclass without its own __init__ is checked too
+        pass
+
+    with pytest.raises(TypeError, match=r'Sub.__init__ must call self.setup'):
+        Sub(call_setup=False)
+
+
+def test_backbone_places_must_be_accounted_for():
+    with pytest.raises(TypeError, match=r"in neither \['side_network'\]"):
+        _ToyFamily(absent={'input_prompts': 'a toy'})
+    with pytest.raises(TypeError, match=r"unknown \['input_promts'\]"):
+        _ToyFamily(absent={'input_promts': 'a typo', 'input_prompts': 'x', 'side_network': 'y'})
+
+
+def test_place_paths_must_name_sub_modules():
+    class Misspelt(_ToyBlock):
+        place_paths = {'mlp.lin1': 'mlp.layer.0'}
+
+    class Family(_ToyFamily):
+        def __init__(self) -> None:
+            nn.Module.__init__(self)
+            self.blocks = nn.ModuleList([Misspelt('')])
+            self.peft_block_prefix, self.backbone_places = '', ()
+            self.absent_places = dict.fromkeys(BACKBONE_PLACES, 'a toy')
+            self.size_divisor, self.strides, self.embed_dims, self.out_channels = 1, (1,), 4, 4
+            self.setup(None, True, None)
+
+    with pytest.raises(TypeError, match=r"place_paths name no sub-module: \['mlp.layer.0'\]"):
+        Family()
