@@ -68,7 +68,7 @@ def test_correctness_trains_the_presets_in_bf16_and_fp16(full_run):
 @pytest.mark.slow
 def test_one_iteration_in_fp16_and_a_frozen_parameter_that_changed(tmp_path):
     """fp16 through tools/train.py (the full run may trim it); a changed frozen tensor fails the check."""
-    item = preset('LoRA (r 4, q v)')
+    item = preset(gr.bm.LORA)
     data = tmp_path / 'data'
     start = gr.checks.start_weights(item, data, tmp_path / 'start')
     train_main = gr.checks.load_train_main()

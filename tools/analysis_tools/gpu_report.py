@@ -12,7 +12,8 @@ whether the project is correct on the device; the measurements then trim rows to
    cuDNN, math: read from ``torch.profiler``) in training (the folded form) and in
    inference; and a check that the fused path matches segment_anything's eager
    attention on the same weights: ``max |fused - eager| / max |eager|`` of the block's
-   output and input gradient within :data:`PARITY_TOL`.
+   output and input gradient within ``gpu_report_checks.PARITY_TOL`` (0.03 in bf16, 0.01
+   in fp16).
 2. ``correctness``: one iteration of ``tools/train.py --amp`` (bf16 and fp16) for every
    preset of ``mmseg_sam.models.peft.presets`` on a small SAM (the demo's small
    architecture, 32x32 synthetic data): the loss is finite, and from the starting weights
@@ -31,8 +32,8 @@ whether the project is correct on the device; the measurements then trim rows to
    ``--warmup``, images/s, next to segment_anything's encoder with the same LoRA, and
    SAM 2.1 Hiera-B+ with LoRA and Conv-LoRA.
 
-``--tiny`` swaps in the demo's small SAM and mini Hiera at 32x32 everywhere, so that the
-whole script runs on a CPU in seconds (the test suite runs it).
+``--tiny`` swaps in the demo's small SAM and mini Hiera at 32x32 everywhere (and one batch,
+2), so that every line of the script runs on a CPU within a minute (the test suite runs it).
 
 The checks are in ``gpu_report_checks.py``, the measurements in
 ``gpu_report_measurements.py``, the budget and what every section gets in
@@ -43,13 +44,13 @@ grid row, the launcher run) its cost is estimated, and the piece is skipped, wit
 reason recorded, when the estimate exceeds what is left of ``--budget-s``. An estimate is
 the prior of :data:`PRIOR_S` for that kind of work (seconds per image of the batch) until
 one piece of the kind has run, then the mean measured seconds per image of the kind times
-1.2 (or the slowest measured, if more) times the images. Each section leaves the sections after it the estimated cost
-of their first piece of work (of those that can still fit), so a long grid is trimmed
-rather than a later section skipped.
+1.2 (or the slowest measured, if more) times the images. Each section keeps for the
+sections after it 1.2 times the estimated cost of their first piece of work (of those that
+can still fit), so a long grid is trimmed rather than a later section skipped.
 
 Output: ``gpu_report.json`` and ``gpu_report.md`` under ``--out-dir`` (rewritten after
-every row and section, so a run that is stopped leaves what it measured), with device, commit,
-date and the command. Exit status 1 when a check failed or a section raised (a section
+every row, so a run that is stopped leaves what it measured), with device, commit, date and
+the command. Exit status 1 when a check failed or a section raised (a section
 that raises is recorded with its error and the next one runs); a skipped section or row
 is not a failure.
 """
