@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 MMCV_VERSION ?= 2.1.0
 SAM2_VERSION ?= 1.1.0
 
-.PHONY: setup demo test lint format clean-venv gpu-report
+.PHONY: setup demo test test-fast lint format clean-venv gpu-report
 
 setup: $(VENV)/.stamp-package
 
@@ -44,6 +44,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+# Every unit test, none marked slow (no subprocess, no tools/train.py run, no ViT-B-sized
+# model): the tier to run while working; `make test` runs everything.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow"
 
 # On a GPU machine, the first command to run: environment, correctness, memory and speed
 # within a wall-time budget (--budget-s, default 420 s), written to work_dirs/gpu_report/.

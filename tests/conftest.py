@@ -4,8 +4,11 @@ and checkpoints in the official formats."""
 import copy
 import importlib
 import importlib.util
+import math
+import re
 import sys
 import types
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -146,17 +149,48 @@ def tiny_model_cfg(model: dict, img_size: int | None = TINY_IMG) -> dict:
 
 
 REPO = Path(__file__).resolve().parents[1]
+"""The repository root: every test reads files and runs tools relative to it."""
+
+
+def load_tool(path: str | Path, name: str | None = None) -> types.ModuleType:
+    """A tool's script (``tools/...``, relative to the repository) imported as a fresh module.
+
+    The module is registered in ``sys.modules`` under ``name`` (default ``tool_<stem>``), as
+    dataclasses and pickle look a class's module up there.
+
+    Args:
+        path: the script, relative to :data:`REPO` (or absolute).
+        name: the module's name.
+    """
+    path = REPO / path
+    name = name or f'tool_{path.stem}'
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def fast_sample(values: list, group: Any) -> list:
+    """``values`` as pytest parameters: the first of each ``group(value)`` runs in the fast tier,
+    the others are marked ``slow`` (``make test`` runs them all)."""
+    seen = set()
+    params = []
+    for value in values:
+        key = group(value)
+        params.append(pytest.param(value, marks=() if key not in seen else pytest.mark.slow))
+        seen.add(key)
+    return params
 
 
 def run_tool(path: str, *argv: Any) -> int:
     """Run a tool's ``main(argv)`` in-process, as ``python <path> argv...`` would; returns its status."""
-    spec = importlib.util.spec_from_file_location(f'tool_{Path(path).stem}', REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main([str(a) for a in argv])
+    return load_tool(path).main([str(a) for a in argv])
 
 
-def write_train_config(path: Path, base: str, data_root: Path, model: str, iters: int = 1) -> Path:
+def write_train_config(
+    path: Path, base: str, data_root: Path, model: str, iters: int = 1, load_from: Path | None = None
+) -> Path:
     """A config over ``base`` that trains ``iters`` iterations on 64x64 demo data at ``data_root``.
 
     Args:
@@ -165,8 +199,10 @@ def write_train_config(path: Path, base: str, data_root: Path, model: str, iters
         data_root: data in the demo generator's layout.
         model: the body of the config's ``model = dict(...)`` (its overrides of the base's).
         iters: iterations; one checkpoint is written at the last.
+        load_from: the weights to start from (:func:`save_start_weights`), or None.
     """
     path.write_text(f"""
+load_from = {load_from and str(load_from)!r}
 _base_ = [{str(REPO / base)!r}]
 data_root = {str(data_root)!r}
 model = dict(data_preprocessor=dict(size=(64, 64)), {model})
@@ -183,9 +219,85 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={iters}))
     return path
 
 
+@dataclass
+class StartWeights:
+    """A model saved as a training run's ``load_from``: what :func:`assert_trained` compares with.
+
+    Attributes:
+        path: the saved ``dict(state_dict=...)``.
+        values: every parameter's value, by name.
+        trainable: names of the parameters that train.
+        method: the trainable backbone parameters (the PEFT method's, or all under full fine-tuning).
+    """
+
+    path: Path
+    values: dict[str, torch.Tensor]
+    trainable: set[str]
+    method: set[str]
+
+
+def save_start_weights(config: Path, path: Path) -> StartWeights:
+    """Build the model of ``config`` (seed 0) and save it to ``path`` for its ``load_from``.
+
+    Zero-initialised trainable tensors (LoRA's B, adapters' up-projections) get noise first,
+    so that every trainable tensor upstream of them gets a gradient in the first step.
+    """
+    from mmengine.config import Config
+
+    torch.manual_seed(0)
+    model = MODELS.build(Config.fromfile(str(config)).model)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and not p.any():
+                p.add_(0.05 * torch.randn_like(p))
+    torch.save(dict(state_dict=model.state_dict()), path)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return StartWeights(
+        path=path,
+        values={n: p.detach().clone() for n, p in model.named_parameters()},
+        trainable=trainable,
+        method={n for n in trainable if n.startswith('backbone.')},
+    )
+
+
+def assert_trained(work_dir: Path, start: StartWeights, iters: int = 1) -> None:
+    """What a ``tools/train.py`` run from ``start`` into ``work_dir`` must have done.
+
+    Every logged loss is finite; the checkpoint of iteration ``iters`` holds the trainable
+    parameters, and no frozen one where the frozen weights come from a SAM checkpoint
+    (``SAMCheckpointHook``); a frozen parameter it holds is unchanged; trainable tensors
+    changed, the method's among them when it has any.
+    """
+    logs = sorted(work_dir.glob('*/*.log'))
+    assert logs, f'no training log under {work_dir}'
+    losses = [float(v) for v in re.findall(r'Iter\(train\).*?\sloss: (\S+)', logs[-1].read_text())]
+    assert losses and all(math.isfinite(v) for v in losses), f'logged losses {losses}'
+    checkpoint = torch.load(work_dir / f'iter_{iters}.pth', map_location='cpu', weights_only=False)
+    state = checkpoint['state_dict']
+    missing = start.trainable - set(state)
+    assert not missing, f'trainable parameters not saved: {sorted(missing)[:5]}'
+    if checkpoint.get('meta', {}).get('mmseg_sam', {}).get('sam_checkpoints'):  # frozen weights come from SAM
+        extra = set(state) & set(start.values) - start.trainable
+        assert not extra, f'frozen parameters saved in a trainable-only checkpoint: {sorted(extra)[:5]}'
+    changed = {n for n, v in start.values.items() if n in state and not torch.equal(state[n], v)}
+    frozen_changed = changed - start.trainable
+    assert not frozen_changed, f'frozen parameters changed: {sorted(frozen_changed)[:5]}'
+    assert changed, 'no trainable parameter changed'
+    assert bool(changed & start.method) == bool(start.method), (
+        f'the method has {len(start.method)} tensors, {len(changed & start.method)} changed'
+    )
+
+
 def tiny_segmentor(sam_checkpoint: str | Path | None = None, **backbone: Any) -> nn.Module:
     """The model of :func:`tiny_segmentor_cfg`, built."""
     return MODELS.build(tiny_segmentor_cfg(sam_checkpoint, **backbone))
+
+
+def tiny_vit(arch: dict, peft: dict | None = None, checkpoint: str | Path | None = None) -> nn.Module:
+    """A ``SAMViT`` on ``arch`` at the tiny input size, with ``peft`` injected, in eval mode."""
+    from mmseg_sam.models.backbones import SAMViT
+
+    return SAMViT(arch=arch, img_size=TINY_IMG, peft=peft, checkpoint=checkpoint).eval()
 
 
 def tiny_batch(n: int = 2) -> tuple[torch.Tensor, list[SegDataSample]]:

@@ -14,9 +14,8 @@ from torch import nn
 
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.engine import PortableAmpOptimWrapper
+from tests.conftest import REPO
 from tests.tools.test_resume import write_config
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
@@ -59,6 +58,7 @@ def data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
 def test_train_tool_under_autocast_keeps_losses_finite(tmp_path, data, sam_checkpoint, dtype):
     cfg = write_config(tmp_path, data, sam_checkpoint)  # Conv-LoRA (noisy gate) + LoRA with dropout

@@ -8,7 +8,6 @@ binary recipe says and with the README's own config.
 """
 
 import contextlib
-import importlib.util
 import io
 import logging
 import os
@@ -32,8 +31,8 @@ from mmseg.structures import SegDataSample
 from mmseg_sam.datasets import CheckedSegDataset, generate_synthetic_dataset
 from mmseg_sam.engine import PortableAmpOptimWrapper
 from mmseg_sam.engine.hooks import SAMCheckpointHook, check_head_fits_dataset
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
-from tests.user_data import REPO, write_configs, write_user_data
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, load_tool
+from tests.user_data import write_configs, write_user_data
 
 
 class _RunsCode:
@@ -245,13 +244,6 @@ def _binary_head_on_multiclass_dataset(ctx):
 # --- a user's own data, through the real tools ----------------------------------------
 
 
-def _load_tool(path: str):
-    spec = importlib.util.spec_from_file_location(f'tool_{Path(path).stem}', REPO / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class ToolFailed(Exception):
     """A tool's ``main`` returned a non-zero status; the message is what it printed to stderr."""
 
@@ -260,7 +252,7 @@ def _tool(path: str, *argv) -> None:
     """Run a tool's ``main`` in-process; a non-zero return raises :class:`ToolFailed` with its stderr."""
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        status = _load_tool(path).main([str(a) for a in argv])
+        status = load_tool(path).main([str(a) for a in argv])
     if status:
         raise ToolFailed(stderr.getvalue())
 
@@ -708,6 +700,7 @@ def test_the_table_is_large_and_its_ids_unique():
     assert len(ids) >= 20 and len(set(ids)) == len(ids)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(('action', 'error', 'pattern'), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_fails_with_a_clear_error(
     action, error, pattern, tmp_path, sam_checkpoint, multiclass, trained

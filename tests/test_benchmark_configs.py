@@ -7,7 +7,6 @@ benchmarks, written out from the specs) and the PEFT presets of the package (the
 """
 
 import copy
-import importlib.util
 import json
 import math
 import re
@@ -26,17 +25,12 @@ from mmseg.utils import register_all_modules
 
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.peft.presets import grid_presets
-from tests.conftest import TINY_ARCH, TINY_HEAD, tiny_model_cfg
+from tests.conftest import REPO, TINY_ARCH, TINY_HEAD, fast_sample, load_tool, tiny_model_cfg
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
 BENCHMARK_BASES = sorted((REPO / 'configs/_base_/benchmarks').glob('*.py'))
 
-_spec = importlib.util.spec_from_file_location(
-    'download_sam_checkpoint', REPO / 'tools/download_sam_checkpoint.py'
-)
-_download = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_download)
+_download = load_tool('tools/download_sam_checkpoint.py', 'download_sam_checkpoint')
 SAM_CHECKPOINTS = _download.SAM_CHECKPOINTS
 
 
@@ -155,6 +149,7 @@ def test_grid_is_complete():
     assert {p.name for p in BENCHMARK_BASES} == {f'{b.base}_1024x1024.py' for b in all_benchmarks}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', BENCHMARK_BASES, ids=lambda p: p.name)
 def test_benchmark_base_schedule(path):
     by_base = {b.base: b for b in {**BENCHMARKS, **EXTRA_BENCHMARKS}.values()}
@@ -164,6 +159,7 @@ def test_benchmark_base_schedule(path):
     assert cfg.model.backbone.get('peft') is None  # decoder-only until a method config adds one
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', GRID_CONFIGS, ids=lambda p: f'{p.parent.name}/{p.name}')
 def test_grid_config_trains_as_the_reference(path):
     method, epochs, bench_name = _parse(path)
@@ -183,6 +179,7 @@ def test_grid_config_trains_as_the_reference(path):
     assert re.findall(r"_base_ = \['(.*)'\]", text) == [f'../_base_/benchmarks/{bench.base}_1024x1024.py']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('size', ['l', 'h'])
 @pytest.mark.parametrize('head', ['binary', 'maskcls', 'multiclass'])
 def test_model_bases_differ_from_vit_b_by_encoder_and_checkpoint(size, head):
@@ -266,7 +263,10 @@ def _train_step(model_cfg: dict, optim_cfg: dict, lr_mult: float | None) -> set[
     return {k for k in losses if 'loss' in k}
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: f'{p.parent.name}/{p.name}')
+# one config per folder in the fast tier
+@pytest.mark.parametrize(
+    'path', fast_sample(CONFIGS, lambda p: p.parent), ids=lambda p: f'{p.parent.name}/{p.name}'
+)
 def test_config_trains_one_step(path):
     """Each config's model (tiny encoder) runs a training step; one build per distinct model."""
     cfg = _load(path)

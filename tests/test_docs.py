@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.user_data import RECIPE_NAME
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = [
     REPO / 'README.md',
     *sorted((REPO / 'docs').glob('*.md')),
@@ -120,6 +120,7 @@ def test_the_docs_have_commands():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('doc, cmd', sorted(COMMANDS))
 def test_documented_command_is_valid(doc, cmd):
     tokens = shlex.split(cmd)
@@ -146,6 +147,7 @@ def test_documented_command_is_valid(doc, cmd):
     assert not missing, f'{doc}: {cmd}: {script} has no option {sorted(missing)}'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cmd', RUN)
 def test_quick_command_runs(cmd, tmp_path):
     (tmp_path / 'tools').symlink_to(REPO / 'tools')

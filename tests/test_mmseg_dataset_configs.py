@@ -21,9 +21,8 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from mmseg_sam.models.peft.base import PEFT_METHODS
-from tests.conftest import tiny_model_cfg
+from tests.conftest import REPO, tiny_model_cfg
 
-REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ('mmseg_datasets', 'upernet')
 CONFIGS = sorted(p for folder in FOLDERS for p in (REPO / 'configs' / folder).glob('*.py'))
 VIT_B = [p for p in CONFIGS if p.name.startswith('sam-vit-b')]
@@ -147,6 +146,7 @@ def test_every_dataset_has_a_layout():
     assert {dataset_of(p) for p in CONFIGS} == set(LAYOUTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', VIT_H, ids=lambda p: p.name)
 def test_vit_h_config_is_its_vit_b_config_with_another_encoder(path):
     """Once the tiny SAM is swapped in, nothing but the encoder tells a ViT-H config from its ViT-B one."""
@@ -159,6 +159,7 @@ def test_vit_h_config_is_its_vit_b_config_with_another_encoder(path):
     assert h.to_dict() == b.to_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', [p for p in VIT_B if p != ADE20K_MASKCLS], ids=lambda p: p.name)
 def test_config_trains_and_tests_on_its_mmseg_layout(path, data_roots, tmp_path, no_yapf):
     cfg = tiny_run_cfg(path, data_roots[dataset_of(path)], tmp_path)
@@ -175,6 +176,7 @@ def test_config_trains_and_tests_on_its_mmseg_layout(path, data_roots, tmp_path,
     assert model.decode_head.num_classes == len(runner.test_dataloader.dataset.metainfo['classes'])
 
 
+@pytest.mark.slow
 def test_ade20k_mask_classification_slide_test_with_tools_test(data_roots, tmp_path, no_yapf):
     """tools/test.py on the ADE20K mask-classification config: slide mode, a 150-class IoU table."""
     cfg = tiny_run_cfg(ADE20K_MASKCLS, data_roots['ade20k'], tmp_path / 'train')

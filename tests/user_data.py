@@ -12,9 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.conftest import REPO, TINY_ARCH, TINY_HEAD, TINY_IMG
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPE_NAME = 'configs/my_project/sam-vit-b_lora-qv-r4_my-data-1024x1024.py'
 
 

@@ -7,7 +7,6 @@ returns the class-index labels the converter must produce.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from mmseg_sam.datasets.trans10k import TRANS10K_V2_METAINFO
+from tests.conftest import load_tool
 
-REPO = Path(__file__).resolve().parents[2]
 SIZE = (40, 56)  # (H, W), non-square so a swapped width and height shows
 
 _Labels = dict[str, dict[str, np.ndarray]]  # split -> name -> expected (H, W) class indices
@@ -54,12 +53,7 @@ def load_converter(name: str) -> ModuleType:
     """Import ``tools/dataset_converters/<name>.py`` (registered in sys.modules so it pickles)."""
     module_name = f'dataset_converter_{name}'
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            module_name, REPO / f'tools/dataset_converters/{name}.py'
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        load_tool(f'tools/dataset_converters/{name}.py', module_name)
     return sys.modules[module_name]
 
 

@@ -16,9 +16,9 @@ from mmseg.registry import DATASETS, TRANSFORMS
 from PIL import Image
 
 from mmseg_sam.datasets import BinaryForegroundDataset, LoadBinaryAnnotations
+from tests.conftest import REPO
 from tests.datasets.fake_releases import (
     RELEASES,
-    REPO,
     blob,
     build_and_convert,
     load_converter,

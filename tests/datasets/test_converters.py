@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from mmseg_sam.datasets import converters
+from tests.conftest import REPO
 from tests.datasets.fake_releases import (
     RELEASES,
-    REPO,
     SIZE,
     blob,
     build_and_convert,
@@ -88,6 +88,7 @@ def test_trans10k_v2_reads_palette_colour_and_grey_masks(converted):
             assert len(np.unique(label)) == 3 and label.max() <= 11
 
 
+@pytest.mark.slow
 def test_cli_runs_as_a_script_and_refuses_to_overwrite(tmp_path):
     """One real subprocess (python tools/dataset_converters/kvasir_seg.py ...), then main() in-process."""
     release = RELEASES['kvasir_seg'](tmp_path / 'Kvasir-SEG')

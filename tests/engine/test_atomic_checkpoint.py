@@ -23,8 +23,7 @@ from torch.utils.data import DataLoader
 from mmseg_sam.engine.fileio import atomic_local_backend
 from mmseg_sam.engine.fileio.atomic_local_backend import atomic_write, remove_stale_temp_files
 from mmseg_sam.engine.hooks import AtomicCheckpointWritesHook
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 def _fail_after(monkeypatch, nbytes: int, calls_before: int = 0) -> list:
@@ -74,6 +73,7 @@ def test_a_write_failing_half_way_keeps_the_previous_checkpoint(tmp_path, monkey
     assert _temp_files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_writer_killed_mid_write_leaves_the_target_intact(tmp_path):
     path = tmp_path / 'iter_4.pth'
     torch.save({'state_dict': {'w': torch.ones(3)}}, path)

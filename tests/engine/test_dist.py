@@ -25,7 +25,7 @@ from mmseg_sam.models.peft import ConvLoRALinear
 from mmseg_sam.models.peft.presets import PRESETS, method_types
 from tests.conftest import tiny_batch, tiny_segmentor
 
-METHODS = {item.name: dict(item.tiny) for item in PRESETS}  # each preset at the tiny SAM's widths
+METHODS = {item.key: dict(item.tiny) for item in PRESETS}  # each preset at the tiny SAM's widths
 
 _LAUNCH_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
@@ -164,7 +164,7 @@ def test_conditionally_used_parameters_cover_every_unused_one(name):
 
 def test_wrapper_with_frozen_weights(one_process_group):
     """LoRA: no unused-parameter search; the frozen SAM weights get no gradient and never change."""
-    model = _model('LoRA (r 4, q v)')
+    model = _model('lora-qv-r4')
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen
     ddp = SAMDistributedDataParallel(model, device_ids=[0])  # the Runner passes LOCAL_RANK; CPU drops it
@@ -180,7 +180,7 @@ def test_wrapper_with_frozen_weights(one_process_group):
 
 
 def test_wrapper_finds_unused_conv_lora_experts(one_process_group):
-    model = _model('Conv-LoRA (r 3, 8 experts)')
+    model = _model('conv-lora-r3')
     ddp = SAMDistributedDataParallel(model)
     assert ddp.find_unused_parameters is True
     for _ in range(3):
@@ -192,7 +192,7 @@ def test_wrapper_finds_unused_conv_lora_experts(one_process_group):
 
 def test_plain_ddp_fails_on_conv_lora(one_process_group):
     """What the automatic setting prevents: DDP without unused-parameter search stops."""
-    ddp = DistributedDataParallel(_model('Conv-LoRA (r 3, 8 experts)'), find_unused_parameters=False)
+    ddp = DistributedDataParallel(_model('conv-lora-r3'), find_unused_parameters=False)
     _step(ddp)
     with pytest.raises(RuntimeError, match='Expected to have finished reduction'):
         _step(ddp)
@@ -200,7 +200,7 @@ def test_plain_ddp_fails_on_conv_lora(one_process_group):
 
 def test_wrapper_refuses_find_unused_false_with_conv_lora(one_process_group):
     with pytest.raises(ValueError, match=r'find_unused_parameters=False, but \d+ trainable parameters'):
-        SAMDistributedDataParallel(_model('Conv-LoRA (r 3, 8 experts)'), find_unused_parameters=False)
+        SAMDistributedDataParallel(_model('conv-lora-r3'), find_unused_parameters=False)
 
 
 def test_setup_distributed_refuses_other_init_backends_on_cpu(clean_env):

@@ -1,7 +1,6 @@
 """StopOnNonFiniteHook: a diverging run stops with an error; no checkpoint with NaN replaces a finite one."""
 
 import contextlib
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,11 +10,10 @@ from mmengine.logging import MessageHub
 
 from mmseg_sam.engine import StopOnNonFiniteHook
 from mmseg_sam.engine.hooks import non_finite_tensors
-from tests.user_data import REPO, write_configs, write_user_data
+from tests.conftest import load_tool
+from tests.user_data import write_configs, write_user_data
 
-spec = importlib.util.spec_from_file_location('train_tool', REPO / 'tools/train.py')
-train_tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_tool)
+train_tool = load_tool('tools/train.py', 'train_tool')
 
 
 def test_non_finite_tensors_are_named():

@@ -15,6 +15,7 @@ def _model(arch, img_size=TINY_IMG, **cfg):
     return SAMViT(arch=arch, img_size=img_size, peft=dict(type='COBOT', **cfg))
 
 
+@pytest.mark.slow
 def test_extra_parameters_over_lora_on_vit_b():
     """ViT-B, LoRA rank 4 on q and v: host 147,456, COBOT +864 (C 96 + S 576 + gamma 96 + heads 96)."""
     host = SAMViT(arch='vit_b', img_size=64, peft=LORA_QV4).peft_report.trainable['LoRA']
@@ -23,6 +24,7 @@ def test_extra_parameters_over_lora_on_vit_b():
     assert total - host == 864
 
 
+@pytest.mark.slow
 def test_extra_parameters_over_adaptformer_on_vit_b():
     """ViT-B, AdaptFormer bottleneck 16: host 322,752, COBOT +1,296 (192 + 144 + 192 + 768)."""
     host = dict(type='AdaptFormer', bottleneck=16)

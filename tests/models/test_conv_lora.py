@@ -17,6 +17,7 @@ def _layers(model):
     return [m for m in model.modules() if isinstance(m, ConvLoRALinear)]
 
 
+@pytest.mark.slow
 def test_parameter_counts_match_the_paper():
     """r=3, 8 experts: +720 per block over LoRA; ViT-B encoder 119,232; ViT-H 514,560."""
     vit_b = _model('vit_b')

@@ -65,6 +65,7 @@ def test_gradients(detach_norm):
     assert layer.weight.grad is None and layer.bias.grad is None
 
 
+@pytest.mark.slow
 def test_backbone_merge_and_vit_b_count(tiny_arch):
     model = SAMViT(
         arch=tiny_arch, img_size=TINY_IMG, peft=dict(type='DoRA', rank=2, targets=('q', 'v', 'lin1'))

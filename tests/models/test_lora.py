@@ -3,11 +3,7 @@ import torch
 
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import LoRALinear, inject_peft
-from tests.conftest import TINY_IMG, perturb_
-
-
-def _model(tiny_arch, peft=None, checkpoint=None):
-    return SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=peft, checkpoint=checkpoint).eval()
+from tests.conftest import TINY_IMG, perturb_, tiny_vit
 
 
 def _randomize_lora(model, seed=1):
@@ -18,7 +14,7 @@ def _randomize_lora(model, seed=1):
 
 
 def test_only_lora_parameters_train(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', rank=4, targets=('q', 'v')))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', rank=4, targets=('q', 'v')))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = {f'blocks.{b}.attn.qkv.lora_{ab}.{s}.weight' for b in (0, 1) for ab in 'AB' for s in 'qv'}
     assert trainable == expected
@@ -28,14 +24,16 @@ def test_only_lora_parameters_train(tiny_arch):
 
 def test_zero_init_b_gives_base_output(sam_checkpoint, tiny_arch):
     x = torch.randn(2, 3, TINY_IMG, TINY_IMG)
-    base = _model(tiny_arch, checkpoint=str(sam_checkpoint))
-    lora = _model(tiny_arch, dict(type='LoRA', targets=('qkv', 'proj', 'lin1', 'lin2')), str(sam_checkpoint))
+    base = tiny_vit(tiny_arch, checkpoint=str(sam_checkpoint))
+    lora = tiny_vit(
+        tiny_arch, dict(type='LoRA', targets=('qkv', 'proj', 'lin1', 'lin2')), str(sam_checkpoint)
+    )
     with torch.no_grad():
         assert torch.equal(base(x)[-1], lora(x)[-1])
 
 
 def test_gradients_reach_lora_only(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', rank=2, targets=('q', 'v'))).train()
+    model = tiny_vit(tiny_arch, dict(type='LoRA', rank=2, targets=('q', 'v'))).train()
     _randomize_lora(model)
     model(torch.randn(1, 3, TINY_IMG, TINY_IMG))[-1].square().mean().backward()
     for name, p in model.named_parameters():
@@ -46,7 +44,7 @@ def test_gradients_reach_lora_only(tiny_arch):
 
 
 def test_slices_update_only_their_part(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', targets=('k',)))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', targets=('k',)))
     layer = model.blocks[0].attn.qkv
     _randomize_lora(model)
     x = torch.randn(5, 32)
@@ -59,7 +57,7 @@ def test_slices_update_only_their_part(tiny_arch):
 
 @pytest.mark.parametrize('targets', [('q', 'v'), ('qkv', 'proj'), ('lin1', 'lin2', 'k')])
 def test_merge_unmerge_parity(tiny_arch, targets):
-    model = _model(tiny_arch, dict(type='LoRA', rank=3, alpha=6, targets=targets))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', rank=3, alpha=6, targets=targets))
     _randomize_lora(model)
     x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
     weights = {n: p.clone() for n, p in model.named_parameters() if not n.count('lora_')}
@@ -73,7 +71,7 @@ def test_merge_unmerge_parity(tiny_arch, targets):
             if isinstance(m, LoRALinear):
                 m.unmerge()
         after = model(x)[-1]
-    assert not torch.allclose(before, _model(tiny_arch)(x)[-1]), 'updates must be non-zero'
+    assert not torch.allclose(before, tiny_vit(tiny_arch)(x)[-1]), 'updates must be non-zero'
     assert torch.allclose(before, merged, atol=1e-5)
     assert torch.allclose(before, after, atol=1e-6)
     for n, p in model.named_parameters():
@@ -83,12 +81,12 @@ def test_merge_unmerge_parity(tiny_arch, targets):
 
 def test_state_dict_round_trip_and_base_keys_unchanged(reference_sam, sam_checkpoint, tiny_arch):
     cfg = dict(type='LoRA', targets=('q', 'v'), init='xavier')
-    model = _model(tiny_arch, cfg)
+    model = tiny_vit(tiny_arch, cfg)
     state = model.state_dict()
     base_keys = set(reference_sam.image_encoder.state_dict())
     assert base_keys <= set(state)
     assert all('lora_' in k for k in set(state) - base_keys)
-    other = _model(tiny_arch, cfg)
+    other = tiny_vit(tiny_arch, cfg)
     other.load_state_dict(state, strict=True)
     x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
     with torch.no_grad():
@@ -96,7 +94,7 @@ def test_state_dict_round_trip_and_base_keys_unchanged(reference_sam, sam_checkp
 
 
 def test_xavier_init_is_nonzero(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', targets=('q',), init='xavier'))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', targets=('q',), init='xavier'))
     assert model.blocks[0].attn.qkv.lora_B['q'].weight.abs().sum() > 0
 
 
@@ -117,17 +115,17 @@ def test_xavier_init_is_nonzero(tiny_arch):
 )
 def test_bad_config(tiny_arch, cfg, error, message):
     with pytest.raises(error, match=message):
-        _model(tiny_arch, cfg)
+        tiny_vit(tiny_arch, cfg)
 
 
 def test_double_injection_is_refused(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', targets=('q',)))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', targets=('q',)))
     with pytest.raises(ValueError, match='blocks.0.attn.qkv is already adapted by LoRALinear'):
         inject_peft(model, dict(type='LoRA', targets=('v',)))
 
 
 def test_blocks_option(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', targets=('q',), blocks=(1,)))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', targets=('q',), blocks=(1,)))
     assert isinstance(model.blocks[1].attn.qkv, LoRALinear)
     assert not isinstance(model.blocks[0].attn.qkv, LoRALinear)
 
@@ -147,7 +145,7 @@ class _Scale(torch.nn.Module):
 
 
 def test_slot_transforms_apply_and_merge(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', rank=3, targets=('q', 'v')))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', rank=3, targets=('q', 'v')))
     _randomize_lora(model)
     x = torch.randn(1, 3, TINY_IMG, TINY_IMG)
     with torch.no_grad():

@@ -21,22 +21,22 @@ from mmseg_sam.models.peft.bottleneck import BottleneckAdapter
 from mmseg_sam.models.peft.presets import preset
 from mmseg_sam.models.peft.ssf import SSFLayerNorm, SSFLinear
 from mmseg_sam.models.sam_modeling import window_partition, window_unpartition
-from tests.conftest import TINY_IMG, perturb_
+from tests.conftest import TINY_IMG, perturb_, tiny_vit
 
 _BLOCK_BIASES = r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.bias'
 # id -> (config: the package preset at the tiny arch, full-match pattern of the method's parameter names)
 METHODS = {
-    'BitFit': (preset('BitFit').tiny['peft'], rf'{_BLOCK_BIASES}|patch_embed\.proj\.bias|neck\.[13]\.bias'),
+    'BitFit': (preset('bitfit').tiny['peft'], rf'{_BLOCK_BIASES}|patch_embed\.proj\.bias|neck\.[13]\.bias'),
     'SSF': (
-        preset('SSF').tiny['peft'],
+        preset('ssf').tiny['peft'],
         r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.ssf_(?:scale|shift)',
     ),
     'Adapter': (
-        preset('Adapter (bottleneck 64)').tiny['peft'],
+        preset('adapter-b64').tiny['peft'],
         r'blocks\.\d+\.(?:attn|mlp)_adapter\.(?:down|up)\.(?:weight|bias)',
     ),
     'AdaptFormer': (
-        preset('AdaptFormer (bottleneck 16)').tiny['peft'],
+        preset('adaptformer-b16').tiny['peft'],
         r'blocks\.\d+\.mlp_parallel\.(?:norm|down|up)\.(?:weight|bias)',
     ),
 }
@@ -50,10 +50,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _model(tiny_arch, peft=None, checkpoint=None):
-    return SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=peft, checkpoint=checkpoint).eval()
 
 
 def _trainable(model):
@@ -78,7 +74,7 @@ def _image(h=TINY_IMG, w=TINY_IMG, seed=0):
 
 @ALL
 def test_forward_square_and_non_square(tiny_arch, method):
-    model = _model(tiny_arch, METHODS[method][0])
+    model = tiny_vit(tiny_arch, METHODS[method][0])
     with torch.no_grad():
         assert model(_image())[-1].shape == (1, 32, 4, 4)
         assert model(_image(64, 96))[-1].shape == (1, 32, 4, 6)
@@ -87,7 +83,7 @@ def test_forward_square_and_non_square(tiny_arch, method):
 @ALL
 def test_only_method_parameters_train_and_get_gradients(tiny_arch, method):
     cfg, pattern = METHODS[method]
-    model = _perturb_trainable(_model(tiny_arch, cfg).train())
+    model = _perturb_trainable(tiny_vit(tiny_arch, cfg).train())
     trainable = _trainable(model)
     assert trainable and all(re.fullmatch(pattern, n) for n in trainable), sorted(trainable)
     assert sorted(trainable) == model.peft_report.parameter_names[method]
@@ -104,13 +100,13 @@ def test_only_method_parameters_train_and_get_gradients(tiny_arch, method):
 @ALL
 def test_base_keys_unchanged_and_strict_round_trip(reference_sam, tiny_arch, method):
     cfg, pattern = METHODS[method]
-    model = _perturb_trainable(_model(tiny_arch, cfg))
+    model = _perturb_trainable(tiny_vit(tiny_arch, cfg))
     state = model.state_dict()
     base = reference_sam.image_encoder.state_dict()
     assert set(base) <= set(state)
     assert all(re.fullmatch(pattern, k) for k in set(state) - set(base)), sorted(set(state) - set(base))
     # An official encoder checkpoint loads by key into an injected model.
-    other = _model(tiny_arch, cfg)
+    other = tiny_vit(tiny_arch, cfg)
     result = other.load_state_dict(base, strict=False)
     assert not result.unexpected_keys
     assert all(re.fullmatch(pattern, k) for k in result.missing_keys), result.missing_keys
@@ -123,8 +119,8 @@ def test_base_keys_unchanged_and_strict_round_trip(reference_sam, tiny_arch, met
 @ALL
 def test_identity_gives_base_output(sam_checkpoint, tiny_arch, method):
     """Zero `up` (Adapter, AdaptFormer), untouched biases (BitFit), gamma=1/beta=0 (SSF)."""
-    base = _model(tiny_arch, checkpoint=str(sam_checkpoint))
-    model = _model(tiny_arch, METHODS[method][0], checkpoint=str(sam_checkpoint))
+    base = tiny_vit(tiny_arch, checkpoint=str(sam_checkpoint))
+    model = tiny_vit(tiny_arch, METHODS[method][0], checkpoint=str(sam_checkpoint))
     if method == 'SSF':
         with torch.no_grad():
             for m in model.modules():
@@ -141,7 +137,7 @@ def test_identity_gives_base_output(sam_checkpoint, tiny_arch, method):
 
 @ALL
 def test_deepcopy_and_pickle_keep_the_method(tiny_arch, method):
-    model = _perturb_trainable(_model(tiny_arch, METHODS[method][0]))
+    model = _perturb_trainable(tiny_vit(tiny_arch, METHODS[method][0]))
     x = _image()
     with torch.no_grad():
         out = model(x)[-1]
@@ -164,7 +160,7 @@ def test_deepcopy_and_pickle_keep_the_method(tiny_arch, method):
     ],
 )
 def test_double_injection_is_refused(tiny_arch, method, message):
-    model = _model(tiny_arch, METHODS[method][0])
+    model = tiny_vit(tiny_arch, METHODS[method][0])
     with pytest.raises(ValueError, match=message):
         inject_peft(model, METHODS[method][0])
 
@@ -172,13 +168,13 @@ def test_double_injection_is_refused(tiny_arch, method, message):
 @ALL
 def test_blocks_option(tiny_arch, method):
     cfg, pattern = METHODS[method]
-    model = _model(tiny_arch, {**cfg, 'blocks': [1]})
+    model = tiny_vit(tiny_arch, {**cfg, 'blocks': [1]})
     names = [n for n in _trainable(model) if n.startswith('blocks.')]
     assert names and all(n.startswith('blocks.1.') for n in names)
     with pytest.raises(ValueError, match=r'blocks \[7\] matched no'):
-        _model(tiny_arch, {**cfg, 'blocks': (1, 7)})
+        tiny_vit(tiny_arch, {**cfg, 'blocks': (1, 7)})
     with pytest.raises(ValueError, match='found no'):
-        _model(tiny_arch, {**cfg, 'blocks': (7,)})
+        tiny_vit(tiny_arch, {**cfg, 'blocks': (7,)})
 
 
 @pytest.mark.parametrize(
@@ -206,14 +202,14 @@ def test_blocks_option(tiny_arch, method):
 )
 def test_bad_config(tiny_arch, cfg, message):
     with pytest.raises(ValueError, match=message):
-        _model(tiny_arch, cfg)
+        tiny_vit(tiny_arch, cfg)
 
 
 # ---------------------------------------------------------------- BitFit
 
 
 def test_bitfit_targets_and_neck_flag(tiny_arch):
-    model = _model(
+    model = tiny_vit(
         tiny_arch, dict(type='BitFit', targets=('qkv', 'norm2'), include_neck_and_patch_embed=False)
     )
     expected = {f'blocks.{b}.{path}.bias' for b in (0, 1) for path in ('attn.qkv', 'norm2')}
@@ -225,7 +221,7 @@ def test_bitfit_targets_and_neck_flag(tiny_arch):
 
 
 def test_ssf_wraps_only_its_targets_and_keeps_weights(tiny_arch):
-    model = _model(tiny_arch)
+    model = tiny_vit(tiny_arch)
     norm1 = model.blocks[0].norm1
     report = inject_peft(model, dict(type='SSF', targets=('norm1', 'lin2'), blocks=(0,)))
     block = model.blocks[0]
@@ -241,7 +237,7 @@ def _ssf_layers(model):
 
 def test_ssf_merge_unmerge_parity(tiny_arch):
     torch.manual_seed(0)  # the base weights too: unmerge divides by gamma, so the rounding depends on them
-    model = _perturb_trainable(_model(tiny_arch, dict(type='SSF')), std=0.3)  # gamma ~ 1 +- 0.3
+    model = _perturb_trainable(tiny_vit(tiny_arch, dict(type='SSF')), std=0.3)  # gamma ~ 1 +- 0.3
     weights = {n: p.clone() for n, p in model.named_parameters() if 'ssf_' not in n}
     x = _image(64, 96)
     with torch.no_grad():
@@ -293,11 +289,11 @@ def test_ssf_merge_errors():
 
 
 def test_ssf_refuses_layers_of_other_methods(tiny_arch):
-    model = _model(tiny_arch, dict(type='LoRA', targets=('qkv',)))
+    model = tiny_vit(tiny_arch, dict(type='LoRA', targets=('qkv',)))
     with pytest.raises(ValueError, match=r'blocks\.0\.attn\.qkv is already adapted by LoRALinear'):
         inject_peft(model, dict(type='SSF', targets=('proj', 'qkv')))
     assert type(model.blocks[0].attn.proj) is nn.Linear  # refused before wrapping anything
-    model = _model(tiny_arch, dict(type='AdaptFormer'))  # fills a place: the norms stay free for SSF
+    model = tiny_vit(tiny_arch, dict(type='AdaptFormer'))  # fills a place: the norms stay free for SSF
     inject_peft(model, dict(type='SSF', targets=('norm1', 'norm2')))
 
 
@@ -306,12 +302,13 @@ def test_ssf_refuses_layers_of_other_methods(tiny_arch):
 
 def test_adapter_parameter_count(tiny_arch):
     per_adapter = 32 * 8 + 8 + 8 * 32 + 32  # down (C r + r) + up (r C + C), C = 32, r = 8
-    model = _model(tiny_arch, dict(type='Adapter', bottleneck=8))
+    model = tiny_vit(tiny_arch, dict(type='Adapter', bottleneck=8))
     assert model.peft_report.trainable == {'Adapter': 2 * 2 * per_adapter}
-    model = _model(tiny_arch, dict(type='Adapter', bottleneck=8, targets=('mlp',), blocks=(1,)))
+    model = tiny_vit(tiny_arch, dict(type='Adapter', bottleneck=8, targets=('mlp',), blocks=(1,)))
     assert model.peft_report.trainable == {'Adapter': per_adapter}
 
 
+@pytest.mark.slow
 def test_adaptformer_vit_b_parameter_count():
     model = SAMViT(arch='vit_b', img_size=64, peft=dict(type='AdaptFormer'))
     assert model.peft_report.trainable['AdaptFormer'] == 322_752  # 12 x 26,896
@@ -331,7 +328,7 @@ def _block_reference(block, x, attn_out=lambda f: f, mlp_out=lambda f, x, h: f):
 
 
 def test_adapter_is_serial_on_the_sub_layer_output(tiny_arch):
-    model = _perturb_trainable(_model(tiny_arch, dict(type='Adapter', bottleneck=4, act='relu')))
+    model = _perturb_trainable(tiny_vit(tiny_arch, dict(type='Adapter', bottleneck=4, act='relu')))
     for block in model.blocks:  # windowed (padded) and global
         a, m = block.attn_adapter, block.mlp_adapter
         x = torch.randn(2, 4, 4, 32)
@@ -346,7 +343,7 @@ def test_adapter_is_serial_on_the_sub_layer_output(tiny_arch):
 
 
 def test_adaptformer_is_parallel_to_the_mlp(tiny_arch):
-    model = _model(tiny_arch, dict(type='AdaptFormer', bottleneck=4, scale=0.5))
+    model = tiny_vit(tiny_arch, dict(type='AdaptFormer', bottleneck=4, scale=0.5))
     model = _perturb_trainable(model)
     block = model.blocks[0]
     layer = block.mlp_parallel
@@ -364,7 +361,7 @@ def test_adaptformer_branch_input_is_pinned_on_identical_weights(tiny_arch):
     models = {}
     for where in ('block', 'mlp'):
         torch.manual_seed(0)
-        models[where] = _model(
+        models[where] = tiny_vit(
             tiny_arch, dict(type='AdaptFormer', bottleneck=4, scale=0.5, branch_input=where)
         )
     _perturb_trainable(models['block'])
@@ -391,11 +388,11 @@ def test_adaptformer_branch_input_is_pinned_on_identical_weights(tiny_arch):
     with torch.no_grad():
         assert not torch.allclose(models['block'](image)[-1], models['mlp'](image)[-1], atol=1e-4)
     with pytest.raises(ValueError, match=r"branch_input must be one of \('block', 'mlp'\), got 'norm1'"):
-        _model(tiny_arch, dict(type='AdaptFormer', branch_input='norm1'))
+        tiny_vit(tiny_arch, dict(type='AdaptFormer', branch_input='norm1'))
 
 
 def test_adaptformer_dropout_acts_in_training(tiny_arch):
-    model = _perturb_trainable(_model(tiny_arch, dict(type='AdaptFormer', dropout=0.5)))
+    model = _perturb_trainable(tiny_vit(tiny_arch, dict(type='AdaptFormer', dropout=0.5)))
     x = _image()
     with torch.no_grad():
         evals = model(x)[-1], model(x)[-1]
@@ -418,7 +415,7 @@ class _Scale(nn.Module):
 
 @pytest.mark.parametrize('method, layer_type', [('Adapter', AdapterLayer), ('AdaptFormer', AdaptFormerLayer)])
 def test_slot_transforms(tiny_arch, method, layer_type):
-    model = _perturb_trainable(_model(tiny_arch, METHODS[method][0]))
+    model = _perturb_trainable(tiny_vit(tiny_arch, METHODS[method][0]))
     layers = [m for m in model.modules() if isinstance(m, BottleneckAdapter)]
     assert layers and all(type(m) is layer_type and m.bottleneck_slots() == {'adapter': 8} for m in layers)
     x = _image()
@@ -436,7 +433,7 @@ def test_slot_transforms(tiny_arch, method, layer_type):
 
 @pytest.mark.parametrize('method', ['Adapter', 'AdaptFormer'])
 def test_merge_is_not_supported(tiny_arch, method):
-    model = _model(tiny_arch, METHODS[method][0])
+    model = tiny_vit(tiny_arch, METHODS[method][0])
     layer = next(m for m in model.modules() if isinstance(m, BottleneckAdapter))
     with pytest.raises(NotImplementedError, match=f'{method} is not linear in its input'):
         layer.merge()
@@ -445,7 +442,7 @@ def test_merge_is_not_supported(tiny_arch, method):
 
 @pytest.mark.parametrize('host', ['Adapter', 'AdaptFormer'])
 def test_cobot_orchestrates_the_adapter_slots(tiny_arch, host):
-    model = _model(tiny_arch, dict(type='COBOT', host=METHODS[host][0]))
+    model = tiny_vit(tiny_arch, dict(type='COBOT', host=METHODS[host][0]))
     layers = [m for m in model.modules() if isinstance(m, BottleneckAdapter)]
     assert len(layers) == (4 if host == 'Adapter' else 2)
     assert all('adapter' in m.slot_transforms for m in layers)

@@ -8,15 +8,14 @@ fixed 64x96 input.
 """
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.utils.checkpoint import upgrade_peft_key
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 LEGACY = torch.load(REPO / 'tests/data/legacy_peft_layout.pth', weights_only=True)
 
 

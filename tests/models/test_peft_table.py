@@ -8,13 +8,22 @@ from mmseg.registry import MODELS
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.models.peft import ConvLoRALinear
 from mmseg_sam.models.peft.presets import PRESETS
-from tests.conftest import TINY_IMG, run_tool, tiny_batch, tiny_segmentor_cfg, write_train_config
+from tests.conftest import (
+    TINY_HEAD,
+    TINY_IMG,
+    assert_trained,
+    run_tool,
+    save_start_weights,
+    tiny_batch,
+    tiny_segmentor_cfg,
+    write_train_config,
+)
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER
 
 # preset name -> backbone overrides at the tiny arch: every preset of the package's one table
-METHODS = {item.name: dict(item.tiny) for item in PRESETS}
+METHODS = {item.key: dict(item.tiny) for item in PRESETS}
 # Methods whose backbone place SAM2Hiera does not offer (tests/models/test_sam2_peft.py checks the refusal).
-NOT_ON_HIERA = {'SAM-Adapter (scale 32)', 'LST (side 192)'}
+NOT_ON_HIERA = {'sam-adapter', 'lst-d192'}
 CASES = [('sam', name) for name in METHODS] + [('sam2', name) for name in METHODS if name not in NOT_ON_HIERA]
 
 
@@ -35,7 +44,7 @@ def test_method_trains_only_its_parameters(family, name):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     backbone_trainable = {n for n in trainable if n.startswith('backbone.')}
     report = model.backbone.peft_report
-    if name == 'full fine-tuning':
+    if name == 'full-fine-tuning':
         assert backbone_trainable == {f'backbone.{n}' for n, _ in model.backbone.named_parameters()}
     else:
         expected = {f'backbone.{n}' for names in report.parameter_names.values() for n in names}
@@ -81,15 +90,22 @@ _DEMO = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(('family', 'name'), CASES)
-def test_method_runs_one_iteration_of_tools_train(family, name, demo_data, tmp_path):
+def test_method_runs_one_iteration_of_tools_train(family, name, demo_data, sam_checkpoint, tmp_path):
+    """One real ``tools/train.py`` iteration: a finite loss; only trainable tensors change, the method's
+    among them; the checkpoint holds them (on SAM's ViT, from the tiny SAM checkpoint: only them)."""
     backbone = _segmentor_cfg(family, **METHODS[name])['backbone']
-    cfg = write_train_config(
-        tmp_path / 'method.py',
-        _DEMO[family],
-        demo_data,
-        f'backbone=dict(_delete_=True, **{backbone!r}), '
-        'decode_head=dict(embed_dims=32, decoder_num_heads=2, decoder_mlp_dims=64)',
+    head = dict(embed_dims=32, decoder_num_heads=2, decoder_mlp_dims=64)
+    model = f'backbone=dict(_delete_=True, **{backbone!r})'
+    if family == 'sam':  # the tiny SAM checkpoint supplies the frozen weights
+        head = TINY_HEAD
+        model += f', sam_checkpoint={str(sam_checkpoint)!r}'
+    model += f', decode_head=dict({", ".join(f"{k}={v!r}" for k, v in head.items())})'
+
+    start = save_start_weights(
+        write_train_config(tmp_path / 'start.py', _DEMO[family], demo_data, model), tmp_path / 'start.pth'
     )
+    cfg = write_train_config(tmp_path / 'method.py', _DEMO[family], demo_data, model, load_from=start.path)
     assert not run_tool('tools/train.py', cfg, '--work-dir', tmp_path / 'w')  # in-process, as a user runs it
-    assert (tmp_path / 'w/iter_1.pth').is_file()
+    assert_trained(tmp_path / 'w', start)

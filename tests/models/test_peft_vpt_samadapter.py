@@ -10,11 +10,11 @@ from torch import nn
 
 import mmseg_sam.models.peft.sam_adapter  # noqa: F401  (registers SAMAdapter)
 import mmseg_sam.models.peft.vpt  # noqa: F401  (registers VPT)
-from mmseg_sam.models.backbones import SAMAttention, SAMViT
+from mmseg_sam.models.backbones import SAMAttention
 from mmseg_sam.models.peft.sam_adapter import SAMAdapter, high_frequency_component
 from mmseg_sam.models.peft.vpt import VPT, PromptedAttention
 from mmseg_sam.models.sam_modeling import Attention
-from tests.conftest import TINY_IMG, perturb_
+from tests.conftest import TINY_IMG, perturb_, tiny_vit
 
 ADAPTER = dict(type='SAMAdapter', scale_factor=4)  # r = 32 // 4 = 8 on the tiny arch
 
@@ -26,10 +26,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _model(tiny_arch, peft=None, checkpoint=None):
-    return SAMViT(arch=tiny_arch, img_size=TINY_IMG, peft=peft, checkpoint=checkpoint).eval()
 
 
 def _image(h=TINY_IMG, w=TINY_IMG, batch=1, seed=0):
@@ -51,11 +47,11 @@ def _check_gradients(model, image):
 
 
 def _check_state_dict(tiny_arch, peft, new_keys):
-    base_keys = set(_model(tiny_arch).state_dict())
-    model = _model(tiny_arch, peft)
+    base_keys = set(tiny_vit(tiny_arch).state_dict())
+    model = tiny_vit(tiny_arch, peft)
     assert set(model.state_dict()) == base_keys | set(new_keys)
     perturb_(model, seed=3)
-    other = _model(tiny_arch, peft)
+    other = tiny_vit(tiny_arch, peft)
     other.load_state_dict(model.state_dict(), strict=True)
     x = _image()
     with torch.no_grad():
@@ -68,8 +64,8 @@ def _check_state_dict(tiny_arch, peft, new_keys):
 @pytest.mark.parametrize('size', [(TINY_IMG, TINY_IMG), (TINY_IMG, 96)])
 def test_vpt_grid_attention_equals_sam(tiny_arch, sam_checkpoint, size):
     """Without prompt tokens, the windowed (padded) and global blocks compute exactly SAM's attention."""
-    base = _model(tiny_arch, checkpoint=sam_checkpoint)
-    model = _model(tiny_arch, dict(type='VPT', num_tokens=3), checkpoint=sam_checkpoint)
+    base = tiny_vit(tiny_arch, checkpoint=sam_checkpoint)
+    model = tiny_vit(tiny_arch, dict(type='VPT', num_tokens=3), checkpoint=sam_checkpoint)
     x = _image(*size, batch=2)
     with torch.no_grad():
         prompted = model(x)[-1]
@@ -94,28 +90,28 @@ def test_vpt_prompts_are_extra_keys_and_values():
 @pytest.mark.parametrize('size', [(TINY_IMG, TINY_IMG), (TINY_IMG, 96)])
 @pytest.mark.parametrize('peft', [dict(type='VPT', num_tokens=4), dict(type='VPT', mode='shallow'), ADAPTER])
 def test_forward_square_and_non_square(tiny_arch, peft, size):
-    model = _model(tiny_arch, peft)
+    model = tiny_vit(tiny_arch, peft)
     with torch.no_grad():
         out = model(_image(*size, batch=2))
     assert out[-1].shape == (2, 32, size[0] // 16, size[1] // 16)
 
 
 def test_vpt_init_and_counts(tiny_arch):
-    model = _model(tiny_arch, dict(type='VPT', num_tokens=4))
+    model = tiny_vit(tiny_arch, dict(type='VPT', num_tokens=4))
     assert model.peft_report.trainable['VPT'] == 4 * 32 * 2  # num_tokens * C * num_layers
     assert set(_trainable(model)) == {'blocks.0.attn.prompt_tokens', 'blocks.1.attn.prompt_tokens'}
     bound = math.sqrt(6 / (3 * 16**2 + 32))
     prompts = model.blocks[0].attn.prompt_tokens
     assert prompts.abs().max() <= bound and prompts.abs().max() > 0.5 * bound
-    shallow = _model(tiny_arch, dict(type='VPT', num_tokens=4, mode='shallow'))
+    shallow = tiny_vit(tiny_arch, dict(type='VPT', num_tokens=4, mode='shallow'))
     assert set(_trainable(shallow)) == {'blocks.0.attn.prompt_tokens'}
     assert type(shallow.blocks[1].attn) is SAMAttention  # unprompted block: the backbone's own attention
-    chosen = _model(tiny_arch, dict(type='VPT', num_tokens=4, blocks=[1]))
+    chosen = tiny_vit(tiny_arch, dict(type='VPT', num_tokens=4, blocks=[1]))
     assert set(_trainable(chosen)) == {'blocks.1.attn.prompt_tokens'}
 
 
 def test_vpt_gradients_reach_prompts_only(tiny_arch):
-    model = _model(tiny_arch, dict(type='VPT', num_tokens=4, dropout=0.1))
+    model = tiny_vit(tiny_arch, dict(type='VPT', num_tokens=4, dropout=0.1))
     assert len(_trainable(model)) == 2
     _check_gradients(model, _image())
 
@@ -129,14 +125,14 @@ def test_vpt_state_dict(tiny_arch, sam_checkpoint):
     # An official checkpoint leaves only the prompts missing.
     sam = torch.load(sam_checkpoint)
     encoder = {k.removeprefix('image_encoder.'): v for k, v in sam.items() if k.startswith('image_encoder.')}
-    missing, unexpected = _model(tiny_arch, dict(type='VPT')).load_state_dict(encoder, strict=False)
+    missing, unexpected = tiny_vit(tiny_arch, dict(type='VPT')).load_state_dict(encoder, strict=False)
     assert (
         sorted(missing) == ['blocks.0.attn.prompt_tokens', 'blocks.1.attn.prompt_tokens'] and not unexpected
     )
 
 
 def test_vpt_composes_with_lora(tiny_arch):
-    model = _model(
+    model = tiny_vit(
         tiny_arch, [dict(type='VPT', num_tokens=2), dict(type='LoRA', rank=2, targets=('v',), init='xavier')]
     )
     assert model.peft_report.trainable == {'VPT': 2 * 32 * 2, 'LoRA': 2 * (2 * 32 + 32 * 2)}
@@ -158,11 +154,11 @@ def test_vpt_composes_with_lora(tiny_arch):
 )
 def test_vpt_bad_configs(tiny_arch, cfg, message):
     with pytest.raises(ValueError, match=message):
-        _model(tiny_arch, dict(type='VPT', **cfg))
+        tiny_vit(tiny_arch, dict(type='VPT', **cfg))
 
 
 def test_vpt_refuses_double_injection(tiny_arch):
-    model = _model(tiny_arch, dict(type='VPT'))
+    model = tiny_vit(tiny_arch, dict(type='VPT'))
     with pytest.raises(ValueError, match='blocks.0.attn is already adapted by PromptedAttention'):
         VPT().inject(model)
     with pytest.raises(ValueError, match='VPT found no block matching'):
@@ -170,7 +166,7 @@ def test_vpt_refuses_double_injection(tiny_arch):
 
 
 def test_vpt_deepcopy(tiny_arch):
-    model = _model(tiny_arch, dict(type='VPT', num_tokens=4))
+    model = tiny_vit(tiny_arch, dict(type='VPT', num_tokens=4))
     clone = copy.deepcopy(model)
     x = _image()
     with torch.no_grad():
@@ -210,9 +206,9 @@ def test_high_frequency_component_by_hand():
 
 
 def test_sam_adapter_zero_init_is_the_base_model(tiny_arch, sam_checkpoint):
-    base = _model(tiny_arch, checkpoint=sam_checkpoint)
-    zero = _model(tiny_arch, {**ADAPTER, 'zero_init': True}, checkpoint=sam_checkpoint)
-    default = _model(tiny_arch, ADAPTER, checkpoint=sam_checkpoint)
+    base = tiny_vit(tiny_arch, checkpoint=sam_checkpoint)
+    zero = tiny_vit(tiny_arch, {**ADAPTER, 'zero_init': True}, checkpoint=sam_checkpoint)
+    default = tiny_vit(tiny_arch, ADAPTER, checkpoint=sam_checkpoint)
     x = _image(TINY_IMG, 96)
     with torch.no_grad():
         assert torch.equal(zero(x)[-1], base(x)[-1])
@@ -220,7 +216,7 @@ def test_sam_adapter_zero_init_is_the_base_model(tiny_arch, sam_checkpoint):
 
 
 def test_sam_adapter_counts(tiny_arch):
-    model = _model(tiny_arch, ADAPTER)
+    model = tiny_vit(tiny_arch, ADAPTER)
     # r = 8: embedding 32*8+8, handcrafted 3*16*16*8+8, lightweight 2 x (8*8+8), shared 8*32+32
     assert model.peft_report.trainable['SAMAdapter'] == 264 + 6152 + 2 * 72 + 288
     assert set(_trainable(model)) == {
@@ -238,20 +234,20 @@ def test_sam_adapter_counts(tiny_arch):
             'shared_mlp.bias',
         ]
     }
-    one_block = _model(tiny_arch, {**ADAPTER, 'blocks': [1]})
+    one_block = tiny_vit(tiny_arch, {**ADAPTER, 'blocks': [1]})
     assert one_block.peft_report.trainable['SAMAdapter'] == 264 + 6152 + 72 + 288
-    default = _model(tiny_arch, dict(type='SAMAdapter'))  # scale 32: r = 1
+    default = tiny_vit(tiny_arch, dict(type='SAMAdapter'))  # scale 32: r = 1
     assert default.peft_report.trainable['SAMAdapter'] == 33 + 769 + 2 * 2 + 64
 
 
 def test_sam_adapter_gradients_reach_adapter_only(tiny_arch):
-    model = _model(tiny_arch, ADAPTER)
+    model = tiny_vit(tiny_arch, ADAPTER)
     assert all(n.startswith('input_prompts.') for n in _trainable(model))
     _check_gradients(model, _image(TINY_IMG, 96))
 
 
 def test_sam_adapter_state_dict(tiny_arch):
-    names = _model(tiny_arch, ADAPTER).input_prompts.state_dict()
+    names = tiny_vit(tiny_arch, ADAPTER).input_prompts.state_dict()
     _check_state_dict(tiny_arch, ADAPTER, {f'input_prompts.{k}' for k in names})
 
 
@@ -269,17 +265,17 @@ def test_sam_adapter_state_dict(tiny_arch):
 )
 def test_sam_adapter_bad_configs(tiny_arch, cfg, message):
     with pytest.raises(ValueError, match=message):
-        _model(tiny_arch, dict(type='SAMAdapter', **cfg))
+        tiny_vit(tiny_arch, dict(type='SAMAdapter', **cfg))
 
 
 def test_sam_adapter_refuses_double_injection(tiny_arch):
-    model = _model(tiny_arch, ADAPTER)
+    model = tiny_vit(tiny_arch, ADAPTER)
     with pytest.raises(ValueError, match='input_prompts is already adapted by SAMAdapterPromptGenerator'):
         SAMAdapter(scale_factor=4).inject(model)
 
 
 def test_sam_adapter_stores_nothing_and_deepcopies(tiny_arch):
-    model = _model(tiny_arch, ADAPTER).train()
+    model = tiny_vit(tiny_arch, ADAPTER).train()
     x = _image()
     model(x)[-1].sum().backward()  # a graph-carrying forward: a stored tensor would break deepcopy
     assert not [k for k, v in vars(model.input_prompts).items() if isinstance(v, torch.Tensor)]

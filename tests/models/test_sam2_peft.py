@@ -6,23 +6,23 @@ import torch
 
 from mmseg_sam.models.backbones import SAM2Hiera
 from mmseg_sam.models.peft import ConvLoRALinear, PromptedMultiScaleAttention, merge_peft
-from mmseg_sam.models.peft.presets import PRESETS
+from mmseg_sam.models.peft.presets import PRESETS, preset
 
 from .sam2_fixtures import TINY_SAM2_ARCH
 
 # Methods whose place SAM2Hiera does not offer, and the reason the refusal must give.
 REFUSED = {
-    'SAM-Adapter (scale 32)': 'input_prompts place .* blocks change resolution and width between stages',
-    'LST (side 192)': 'side_network place .* FPN neck takes four stage outputs of different widths',
+    'sam-adapter': 'input_prompts place .* blocks change resolution and width between stages',
+    'lst-d192': 'side_network place .* FPN neck takes four stage outputs of different widths',
 }
-METHODS = {item.name: dict(item.tiny) for item in PRESETS if item.name not in REFUSED}
+METHODS = {item.key: dict(item.tiny) for item in PRESETS if item.key not in REFUSED}
 MERGEABLE = [
-    'BitFit',
-    'SSF',
-    'LoRA (r 4, q v)',
-    'DoRA (r 4, q v)',
-    'LoRA (r 3, qkv)',
-    'COBOT + LoRA (r 4, q v)',
+    'bitfit',
+    'ssf',
+    'lora-qv-r4',
+    'dora-qv-r4',
+    'lora-qkv-r3',
+    'cobot-lora-qv-r4',
 ]
 
 
@@ -37,7 +37,7 @@ def test_mergeable_methods_merge_exactly_on_hiera(name):
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         before = backbone(x)
-        assert merge_peft(backbone) > 0 or name == 'BitFit'
+        assert merge_peft(backbone) > 0 or name == 'bitfit'
         after = backbone(x)
     for a, b in zip(before, after, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
@@ -45,7 +45,7 @@ def test_mergeable_methods_merge_exactly_on_hiera(name):
 
 @pytest.mark.parametrize(('name', 'reason'), list(REFUSED.items()))
 def test_methods_without_their_place_refuse_with_the_reason(name, reason):
-    [item] = [p for p in PRESETS if p.name == name]
+    item = preset(name)
     with pytest.raises(ValueError, match=reason):
         SAM2Hiera(TINY_SAM2_ARCH, **item.tiny)
 

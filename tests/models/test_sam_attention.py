@@ -287,7 +287,7 @@ def _run(model: SAMViT, x: torch.Tensor, seed: int):
     return {k: v.detach() for k, v in aux.items()}, grads, x.grad, during_backward
 
 
-METHODS = {item.name: dict(item.tiny) for item in PRESETS}
+METHODS = {item.key: dict(item.tiny) for item in PRESETS}
 
 
 @pytest.mark.parametrize('level', ['selective', True])
@@ -528,9 +528,7 @@ def test_selective_recomputation_under_autocast_with_shared_parameters(tiny_arch
     grads = []
     for with_cp in (False, 'selective'):
         torch.manual_seed(0)
-        model = SAMViT(
-            arch=tiny_arch, img_size=TINY_IMG, with_cp=with_cp, **METHODS['COBOT + LoRA (r 4, q v)']
-        )
+        model = SAMViT(arch=tiny_arch, img_size=TINY_IMG, with_cp=with_cp, **METHODS['cobot-lora-qv-r4'])
         x = torch.randn(2, 3, TINY_IMG, TINY_IMG, generator=torch.Generator().manual_seed(2))
         with torch.autocast('cpu', dtype=torch.bfloat16):
             loss = sum(o.float().square().mean() for o in model.train()(x))

@@ -29,6 +29,7 @@ def test_tiny_equals_segment_anything(reference_sam, sam_checkpoint, tiny_arch):
     assert _n_params(model) == _n_params(reference_sam.image_encoder)
 
 
+@pytest.mark.slow
 def test_vit_b_equals_segment_anything(tmp_path):
     """Official ViT-B sizes (at 256 px to stay fast), encoder-only checkpoint format."""
     torch.manual_seed(0)
@@ -172,6 +173,7 @@ def test_bad_img_size(tiny_arch):
         SAMViT(arch=tiny_arch, img_size=100)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('torchvision_works', [False, True])
 def test_segment_anything_import_with_and_without_torchvision(tmp_path, torchvision_works):
     """segment_anything's package init needs torchvision; the modeling code must not."""

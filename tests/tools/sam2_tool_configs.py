@@ -8,9 +8,9 @@ from mmengine.config import Config
 from mmseg.registry import MODELS
 
 from mmseg_sam.engine.hooks import SAMCheckpointHook
+from tests.conftest import REPO
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER, official_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
 SAM2_DEMO = REPO / 'configs/demo/sam2.1-hiera-mini_lora-qv-r4_1k_demo-binary-128x128.py'
 
 

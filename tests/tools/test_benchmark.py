@@ -1,6 +1,5 @@
 """tools/analysis_tools/benchmark.py: one real run on the tiny arch, and its argument checks."""
 
-import importlib.util
 import json
 import multiprocessing
 import re
@@ -13,17 +12,14 @@ import pytest
 import torch
 
 from mmseg_sam.models.backbones import SAM2Hiera, SAMViT
-from mmseg_sam.models.peft.presets import PRESETS
-from tests.conftest import TINY_ARCH, TINY_IMG
+from mmseg_sam.models.peft.presets import PRESETS, preset
+from tests.conftest import REPO, TINY_ARCH, TINY_IMG, load_tool
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH
 
-REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools/analysis_tools/benchmark.py'
-spec = importlib.util.spec_from_file_location('benchmark_tool', TOOL)
-bm = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bm)
+bm = load_tool(TOOL, 'benchmark_tool')
 
-LORA = bm.slug(bm.LORA)
+LORA = bm.LORA
 KEYS = ['frozen', LORA, 'sam-encoder-lora']
 REPEAT = 2
 
@@ -42,6 +38,7 @@ def run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     return proc, out
 
 
+@pytest.mark.slow
 def test_rows_have_sane_measurements(run):
     proc, out = run
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -65,6 +62,7 @@ def test_rows_have_sane_measurements(run):
     assert git.returncode == 0, (commit, git.stderr)
 
 
+@pytest.mark.slow
 def test_trainable_counts_are_the_models(run):
     _, out = run
     rows = {r['key']: r for r in json.loads((out / 'b.json').read_text())['rows']}
@@ -81,6 +79,7 @@ def test_trainable_counts_are_the_models(run):
     assert rows['sam-encoder-lora']['attn_impl'] is None and rows['sam-encoder-lora']['attn_impls_used'] == []
 
 
+@pytest.mark.slow
 def test_targets_are_the_ratios_of_the_rows(run):
     _, out = run
     report = json.loads((out / 'b.json').read_text())
@@ -105,6 +104,7 @@ def test_targets_are_the_ratios_of_the_rows(run):
     assert got['LoRA peak memory / segment_anything+LoRA peak memory']['ratio_cpu_time'] is None
 
 
+@pytest.mark.slow
 def test_markdown_and_png(run):
     proc, out = run
     text = (out / 'b.md').read_text()
@@ -119,6 +119,7 @@ def test_markdown_and_png(run):
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+@pytest.mark.slow
 def test_with_cp_changes_the_header_and_the_memory_goals(run):
     _, out = run
     report = json.loads((out / 'b.json').read_text())
@@ -187,7 +188,7 @@ def test_a_failing_row_is_reported_with_its_error():
     assert '| bad LoRA | failed: ValueError' in bm.markdown(report)
 
 
-SAM2_KEYS = ['frozen', bm.SAM2_FROZEN, bm.SAM2_PREFIX + LORA, bm.SAM2_PREFIX + bm.slug('LST (side 192)')]
+SAM2_KEYS = ['frozen', bm.SAM2_FROZEN, bm.SAM2_PREFIX + LORA, bm.SAM2_PREFIX + 'lst-d192']
 
 
 def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
@@ -224,7 +225,7 @@ def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
     lst = rows[SAM2_KEYS[-1]]
     assert lst['refused'].startswith('LST needs a backbone with a side_network place (SAMViT), got SAM2Hiera')
     assert f'| SAM 2.1 Hiera: LST (side 192) | refused: {lst["refused"]} |' in text
-    assert f'| SAM 2.1 Hiera: {bm.LORA} | {lora["trainable"]:,} |' in text
+    assert f'| SAM 2.1 Hiera: {preset(bm.LORA).name} | {lora["trainable"]:,} |' in text
 
 
 def test_sam2_family_rows_and_size_check(capsys):

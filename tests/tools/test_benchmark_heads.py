@@ -1,19 +1,11 @@
 """tools/analysis_tools/benchmark_heads.py: every head builds from its model base with C classes and
 takes a training step (tiny SAM; the tool itself measures ViT-B)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import TINY_ARCH
+from tests.conftest import TINY_ARCH, load_tool
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    'benchmark_heads', REPO / 'tools/analysis_tools/benchmark_heads.py'
-)
-benchmark_heads = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(benchmark_heads)
+benchmark_heads = load_tool('tools/analysis_tools/benchmark_heads.py', 'benchmark_heads')
 
 
 @pytest.mark.parametrize('head', sorted(benchmark_heads.HEADS))

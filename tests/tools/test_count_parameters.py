@@ -1,15 +1,13 @@
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from mmseg_sam.models.backbones import SAM2_ARCHS
+from tests.conftest import REPO, load_tool
 
-REPO = Path(__file__).resolve().parents[2]
 
-
+@pytest.mark.slow
 def test_count_table_has_the_papers_figures():
     """docs/peft.md is this script's output: the figures it quotes must come out of it."""
     out = subprocess.run(
@@ -38,12 +36,7 @@ def test_count_table_has_the_papers_figures():
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'count_parameters_tool', REPO / 'tools/analysis_tools/count_parameters.py'
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('tools/analysis_tools/count_parameters.py', 'count_parameters_tool')
 
 
 def _lora_qv_on_hiera(arch: dict, rank: int) -> int:
@@ -78,6 +71,7 @@ def test_sam2_table_on_hiera_base_plus_is_in_the_docs(capsys):
     assert out.strip() in section  # the doc holds the current tables and refusals
 
 
+@pytest.mark.slow
 def test_sam2_sizes_and_bad_arch(capsys):
     tool = _load_tool()
     assert tool.main(['--backbone', 'sam2', '--arch', 'tiny']) == 0

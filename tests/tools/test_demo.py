@@ -3,14 +3,15 @@
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_and_plots(tmp_path):
     data, work = tmp_path / 'data', tmp_path / 'work'
     proc = subprocess.run(
@@ -46,6 +47,7 @@ def test_demo_trains_evaluates_and_plots(tmp_path):
     assert curves.format == 'PNG' and min(curves.size) > 100
 
 
+@pytest.mark.slow
 def test_prompted_demo_scores_zero_shot_and_fine_tuned(tmp_path):
     """`make demo DEMO_ARGS=--prompted` in miniature: the same initial weights scored before and after."""
     work = tmp_path / 'work'

@@ -19,8 +19,8 @@ import torch
 from mmengine.dataset import DefaultSampler
 
 from mmseg_sam.datasets import generate_synthetic_dataset
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 # Both runs sum the same per-sample gradients in a different order (float32); AdamW's
 # eps=1e-6 bounds how much that can move a parameter. Measured: ~1e-8 (see the test output).
@@ -126,6 +126,7 @@ def test_default_sampler_splits_a_batch_between_ranks(monkeypatch, data_root):
         assert not set(rank0[step]) & set(rank1[step])
 
 
+@pytest.mark.slow
 def test_dist_train_matches_single_process(tmp_path, data_root, sam_checkpoint):
     """2 processes x batch 2 (tools/dist_train.sh) end where 1 process x batch 4 ends."""
     iters = 3  # 8 images, 4 per step: the third step starts a second epoch
@@ -187,6 +188,7 @@ def test_dist_train_matches_single_process(tmp_path, data_root, sam_checkpoint):
         )
 
 
+@pytest.mark.slow
 def test_dist_train_conv_lora_and_vpt(tmp_path, data_root, sam_checkpoint):
     """Conv-LoRA (experts unused in a step) and VPT (prompt tokens) train under 2-process DDP.
 
@@ -208,6 +210,7 @@ def test_dist_train_conv_lora_and_vpt(tmp_path, data_root, sam_checkpoint):
     assert 'loss_moe' in log  # Conv-LoRA's balancing loss reached the logged losses
 
 
+@pytest.mark.slow
 def test_dist_train_prompted_with_cp_and_amp(tmp_path, data_root, sam_checkpoint):
     """A prompted model (box prompts only: the trainable prompt encoder's point embeddings get no gradient)
     trains under 2-process DDP, with selective recomputation in the encoder and bf16 autocast."""

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import io
 import os
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-_TOOL = Path(__file__).resolve().parents[2] / 'tools' / 'download_sam_checkpoint.py'
+from tests.conftest import load_tool
+
 _FILENAME = 'sam_vit_b_01ec64.pth'
 _PAYLOAD = b'not really a checkpoint\n' * 1000
 
 
-def _load_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location('download_sam_checkpoint', _TOOL)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dl = _load_tool()
+dl = load_tool('tools/download_sam_checkpoint.py', 'download_sam_checkpoint')
 
 
 @pytest.fixture

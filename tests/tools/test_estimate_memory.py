@@ -1,20 +1,13 @@
 """tools/analysis_tools/estimate_memory.py: the prediction against what a real CPU step allocates."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_prompted_cfg, tiny_segmentor_cfg
+from tests.conftest import REPO, load_tool, tiny_prompted_cfg, tiny_segmentor_cfg
 
-REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / 'tools/analysis_tools/estimate_memory.py'
-spec = importlib.util.spec_from_file_location('estimate_memory_tool', TOOL)
-em = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = em  # dataclasses look their module up
-spec.loader.exec_module(em)
+em = load_tool(TOOL, 'estimate_memory_tool')
 
 IMG = 128  # an 8x8 token grid: large enough that activations outweigh fixed costs
 METHODS = {
@@ -83,7 +76,7 @@ def test_cli_report_and_json(tmp_path, capsys):
 def test_preset_replaces_the_method(tmp_path, capsys):
     config = tmp_path / 'tiny.py'
     config.write_text(f'model = {tiny_segmentor_cfg(img_size=64)!r}\n')
-    assert em.main([str(config), '--preset', 'full fine-tuning']) == 0
+    assert em.main([str(config), '--preset', 'full-fine-tuning']) == 0
     assert 'trainable' in capsys.readouterr().out
     with pytest.raises(SystemExit):
         em.main([str(config), '--preset', 'no such method'])
@@ -95,6 +88,7 @@ def test_fits_keeps_the_reserve():
     assert em.fits(23 * em.GIB + 1, reserve_gib=1.0)[24] is False
 
 
+@pytest.mark.slow  # every prompting round measured under the CPU allocator: up to 16 s
 @pytest.mark.parametrize(
     'prompting', [dict(box_prob=1.0), dict(box_prob=0.5, correction_rounds=2, mask_only_rounds=1)]
 )
@@ -108,6 +102,7 @@ def test_prompted_prediction_matches_the_measured_step(prompting):
     assert est.activations_by_component.get('decode_head.mask_decoder.transformer.layers.0', 0) > 0
 
 
+@pytest.mark.slow  # 18 s
 def test_prompted_memory_grows_with_instances_and_rounds():
     one = em.estimate(tiny_prompted_cfg(), batch=1, img_size=64, instances=2)
     more = em.estimate(tiny_prompted_cfg(), batch=1, img_size=64, instances=6)

@@ -1,6 +1,5 @@
 """tools/analysis_tools/expert_usage.py on a tiny Conv-LoRA model and a generated dataset."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,11 @@ import torch
 from mmseg.registry import MODELS
 
 from mmseg_sam.datasets import generate_synthetic_dataset
+from tests.conftest import REPO, load_tool
 from tests.tools.sam2_tool_configs import sam2_trained
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
-spec = importlib.util.spec_from_file_location(
-    'expert_usage_tool', REPO / 'tools/analysis_tools/expert_usage.py'
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/analysis_tools/expert_usage.py', 'expert_usage_tool')
 
 # The tiny arch's 64x64 input is a 4x4 token grid; window 3 pads it to 6x6: 4 windows.
 WINDOWS_PER_IMAGE = 4
@@ -114,6 +109,7 @@ def test_model_without_conv_lora_is_refused(tmp_path, data_root, sam_checkpoint,
     assert not png.exists()
 
 
+@pytest.mark.slow
 def test_sam2_hiera_blocks(tmp_path, capsys):
     """Conv-LoRA in a tiny Hiera: layers under trunk.blocks, routing per window or per image as each block attends."""
     root = tmp_path / 'data'

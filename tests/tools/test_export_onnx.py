@@ -1,6 +1,5 @@
 """tools/deployment/export_onnx.py: onnxruntime predicts like PyTorch, raw image in, scores out."""
 
-import importlib.util
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,13 +14,10 @@ from mmseg.structures import SegDataSample
 
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.peft import ConvLoRALinear
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, load_tool, perturb_
 from tests.tools.sam2_tool_configs import sam2_trained
 
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location('export_onnx_tool', REPO / 'tools/deployment/export_onnx.py')
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/deployment/export_onnx.py', 'export_onnx_tool')
 
 HEADS = {
     'binary': dict(num_classes=2, out_channels=1, threshold=0.5),
@@ -84,6 +80,7 @@ def _decisive(scores: np.ndarray, binary: bool, margin: float = 1e-3) -> np.ndar
     return top2[:, 1] - top2[:, 0] > margin
 
 
+@pytest.mark.slow  # a dynamo export and an onnxruntime session per case: 15-30 s each
 @pytest.mark.parametrize('case', list(CASES))
 def test_onnxruntime_predicts_like_pytorch(tmp_path, sam_checkpoint, case, capsys):
     cfg, ckpt, model = _trained_model(tmp_path, case, sam_checkpoint)
@@ -164,6 +161,7 @@ def test_bad_requests_are_refused(tmp_path, sam_checkpoint, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_sam2_model_exports_and_predicts_like_pytorch(tmp_path, capsys):
     """A tiny Hiera (three FPN levels into SAM 2's decoder), LoRA merged, at a non-square size.
 
@@ -185,6 +183,7 @@ def test_sam2_model_exports_and_predicts_like_pytorch(tmp_path, capsys):
     np.testing.assert_allclose(ort_scores, scores.numpy(), rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sam2_shape_must_be_a_multiple_of_the_size_divisor(tmp_path, capsys):
     run = sam2_trained(tmp_path, dict(type='LoRA', rank=2))
     out = tmp_path / 'sam2.onnx'

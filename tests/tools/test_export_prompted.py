@@ -34,6 +34,7 @@ def _trained_prompted(tmp_path: Path, sam_checkpoint: Path, peft: dict) -> tuple
     return cfg, model, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'peft', [dict(type='LoRA', rank=2, targets=('q', 'v')), dict(type='SSF')], ids=['LoRA', 'SSF']
 )
@@ -77,6 +78,7 @@ def test_sam_predictor_gives_the_fine_tuned_masks(
     assert np.array_equal((masks[0] > 0)[far], ours.box_masks[0].numpy()[far])
 
 
+@pytest.mark.slow
 def test_original_decoder_on_request(tmp_path, sam_checkpoint, reference_sam, capsys):
     cfg, _, trained = _trained_prompted(tmp_path, sam_checkpoint, dict(type='BitFit'))
     out = tmp_path / 'sam_original_decoder.pth'
@@ -90,6 +92,7 @@ def test_original_decoder_on_request(tmp_path, sam_checkpoint, reference_sam, ca
     )
 
 
+@pytest.mark.slow
 def test_full_vit_b_layout_loads_in_sam_model_registry(tmp_path, sam_predictor_cls):
     """SAM ViT-B's own layout: the export loads with segment_anything's builder (strict) and SamPredictor's
     box masks, logits and IoU on the fine-tuned decoder equal the project's (one image embedding for both)."""

@@ -1,6 +1,5 @@
 """tools/model_converters/export_sam.py: a merged encoder in segment_anything's own format."""
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,19 +11,14 @@ from mmseg.registry import MODELS
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import merge_peft
-from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, tiny_segmentor_cfg
+from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, load_tool, tiny_segmentor_cfg
 from tests.models import test_sam2_prompted_head
 from tests.models.sam2_fixtures import official_checkpoint, sam2_heads, sam2_image_encoder
 from tests.tools.sam2_tool_configs import sam2_trained
 
-REPO = Path(__file__).resolve().parents[2]
 sam2_predictor_cls = test_sam2_prompted_head.sam2_predictor_cls  # a fixture
 
-spec = importlib.util.spec_from_file_location(
-    'export_sam_tool', REPO / 'tools/model_converters/export_sam.py'
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/model_converters/export_sam.py', 'export_sam_tool')
 
 
 def _write_config(tmp_path: Path, backbone: dict, checkpoint: Path | None, img_size: int = TINY_IMG) -> Path:
@@ -54,6 +48,7 @@ def _train_and_save(
     return model, path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'peft',
     [
@@ -93,6 +88,7 @@ def test_exported_checkpoint_loads_into_segment_anything(tmp_path, sam_checkpoin
     assert (exported_out - original_out).abs().max() > 1e-3  # the fine-tuning is in the file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'peft, refused',
     [
@@ -113,6 +109,7 @@ def test_methods_that_do_not_merge_are_refused(tmp_path, sam_checkpoint, capsys,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_training_size_differs_from_the_sam_checkpoint(tmp_path):
     """Trained at 64 on a SAM saved at 96: the file has the 96 tables and loads into a 96 SAM."""
     sam96 = build_reference_sam(img_size=96, seed=2)
@@ -139,6 +136,7 @@ def test_training_size_differs_from_the_sam_checkpoint(tmp_path):
         torch.testing.assert_close(encoder(x)[-1], expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_trained_position_tables_are_resized_back(tmp_path, capsys):
     sam96 = build_reference_sam(img_size=96, seed=2)
     source = tmp_path / 'sam96.pth'
@@ -187,6 +185,7 @@ def _sam2_parts(exported: dict) -> dict[str, dict]:
     return parts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'peft',
     [
@@ -253,6 +252,7 @@ def test_sam2_export_loads_into_sam2_modules(tmp_path, peft):
         torch.testing.assert_close(got, unmerged, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_sam2_export_keeps_the_original_decoder_on_request(tmp_path, capsys):
     source, original, cfg, model, trained = _sam2_trained(tmp_path, dict(type='BitFit'))
     out = tmp_path / 'sam2_encoder_only.pt'
@@ -267,6 +267,7 @@ def test_sam2_export_keeps_the_original_decoder_on_request(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_sam2_multiclass_head_keeps_sam2_mask_tokens(tmp_path, capsys):
     head = dict(
         num_classes=3,
@@ -290,6 +291,7 @@ def test_sam2_multiclass_head_keeps_sam2_mask_tokens(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'peft, refused',
     [

@@ -5,7 +5,6 @@ session (tests/tools/test_plot_curves.py uses its logs); the multi-class model i
 built in-process with perturbed weights.
 """
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -25,17 +24,14 @@ from PIL import Image
 from mmseg_sam.apis import SAMSegInferencer, init_model, list_images, resolve_dataset_meta
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.engine.hooks import SAMCheckpointHook
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG
+from tests.conftest import REPO, TINY_ARCH, TINY_HEAD, TINY_IMG, load_tool
 from tests.tools.sam2_tool_configs import sam2_trained
 
-REPO = Path(__file__).resolve().parents[2]
 BINARY_BASE = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 MULTICLASS_BASE = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-multiclass-128x128.py'
 MULTICLASS_PALETTE = [[0, 0, 0], [255, 64, 64], [64, 200, 64], [64, 96, 255]]  # the multiclass config's
 
-spec = importlib.util.spec_from_file_location('infer_tool', REPO / 'tools/infer.py')
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/infer.py', 'infer_tool')
 
 
 def write_tiny_config(path: Path, base: Path, data_root: Path, sam_checkpoint: Path, peft: dict) -> Path:
@@ -127,6 +123,7 @@ def images(tmp_path) -> dict[str, tuple[int, int]]:
     return {str(folder / name): size for name, size in sizes.items()}
 
 
+@pytest.mark.slow
 def test_infer_writes_masks_and_overlays_at_each_image_size(trained_run, images, tmp_path):
     folder, out = str(Path(next(iter(images))).parent), tmp_path / 'out'
     argv = [str(trained_run.cfg), str(trained_run.checkpoint), folder, '--out-dir', str(out)]
@@ -271,6 +268,7 @@ def test_two_inputs_with_one_output_name_are_refused(multiclass_run, images, tmp
     assert f'would both be written as {Path(first).stem}.png' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('kind', ['binary', 'multiclass'])
 def test_test_tool_show_dir_draws_every_image(trained_run, multiclass_run, tmp_path, kind):
     """tools/test.py --show-dir: one drawing per image, GT | prediction, each at the image's size."""
@@ -295,6 +293,7 @@ def test_test_tool_show_dir_draws_every_image(trained_run, multiclass_run, tmp_p
         assert drawn.std() > 0
 
 
+@pytest.mark.slow
 def test_inference_drops_every_step_that_needs_the_ground_truth(trained_run, tmp_path):
     """By what a step does: a user's own LoadAnnotations subclass and CheckSegSample go too."""
     from mmseg.datasets.transforms import LoadAnnotations
@@ -324,6 +323,7 @@ def test_inference_drops_every_step_that_needs_the_ground_truth(trained_run, tmp
     torch.testing.assert_close(array_pred.seg_logits.data, pred.seg_logits.data)
 
 
+@pytest.mark.slow
 def test_16_bit_images_with_the_any_depth_loader(trained_run, tmp_path):
     """Trained on LoadAnyDepthImageFromFile, infer reads 16-bit files as training did, overlays included."""
     cfg = Config.fromfile(trained_run.cfg)
@@ -345,6 +345,7 @@ def _stretched(image: np.ndarray) -> np.ndarray:
     return np.rint(np.clip((image - low) / (high - low), 0, 1) * 255).astype(np.uint8)
 
 
+@pytest.mark.slow
 def test_infer_with_a_sam2_model(tmp_path, images):
     """A SAM 2 model (tiny Hiera, LoRA, trainable-only checkpoint) through the tool and mmseg's inferencer."""
     run = sam2_trained(tmp_path, dict(type='LoRA', rank=2, targets=('q', 'v')))

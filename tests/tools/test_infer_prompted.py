@@ -36,6 +36,7 @@ def _infer(cfg: Path, ckpt: Path, images: list[Path], out: Path, *options: str) 
     return run_tool('tools/infer.py', cfg, ckpt, *images, '--out-dir', out, *options)
 
 
+@pytest.mark.slow
 def test_boxes_give_the_models_masks_overlays_and_scores(tmp_path, trained):
     cfg, ckpt, images = trained
     out = tmp_path / 'out'
@@ -71,6 +72,7 @@ def test_boxes_give_the_models_masks_overlays_and_scores(tmp_path, trained):
     np.testing.assert_array_equal(written == 1, expected)
 
 
+@pytest.mark.slow
 def test_points_and_a_prompt_file(tmp_path, trained):
     cfg, ckpt, images = trained
     prompts = tmp_path / 'points.json'
@@ -83,6 +85,7 @@ def test_points_and_a_prompt_file(tmp_path, trained):
     assert [len(scores[p.name]) for p in images] == [1, 2]  # one object of two points; two one-point objects
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'options, message',
     [
@@ -102,6 +105,7 @@ def test_bad_prompts_are_named(tmp_path, trained, capsys, options, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_prompt_files_must_match_the_inputs(tmp_path, trained, capsys):
     cfg, ckpt, images = trained
     ghost = tmp_path / 'boxes.json'
@@ -114,6 +118,7 @@ def test_prompt_files_must_match_the_inputs(tmp_path, trained, capsys):
     assert f'no prompt for input image {images[1].name}' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_prompts_on_a_prompt_free_model_are_refused(tmp_path, trained, capsys):
     _, _, images = trained
     cfg = tmp_path / 'free.py'

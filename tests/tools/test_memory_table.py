@@ -1,21 +1,14 @@
 """tools/analysis_tools/memory_table.py: one row per method and with_cp level, each level applied."""
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-from tests.conftest import tiny_segmentor_cfg
+from tests.conftest import REPO, load_tool, tiny_segmentor_cfg
 
-REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tools/analysis_tools'))  # the tool imports estimate_memory as a sibling
-spec = importlib.util.spec_from_file_location(
-    'memory_table_tool', REPO / 'tools/analysis_tools/memory_table.py'
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/analysis_tools/memory_table.py', 'memory_table_tool')
 
 IMG = 128
 
@@ -38,7 +31,7 @@ def test_rows_per_level(tmp_path, capsys, monkeypatch):
         '--archs',
         'vit_b',
         '--methods',
-        'LoRA (r 4, q v)',
+        'lora-qv-r4',
         '--img-size',
         str(IMG),
         '--out-json',

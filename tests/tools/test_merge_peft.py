@@ -1,4 +1,3 @@
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,15 +9,10 @@ from mmseg.registry import MODELS
 from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.peft import merge_peft
 from mmseg_sam.utils.checkpoint import detect_format
-from tests.conftest import TINY_IMG, tiny_segmentor_cfg
+from tests.conftest import TINY_IMG, load_tool, tiny_segmentor_cfg
 from tests.tools.sam2_tool_configs import sam2_trained
 
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    'merge_peft_tool', REPO / 'tools/model_converters/merge_peft.py'
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/model_converters/merge_peft.py', 'merge_peft_tool')
 
 
 def _write_config(tmp_path, peft, checkpoint) -> Path:
@@ -126,6 +120,7 @@ def test_merged_model_is_a_sam_checkpoint_for_the_next_fine_tune(tmp_path, sam_c
             assert torch.equal(mlp.state_dict()[name], value), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'peft',
     [dict(type='LoRA', rank=2, targets=('q', 'v', 'proj')), [dict(type='DoRA', rank=2), dict(type='BitFit')]],

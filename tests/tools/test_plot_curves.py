@@ -1,6 +1,5 @@
 """tools/analysis_tools/plot_curves.py on the logs of a real (short) training run."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -9,20 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import load_tool
 from tests.tools.test_infer import trained_run  # noqa: F401  (session fixture: one shared training run)
 
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    'plot_curves_tool', REPO / 'tools/analysis_tools/plot_curves.py'
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/analysis_tools/plot_curves.py', 'plot_curves_tool')
 
 
 def _logged(scalars: Path) -> list[dict]:
     return [json.loads(line) for line in scalars.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_curves_of_a_training_run(trained_run, tmp_path):  # noqa: F811
     [scalars] = trained_run.work.glob('*/vis_data/scalars.json')
     out = tmp_path / 'curves.png'
@@ -55,6 +51,7 @@ def test_curves_of_a_training_run(trained_run, tmp_path):  # noqa: F811
     np.testing.assert_allclose(lines[('learning rate', 'lr')].get_ydata(), [r['lr'] for r in train])
 
 
+@pytest.mark.slow
 def test_newest_run_unless_one_is_named(trained_run, tmp_path, capsys):  # noqa: F811
     [scalars] = trained_run.work.glob('*/vis_data/scalars.json')
     work = tmp_path / 'work'
@@ -72,6 +69,7 @@ def test_newest_run_unless_one_is_named(trained_run, tmp_path, capsys):  # noqa:
     assert "no run '20230101_000000' with vis_data/scalars.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_input_is_reported(trained_run, tmp_path, capsys):  # noqa: F811
     (tmp_path / 'empty').mkdir()
     assert tool.main([str(tmp_path / 'empty')]) == 1

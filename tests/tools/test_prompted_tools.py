@@ -79,6 +79,7 @@ def _scalars(work: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('item', PRESETS, ids=lambda p: p.name)
 def test_every_preset_trains_one_prompted_iteration(tmp_path, data_root, sam_checkpoint, item):
     """Box or point first prompt, one correction round; only the method's and the decoder's weights are saved
@@ -105,6 +106,7 @@ def test_every_preset_trains_one_prompted_iteration(tmp_path, data_root, sam_che
     assert moved  # the decoder started from the SAM checkpoint and took a step
 
 
+@pytest.mark.slow
 def test_test_tool_scores_boxes_points_and_clicks(tmp_path, data_root, sam_checkpoint, capsys):
     head = dict(test_prompting=dict(box=True, clicks=3))
     cfg = prompted_config(
@@ -126,6 +128,7 @@ def test_test_tool_scores_boxes_points_and_clicks(tmp_path, data_root, sam_check
     assert scores['zero-shot']['box_mIoU'] != scores['fine-tuned']['box_mIoU']  # the checkpoint was loaded
 
 
+@pytest.mark.slow
 def test_trained_prompted_model_exports_to_sam_predictor(
     tmp_path, data_root, sam_checkpoint, sam_predictor_cls
 ):
@@ -182,6 +185,7 @@ def sam2_prompted_config(path: Path, data_root: Path, checkpoint: Path, backbone
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('item', [p for p in PRESETS if p.name not in SAM2_REFUSED], ids=lambda p: p.name)
 def test_every_preset_trains_one_prompted_iteration_on_sam2(tmp_path, data_root, item):
     """The SAM 2 family: the same step as on SAM (box or point, one correction round, the prompt encoder

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.user_data import REPO, write_configs, write_user_data
+from tests.conftest import REPO
+from tests.user_data import write_configs, write_user_data
 
 MMSEG_TEST = Path(mmseg.__file__).parent / '.mim/tools/test.py'
 
@@ -44,6 +45,7 @@ def recipe_run(tmp_path_factory, sam_checkpoint):
     return tmp, data, cfg, work, train_log
 
 
+@pytest.mark.slow
 def test_the_recipe_trains_with_a_thresholded_accuracy(recipe_run):
     _, _, _, work, _ = recipe_run
     assert (work / 'iter_4.pth').is_file()
@@ -53,6 +55,7 @@ def test_the_recipe_trains_with_a_thresholded_accuracy(recipe_run):
     assert any('IoU' in entry for entry in logs)  # BinaryIoUMetric ran at the end
 
 
+@pytest.mark.slow
 def test_test_out_and_infer_write_the_same_masks(recipe_run):
     tmp, data, cfg, work, _ = recipe_run
     out, pred = tmp / 'test_out', tmp / 'infer'
@@ -77,6 +80,7 @@ def test_test_out_and_infer_write_the_same_masks(recipe_run):
         np.testing.assert_array_equal(mask, (probs >= 77).astype(np.uint8))  # p > 0.3 <=> round(255 p) >= 77
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['project', 'mmseg'])
 def test_tta_and_out_through_both_test_tools(recipe_run, tool):
     tmp, data, cfg, work, _ = recipe_run
@@ -91,6 +95,7 @@ def test_tta_and_out_through_both_test_tools(recipe_run, tool):
     assert sorted(masks_in(out)) == ['0000.png', '0001.png']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('metric', ['SODMetric', 'BERMetric'])
 def test_out_for_every_binary_metric(recipe_run, metric):
     tmp, data, cfg, work, _ = recipe_run
@@ -113,6 +118,7 @@ def test_out_for_every_binary_metric(recipe_run, metric):
     assert sorted(masks_in(out)) == sorted(masks_in(out / 'probabilities')) == ['0000.png', '0001.png']
 
 
+@pytest.mark.slow
 def test_16_bit_images_train_and_infer_with_the_any_depth_loader(tmp_path, sam_checkpoint):
     """The recipe with LoadAnyDepthImageFromFile on 12-bit PNGs in 16-bit files."""
     data = tmp_path / 'data'

@@ -14,8 +14,8 @@ import torch
 
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.utils.safe_globals import MMENGINE_CHECKPOINT_GLOBALS
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 MAX_ITERS = 12
 
@@ -124,6 +124,7 @@ def straight_run(tmp_path_factory, data, sam_checkpoint) -> tuple[Path, Path]:
     return cfg, root / 'work'
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, straight_run):
     cfg, straight = straight_run
     reference = _final_state(straight)
@@ -154,6 +155,7 @@ def _pickled_globals(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_rng_states_and_only_allow_listed_globals(straight_run):
     path = straight_run[1] / f'iter_{MAX_ITERS}.pth'  # message hub with train and val scalars
     checkpoint = torch.load(path, map_location='cpu', weights_only=True)

@@ -1,5 +1,6 @@
 """SAM 2 through the real tools: train from an official-layout SAM 2.1 checkpoint, then test its checkpoint."""
 
+import pytest
 import torch
 
 from mmseg_sam.datasets import generate_synthetic_dataset
@@ -7,6 +8,7 @@ from tests.conftest import run_tool, write_train_config
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH, official_checkpoint
 
 
+@pytest.mark.slow
 def test_train_from_official_sam2_checkpoint_then_test(tmp_path):
     data = tmp_path / 'data'
     generate_synthetic_dataset(data, num_train=2, num_val=2, img_size=64, mode='binary')

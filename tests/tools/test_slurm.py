@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from mmseg_sam.datasets import generate_synthetic_dataset
+from tests.conftest import REPO
 from tests.slurm_cluster import LocalSlurmCluster, ensure_slurm_installed
 from tests.tools.test_dist_launchers import free_port, last_metrics, launch_env, run, tiny_dist_config
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope='module')
@@ -46,6 +45,7 @@ def run_on(cluster: LocalSlurmCluster, cmd: list[str], cwd: Path, env: dict[str,
         raise AssertionError(f'{e}\n{cluster.logs(tail=3000)}') from None
 
 
+@pytest.mark.slow
 def test_cluster_runs_two_tasks(slurm_cluster):
     """srun -n2 gives each task the variables the slurm launcher reads."""
     out = run_on(
@@ -65,6 +65,7 @@ def test_cluster_runs_two_tasks(slurm_cluster):
     assert lines == [f'task 0/2 {slurm_cluster.node}', f'task 1/2 {slurm_cluster.node}'], out
 
 
+@pytest.mark.slow
 def test_slurm_train_then_test(slurm_cluster, tmp_path, sam_checkpoint):
     data = tmp_path / 'data'
     generate_synthetic_dataset(data, num_train=8, num_val=2, img_size=64)
@@ -115,6 +116,7 @@ def test_slurm_train_then_test(slurm_cluster, tmp_path, sam_checkpoint):
     slurm_cluster.wait_idle(timeout=60)  # both jobs ended and freed the node
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     'args, py_args',
     [

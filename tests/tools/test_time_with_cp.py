@@ -1,18 +1,13 @@
 """tools/analysis_tools/time_with_cp.py: ratios per with_cp level and the step's operator profile."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-spec = importlib.util.spec_from_file_location(
-    'time_with_cp_tool', REPO / 'tools/analysis_tools/time_with_cp.py'
-)
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+from tests.conftest import load_tool
+
+tool = load_tool('tools/analysis_tools/time_with_cp.py', 'time_with_cp_tool')
 
 
+@pytest.mark.slow
 def test_ratios_and_profile(capsys):
     """ViT-B at 64x64 (a 4x4 token grid): one timed round, then the costliest operators of a step."""
     argv = ['--arch', 'vit_b', '--img-size', '64', '--warmup', '0', '--repeat', '1', '--profile', '5']

@@ -1,16 +1,12 @@
 """tools/train.py warns when train_cfg.max_iters and the learning-rate schedule end apart."""
 
-import importlib.util
-from pathlib import Path
-
 from mmengine.config import Config
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, load_tool
+
 DEMO = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 
-spec = importlib.util.spec_from_file_location('train_tool_schedule', REPO / 'tools/train.py')
-tool = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(tool)
+tool = load_tool('tools/train.py', 'train_tool_schedule')
 
 
 def test_a_shortened_run_names_the_option_that_shortens_the_schedule():

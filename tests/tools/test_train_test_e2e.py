@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from mmseg_sam.datasets import generate_synthetic_dataset
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO / 'configs/demo/sam-vit-small_lora-qv-r4_1k_demo-binary-128x128.py'
 
 
@@ -52,6 +52,7 @@ def _run(args: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_train_then_test(tmp_path, sam_checkpoint):
     data = tmp_path / 'data'
     generate_synthetic_dataset(data, num_train=4, num_val=2, img_size=(64, 80), mode='binary')
@@ -107,6 +108,7 @@ def test_train_then_test(tmp_path, sam_checkpoint):
     assert 0 <= metrics['mIoU'] <= 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['train.py', 'test.py'])
 def test_tools_help(tool):
     out = _run([str(REPO / 'tools' / tool), '--help'], cwd=REPO)
@@ -114,6 +116,7 @@ def test_tools_help(tool):
         assert flag in out
 
 
+@pytest.mark.slow
 def test_mmseg_own_train_tool_uses_custom_imports(tmp_path, sam_checkpoint):
     """mmseg's tools/train.py knows nothing of mmseg_sam: the config's custom_imports do it."""
     import mmseg
@@ -130,6 +133,7 @@ def test_mmseg_own_train_tool_uses_custom_imports(tmp_path, sam_checkpoint):
     assert (tmp_path / 'work/iter_2.pth').is_file()
 
 
+@pytest.mark.slow
 def test_resume_from_a_trainable_only_checkpoint(tmp_path, sam_checkpoint):
     data = tmp_path / 'data'
     generate_synthetic_dataset(data, num_train=2, num_val=1, img_size=64, mode='binary')

@@ -67,8 +67,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 FROZEN_METHOD = 'decoder-only'  # the preset of the frozen encoder without PEFT
-LORA = 'LoRA (r 4, q v)'
-CONV_LORA = 'Conv-LoRA (r 3, 8 experts)'
+LORA = 'lora-qv-r4'  # preset keys
+CONV_LORA = 'conv-lora-r3'
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 # Set by this tool for each row; --backbone-options / --sam2-options may not override them.
 RESERVED_OPTIONS = ('arch', 'img_size', 'peft', 'frozen')
@@ -108,24 +108,24 @@ def all_rows() -> list[Row]:
         Row('sam-encoder', 'segment_anything encoder (frozen; eager, no checkpointing)', 'reference'),
         Row(
             'sam-encoder-lora',
-            f'segment_anything encoder + {LORA} (eager, no checkpointing)',
+            f'segment_anything encoder + {preset(LORA).name} (eager, no checkpointing)',
             'reference',
             dict(peft=preset(LORA).peft),
         ),
         Row('frozen', 'frozen, no PEFT', 'samvit', dict(preset(FROZEN_METHOD).backbone)),
     ]
     rows += [
-        Row(slug(item.name), item.name, 'samvit', dict(item.backbone))
+        Row(item.key, item.name, 'samvit', dict(item.backbone))
         for item in PRESETS
-        if item.name != FROZEN_METHOD
+        if item.key != FROZEN_METHOD
     ]
     rows.append(
         Row(SAM2_FROZEN, 'SAM 2.1 Hiera: frozen, no PEFT', 'sam2hiera', dict(preset(FROZEN_METHOD).backbone))
     )
     rows += [
-        Row(SAM2_PREFIX + slug(item.name), f'SAM 2.1 Hiera: {item.name}', 'sam2hiera', dict(item.backbone))
+        Row(SAM2_PREFIX + item.key, f'SAM 2.1 Hiera: {item.name}', 'sam2hiera', dict(item.backbone))
         for item in PRESETS
-        if item.name != FROZEN_METHOD
+        if item.key != FROZEN_METHOD
     ]
     return rows
 
@@ -303,7 +303,7 @@ def targets(results: dict[str, dict], with_cp: bool) -> list[dict[str, Any]]:
         r = results.get(key)
         return None if r is None or 'error' in r else r[field_name]
 
-    lora, conv_lora = slug(LORA), slug(CONV_LORA)
+    lora, conv_lora = LORA, CONV_LORA
     prefix = 'with_cp ' if with_cp else ''
     specs = [
         (f'{prefix}LoRA step / segment_anything+LoRA step', (lora, 'step_ms'), ('sam-encoder-lora', 'step_ms'),

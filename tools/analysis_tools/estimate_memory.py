@@ -29,7 +29,7 @@ most; a shape-only run has no routing to read).
 
     python tools/analysis_tools/estimate_memory.py CONFIG --batch 2 --img-size 1024 --amp bf16
     python tools/analysis_tools/estimate_memory.py configs/_base_/models/sam-vit-b_mask-decoder-binary.py \\
-        --preset 'LoRA (r 4, q v)' --cfg-options model.backbone.with_cp=selective
+        --preset lora-qv-r4 --cfg-options model.backbone.with_cp=selective
 
 ``--measure`` also runs the step for real on the CPU (random weights) and reports what it
 allocated next to the prediction: allocator events from ``torch.profiler`` with
@@ -68,7 +68,7 @@ from torch.utils._pytree import tree_flatten
 import mmseg_sam  # noqa: F401
 from mmseg_sam.models.decode_heads import SAMPromptedHead
 from mmseg_sam.models.peft import collect_aux_losses
-from mmseg_sam.models.peft.presets import PRESETS, preset
+from mmseg_sam.models.peft.presets import preset, preset_keys
 
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 GPU_SIZES_GB = (16, 24, 40, 80)
@@ -602,8 +602,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--preset',
         default=None,
-        help="replace the backbone's PEFT method by a preset of mmseg_sam.models.peft.presets "
-        f'({", ".join(repr(p.name) for p in PRESETS)})',
+        help="replace the backbone's PEFT method by a preset of mmseg_sam.models.peft.presets, by key "
+        f'({", ".join(preset_keys())})',
     )
     parser.add_argument(
         '--reserve-gib', type=float, default=1.0, help='GiB kept free on the GPU (CUDA context)'

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.backbones.sam_vit import WITH_CP_LEVELS
+from mmseg_sam.models.peft.presets import preset
 
 # The segmentor the memory section measures (memory_table.py's).
 MODEL_CONFIG = Path(__file__).resolve().parents[2] / 'configs/_base_/models/sam-vit-b_mask-decoder-binary.py'
@@ -126,16 +127,19 @@ def speed_rows(setup: Setup) -> list[tuple[str, Any, bm.Row, dict[str, Any]]]:
     rows = []
     for label, arch in setup.archs.items():
         reference = bm.Row(
-            'sam-encoder-lora', f'segment_anything encoder + {bm.LORA}', 'reference', dict(peft=lora_peft)
+            'sam-encoder-lora',
+            f'segment_anything encoder + {preset(bm.LORA).name}',
+            'reference',
+            dict(peft=lora_peft),
         )
         rows.append((label, arch, reference, {}))
         for method in METHODS:
             for with_cp in WITH_CP_LEVELS:
-                row = bm.Row(bm.slug(method), method, 'samvit', dict(setup.method(method)))
+                row = bm.Row(method, preset(method).name, 'samvit', dict(setup.method(method)))
                 rows.append((label, arch, row, dict(with_cp=with_cp)))
     sam2_label, first_arch = setup.sam2[0], next(iter(setup.archs.values()))
     for method in METHODS:
-        row = bm.Row(bm.SAM2_PREFIX + bm.slug(method), method, 'sam2hiera', dict(setup.method(method)))
+        row = bm.Row(bm.SAM2_PREFIX + method, preset(method).name, 'sam2hiera', dict(setup.method(method)))
         rows.append((sam2_label, first_arch, row, {}))
     return rows
 

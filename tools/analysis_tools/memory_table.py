@@ -27,7 +27,7 @@ from estimate_memory import GIB, build_model, estimate, fits, load_config, model
 from torch import nn  # noqa: E402
 
 from mmseg_sam.models.backbones.sam_vit import WITH_CP_LEVELS  # noqa: E402
-from mmseg_sam.models.peft.presets import PRESETS  # noqa: E402
+from mmseg_sam.models.peft.presets import preset, preset_keys  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / 'configs/_base_/models/sam-vit-b_mask-decoder-binary.py'
@@ -55,7 +55,7 @@ def peaks(model: nn.Module, with_cp: object, amp: str, img_size: int) -> dict[in
 def check_batch(config: Path, img_size: int, batch: int = 4) -> str:
     """The extrapolation against a direct estimate at ``batch`` for ViT-H + LoRA, bf16."""
     cfg = load_config(config, {'model.backbone.arch': 'vit_h'})
-    model_cfg = model_cfg_for_estimate(cfg, img_size, 'LoRA (r 4, q v)')
+    model_cfg = model_cfg_for_estimate(cfg, img_size, 'lora-qv-r4')
     direct = estimate(model_cfg, batch, img_size, 'bf16').peak
     one, two = (estimate(model_cfg, b, img_size, 'bf16').peak for b in (1, 2))
     extrapolated = one + (batch - 1) * (two - one)
@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--config', type=Path, default=DEFAULT_CONFIG)
     parser.add_argument('--archs', nargs='+', choices=ARCHS, default=list(ARCHS))
-    parser.add_argument('--methods', nargs='+', default=None, help='preset names (default: all)')
+    parser.add_argument(
+        '--methods', nargs='+', choices=preset_keys(), default=None, help='preset keys (default: all)'
+    )
     parser.add_argument('--img-size', type=int, default=1024)
     parser.add_argument('--reserve-gib', type=float, default=1.0)
     parser.add_argument('--check-batch', action='store_true', help='print the batch-4 extrapolation check')
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     register_all_modules(init_default_scope=True)
     MMLogger.get_current_instance().setLevel(logging.WARNING)
-    methods = args.methods or [p.name for p in PRESETS]
+    methods = args.methods or preset_keys()
     results = []
     lines = []
     header = ' | '.join(f'{amp_name(amp)} b{b}' for amp in AMPS for b in BATCHES)
@@ -101,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             model = build_meta(args.config, arch, method, args.img_size)
             for with_cp in WITH_CP_LEVELS:
                 row = {amp: peaks(model, with_cp, amp, args.img_size) for amp in AMPS}
-                results.append(dict(arch=arch, method=method, with_cp=with_cp, peaks=row))
+                results.append(
+                    dict(arch=arch, method=preset(method).name, key=method, with_cp=with_cp, peaks=row)
+                )
                 cells = ' | '.join(cell(row[amp][b], args.reserve_gib) for amp in AMPS for b in BATCHES)
-                lines.append(f'| {method} | {with_cp!r} | {cells} |')
+                lines.append(f'| {preset(method).name} | {with_cp!r} | {cells} |')
                 print(lines[-1], file=sys.stderr, flush=True)
         lines.append('')
     if args.check_batch:

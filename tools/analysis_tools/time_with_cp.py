@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--img-size', type=int, default=1024)
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument(
-        '--preset', default='LoRA (r 4, q v)', help='a preset of mmseg_sam.models.peft.presets'
+        '--preset', default='lora-qv-r4', help='a preset key of mmseg_sam.models.peft.presets'
     )
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--repeat', type=int, default=3)

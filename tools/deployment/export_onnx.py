@@ -21,7 +21,7 @@ The graph (see :class:`ONNXSegmentor`):
 - output ``labels``: (B, H, W) int64, the label map mmseg predicts: ``scores >
   threshold`` for C = 1, else the argmax over C.
 
-PEFT: mergeable methods (LoRA, COBOT on LoRA, BitFit, SSF) are folded into the
+PEFT: mergeable methods (BitFit, DoRA, LoRA, SSF, COBOT on one of those) are folded into the
 frozen weights by default (``--no-merge`` keeps their branches in the graph);
 others are exported as they are. Conv-LoRA routes as in eval (argmax of the clean
 gate logits, ties to the lower expert) with a dense, traceable dispatch: every
@@ -50,7 +50,7 @@ from torch import Tensor, nn
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
 from mmseg_sam.apis import check_output_file, init_model
 from mmseg_sam.models.decode_heads.sam_mask_decoder_head import semantic_inference
-from mmseg_sam.models.peft import merge_peft
+from mmseg_sam.models.peft import merge_peft, mergeable_phrase
 
 MIN_OPSET = 18  # the dynamo exporter's operator library (onnxscript torchlib) targets opset 18+
 DYNAMIC_REFUSAL = (
@@ -124,7 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         '--merge',
         action=argparse.BooleanOptionalAction,
         default=None,
-        help='fold mergeable PEFT updates into the weights (default: when every method is mergeable)',
+        help=f'fold mergeable PEFT updates ({mergeable_phrase()}) into the weights '
+        '(default: when every method is mergeable)',
     )
     parser.add_argument(
         '--verify', action='store_true', help='compare onnxruntime with PyTorch on random input'

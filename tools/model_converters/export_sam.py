@@ -8,8 +8,8 @@ Usage::
 
 Builds the model of CONFIG, loads CHECKPOINT strictly (trainable-only checkpoints
 take their frozen weights from the SAM checkpoint), merges the PEFT method into the
-encoder's weights (LoRA, DoRA, COBOT on LoRA, BitFit, SSF; methods that are not
-linear in their input are refused, named) and writes the checkpoint format of the
+encoder's weights (mergeable: BitFit, DoRA, LoRA, SSF, COBOT on one of those;
+methods that are not linear in their input are refused, named) and writes the checkpoint format of the
 model's family. The original checkpoint is ``--sam-checkpoint``, default the
 config's ``model.sam_checkpoint``.
 

@@ -1,4 +1,4 @@
-"""Fold a mergeable PEFT method (LoRA, COBOT on LoRA, BitFit, SSF) into SAM's weights.
+"""Fold a mergeable PEFT method (BitFit, DoRA, LoRA, SSF, COBOT on one of those) into SAM's weights.
 
 Usage::
 
@@ -9,7 +9,8 @@ trainable-only CHECKPOINT does not hold), loads CHECKPOINT strictly, merges the
 PEFT updates into the frozen linear/norm weights and writes a full checkpoint of
 the same model without PEFT: it loads into CONFIG with
 ``--cfg-options model.backbone.peft=None`` and predicts the same. Methods that are
-not linear in their input (Conv-LoRA, adapters, VPT, SAM-Adapter, LST) are refused.
+not linear in their input (Adapter, AdaptFormer, ConvLoRA, LST, SAMAdapter, VPT,
+COBOT on one of those) are refused.
 OUT may never be CHECKPOINT or CONFIG; an existing OUT is replaced only with ``--overwrite``.
 """
 

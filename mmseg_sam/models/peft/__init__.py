@@ -19,6 +19,8 @@ from .base import (
     inject_peft,
     match_modules,
     merge_peft,
+    mergeable_methods,
+    mergeable_phrase,
 )
 from .bitfit import BitFit
 from .bottleneck import BottleneckAdapter
@@ -44,6 +46,8 @@ __all__ = [
     'inject_peft',
     'match_modules',
     'merge_peft',
+    'mergeable_methods',
+    'mergeable_phrase',
     'Adapter',
     'AdapterLayer',
     'AdaptFormer',

@@ -16,7 +16,15 @@ from typing import Any
 
 from .base import PEFT_METHODS
 
-__all__ = ['PRESETS', 'PEFTPreset', 'grid_presets', 'method_types', 'preset', 'uncovered_methods']
+__all__ = [
+    'PRESETS',
+    'PEFTPreset',
+    'grid_presets',
+    'method_types',
+    'preset',
+    'preset_keys',
+    'uncovered_methods',
+]
 
 
 @dataclass(frozen=True)
@@ -24,18 +32,22 @@ class PEFTPreset:
     """One named setting of a method.
 
     Attributes:
-        name: row name in docs/peft.md and the benchmark report.
+        key: the stable name that tools (``--preset``, ``--methods``), tests and code use: the
+            method token of the config file names (``lora-qv-r4``, ``cobot-lora-qv-r4``).
+        name: the display label (``'LoRA (r 4, q v)'``): row name in docs/peft.md and the
+            tools' tables; never a key.
         backbone: ``SAMViT`` arguments at SAM's sizes (``peft=...``, or ``frozen=False``),
             the papers' settings where they state them.
-        tiny: the same method at the tests' tiny architecture (32 channels): smaller
-            widths where the SAM-sized setting would only make the tests slow.
+        tiny: the same method at a tiny architecture (32 channels): smaller widths where the
+            SAM-sized setting would only make the tests and ``gpu_report.py --tiny`` slow.
         grid: the method token of the benchmark grid's file names
-            (``configs/<folder>/sam-vit-h_<grid>_<epochs>e_<benchmark>-1024x1024.py``), or
-            None when the grid has no such column.
+            (``configs/<folder>/sam-vit-h_<grid>_<epochs>e_<benchmark>-1024x1024.py``, the
+            preset's ``key``), or None when the grid has no such column.
         folder: the grid's config folder.
         cobot_lr_mult: ``lr_mult`` of the ``'cobot'`` parameters in the grid configs.
     """
 
+    key: str
     name: str
     backbone: Mapping[str, Any]
     tiny: Mapping[str, Any] = field(default_factory=dict)
@@ -54,9 +66,12 @@ _COBOT_LORA_HOST = dict(type='LoRA', rank=4, alpha=4, targets=('q', 'v'), init='
 _COBOT_ADAPTFORMER_HOST = dict(type='AdaptFormer', bottleneck=16, scale=1.0, dropout=0.1, branch_input='mlp')
 
 PRESETS: tuple[PEFTPreset, ...] = (
-    PEFTPreset('decoder-only', {}, {}, grid='decoder-only', folder='decoder_only'),
-    PEFTPreset('BitFit', dict(peft=dict(type='BitFit')), dict(peft=dict(type='BitFit')), 'bitfit', 'bitfit'),
+    PEFTPreset('decoder-only', 'decoder-only', {}, {}, grid='decoder-only', folder='decoder_only'),
     PEFTPreset(
+        'bitfit', 'BitFit', dict(peft=dict(type='BitFit')), dict(peft=dict(type='BitFit')), 'bitfit', 'bitfit'
+    ),
+    PEFTPreset(
+        'adapter-b64',
         'Adapter (bottleneck 64)',
         dict(peft=dict(type='Adapter', bottleneck=64, targets=('attn', 'mlp'))),
         dict(peft=dict(type='Adapter', bottleneck=8)),
@@ -64,11 +79,13 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'adapter',
     ),
     PEFTPreset(
+        'adaptformer-b16',
         'AdaptFormer (bottleneck 16)',
         dict(peft=dict(type='AdaptFormer', bottleneck=16)),
         dict(peft=dict(type='AdaptFormer', bottleneck=8)),
     ),
     PEFTPreset(
+        'sam-adapter',
         'SAM-Adapter (scale 32)',
         dict(peft=dict(type='SAMAdapter', scale_factor=32, freq_ratio=0.25)),
         dict(peft=dict(type='SAMAdapter', scale_factor=4)),
@@ -76,6 +93,7 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'sam_adapter',
     ),
     PEFTPreset(
+        'vpt-deep-t10',
         'VPT-deep (10 tokens)',
         dict(peft=dict(type='VPT', num_tokens=10, mode='deep')),
         dict(peft=dict(type='VPT', num_tokens=4)),
@@ -83,25 +101,34 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'vpt',
     ),
     PEFTPreset(
+        'vpt-shallow-t10',
         'VPT-shallow (10 tokens)',
         dict(peft=dict(type='VPT', num_tokens=10, mode='shallow')),
         dict(peft=dict(type='VPT', num_tokens=4, mode='shallow')),
     ),
     PEFTPreset(
+        'lst-d192',
         'LST (side 192)',
         dict(peft=dict(type='LST', side_dims=192, side_heads=3)),
         dict(peft=dict(type='LST', side_dims=12, side_heads=3)),
         'lst-d192',
         'lst',
     ),
-    PEFTPreset('SSF', dict(peft=dict(type='SSF')), dict(peft=dict(type='SSF')), 'ssf', 'ssf'),
+    PEFTPreset('ssf', 'SSF', dict(peft=dict(type='SSF')), dict(peft=dict(type='SSF')), 'ssf', 'ssf'),
     PEFTPreset(
+        'lora-qv-r4',
         'LoRA (r 4, q v)',
         dict(peft=dict(type='LoRA', rank=4, targets=('q', 'v'))),
         dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
     ),
-    PEFTPreset('DoRA (r 4, q v)', dict(peft=dict(type='DoRA', rank=4)), dict(peft=dict(type='DoRA', rank=2))),
     PEFTPreset(
+        'dora-qv-r4',
+        'DoRA (r 4, q v)',
+        dict(peft=dict(type='DoRA', rank=4)),
+        dict(peft=dict(type='DoRA', rank=2)),
+    ),
+    PEFTPreset(
+        'lora-qkv-r3',
         'LoRA (r 3, qkv)',
         dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
         dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
@@ -109,6 +136,7 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'lora',
     ),
     PEFTPreset(
+        'conv-lora-r3',
         'Conv-LoRA (r 3, 8 experts)',
         dict(peft=_CONV_LORA),
         dict(peft=dict(type='ConvLoRA', rank=4, num_experts=3)),
@@ -116,6 +144,7 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'conv_lora',
     ),
     PEFTPreset(
+        'cobot-lora-qv-r4',
         'COBOT + LoRA (r 4, q v)',
         dict(peft=dict(type='COBOT', host=_COBOT_LORA_HOST)),
         dict(peft=dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v')))),
@@ -124,6 +153,7 @@ PRESETS: tuple[PEFTPreset, ...] = (
         100.0,
     ),
     PEFTPreset(
+        'cobot-adaptformer-b16',
         'COBOT + AdaptFormer (16)',
         dict(peft=dict(type='COBOT', host=_COBOT_ADAPTFORMER_HOST)),
         dict(peft=dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=8))),
@@ -132,6 +162,7 @@ PRESETS: tuple[PEFTPreset, ...] = (
         10.0,
     ),
     PEFTPreset(
+        'cobot-conv-lora-r4',
         'COBOT + Conv-LoRA (r 4)',
         dict(peft=dict(type='COBOT', host={**_CONV_LORA, 'rank': 4})),
         dict(peft=dict(type='COBOT', host=dict(type='ConvLoRA', rank=4, num_experts=2))),
@@ -139,20 +170,28 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'cobot',
         100.0,
     ),
-    PEFTPreset('full fine-tuning', dict(frozen=False), dict(frozen=False)),
+    PEFTPreset('full-fine-tuning', 'full fine-tuning', dict(frozen=False), dict(frozen=False)),
 )
 
 
-def preset(name: str) -> PEFTPreset:
-    """The preset called ``name``.
+def preset(key: str) -> PEFTPreset:
+    """The preset whose ``key`` is ``key`` (``'lora-qv-r4'``).
 
     Raises:
-        KeyError: no preset has that name (the known names are listed).
+        KeyError: no preset has that key (the keys are listed; a display label names its key).
     """
     for item in PRESETS:
-        if item.name == name:
+        if item.key == key:
             return item
-    raise KeyError(f'no PEFT preset {name!r}; presets: {[p.name for p in PRESETS]}')
+    for item in PRESETS:
+        if item.name == key:
+            raise KeyError(f'{key!r} is the display label of PEFT preset {item.key!r}: use the key')
+    raise KeyError(f'no PEFT preset {key!r}; presets: {preset_keys()}')
+
+
+def preset_keys() -> list[str]:
+    """Every preset's key, in table order."""
+    return [item.key for item in PRESETS]
 
 
 def grid_presets() -> dict[tuple[str, str], PEFTPreset]:
