@@ -80,7 +80,7 @@ def _scalars(work: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('item', PRESETS, ids=lambda p: p.name)
+@pytest.mark.parametrize('item', PRESETS, ids=lambda p: p.key)
 def test_every_preset_trains_one_prompted_iteration(tmp_path, data_root, sam_checkpoint, item):
     """Box or point first prompt, one correction round; only the method's and the decoder's weights are saved
     and trained (the prompt encoder frozen here), every loss finite."""
@@ -100,7 +100,7 @@ def test_every_preset_trains_one_prompted_iteration(tmp_path, data_root, sam_che
     assert saved == trainable  # trainable-only: the frozen SAM weights and prompt encoder are not saved
     assert not any(k.startswith('decode_head.prompt_encoder.') for k in saved)
     encoder = {k for k in trainable if k.startswith('backbone.')}
-    assert bool(encoder) == (item.name != 'decoder-only')
+    assert bool(encoder) == (item.key != 'decoder-only')
     initial = dict(model.named_parameters())
     moved = [k for k in saved if k.startswith('decode_head.') and not torch.equal(state[k], initial[k])]
     assert moved  # the decoder started from the SAM checkpoint and took a step
@@ -186,7 +186,7 @@ def sam2_prompted_config(path: Path, data_root: Path, checkpoint: Path, backbone
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('item', [p for p in PRESETS if p.name not in SAM2_REFUSED], ids=lambda p: p.name)
+@pytest.mark.parametrize('item', [p for p in PRESETS if p.key not in SAM2_REFUSED], ids=lambda p: p.key)
 def test_every_preset_trains_one_prompted_iteration_on_sam2(tmp_path, data_root, item):
     """The SAM 2 family: the same step as on SAM (box or point, one correction round, the prompt encoder
     frozen), with the object-score loss; only the method's and the decoder's weights saved and trained."""
@@ -209,7 +209,7 @@ def test_every_preset_trains_one_prompted_iteration_on_sam2(tmp_path, data_root,
     saved = {k for k in state if k in dict(model.named_parameters())}
     assert saved == trainable
     assert not any(k.startswith('decode_head.prompt_encoder.') for k in saved)
-    assert bool({k for k in trainable if k.startswith('backbone.')}) == (item.name != 'decoder-only')
+    assert bool({k for k in trainable if k.startswith('backbone.')}) == (item.key != 'decoder-only')
     initial = dict(model.named_parameters())
     moved = [k for k in saved if k.startswith('decode_head.') and not torch.equal(state[k], initial[k])]
     assert 'decode_head.no_mem_embed' in saved and moved
