@@ -2,8 +2,6 @@
 padding to the patch size at inference, slide inference with both SAM heads, the data
 preprocessor's size checked at construction."""
 
-from pathlib import Path
-
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
@@ -12,7 +10,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from mmseg_sam.models.backbones import SAMViT
-from tests.conftest import TINY_ARCH, TINY_IMG, tiny_model_cfg, tiny_segmentor_cfg
+from tests.conftest import REPO, TINY_ARCH, TINY_IMG, tiny_model_cfg, tiny_segmentor_cfg
 
 FOUR_LEVELS = dict(TINY_ARCH, num_layers=4, global_attn_indexes=(1, 3))
 
@@ -142,7 +140,7 @@ def test_data_preprocessor_size_must_fit_the_patch_size():
 
 def test_sam_checkpoint_loads_the_encoder_under_mmseg_heads(sam_checkpoint, reference_sam):
     """UPerHead takes no SAM weights: sam_checkpoint fills only the backbone's checkpoint."""
-    cfg = Config.fromfile(Path(__file__).resolve().parents[2] / 'configs/_base_/models/sam-vit-b_upernet.py')
+    cfg = Config.fromfile(REPO / 'configs/_base_/models/sam-vit-b_upernet.py')
     model_cfg = tiny_model_cfg(cfg.model)
     model_cfg.backbone.arch = dict(TINY_ARCH)  # the checkpoint's 2 blocks
     model_cfg.backbone.out_indices = (0, 1)
