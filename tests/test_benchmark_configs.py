@@ -18,7 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.structures import PixelData
+from mmengine.structures import InstanceData, PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import register_all_modules
@@ -195,7 +195,8 @@ def test_model_bases_differ_from_vit_b_by_encoder_and_checkpoint(size, head):
 
 def _tiny_model_cfg(cfg: Config) -> dict:
     model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.backbone.type == 'SAM2Hiera' or not model_cfg.backbone.get('with_neck', True):
+    prompted = model_cfg.decode_head.type in ('SAMPromptedHead', 'SAM2PromptedHead')
+    if prompted or model_cfg.backbone.type == 'SAM2Hiera' or not model_cfg.backbone.get('with_neck', True):
         return tiny_model_cfg(model_cfg, img_size=64)  # SAM 2, or SAM's encoder under mmseg's heads
     model_cfg.sam_checkpoint = None
     model_cfg.backbone.arch = dict(TINY_ARCH)  # assignment, not ConfigDict.update (which merges)
@@ -219,6 +220,16 @@ def _batch(num_classes: int, seed: int = 0) -> tuple[torch.Tensor, list[SegDataS
         label[:, :2, :2] = 255
         sample = SegDataSample(metainfo=dict(img_shape=(64, 64), pad_shape=(64, 64), ori_shape=(64, 64)))
         sample.gt_sem_seg = PixelData(data=label)
+        # two instances with their boxes and one point each, for the prompted configs
+        masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+        masks[0, 8:40, 8:40], masks[1, 40:60, 30:62] = True, True
+        sample.gt_instances = InstanceData(
+            masks=masks,
+            labels=torch.ones(2, dtype=torch.long),
+            prompt_boxes=torch.tensor([[8.0, 8, 39, 39], [30, 40, 61, 59]]),
+            prompt_points=torch.tensor([[[24.0, 24]], [[46, 50]]]),
+            prompt_point_labels=torch.ones(2, 1, dtype=torch.long),
+        )
         samples.append(sample)
     return torch.randn(2, 3, 64, 64, generator=gen), samples
 

@@ -88,7 +88,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{cmd} exited with {proc.returncode}:\n{out[-8000:]}'
+    assert proc.returncode == 0, f'{cmd} exited with {proc.returncode}:\n{out[-30000:]}'
     print(f'{Path(cmd[0]).name} {" ".join(cmd[1:2])}...: {time.perf_counter() - start:.1f} s')
     return out
 
