@@ -133,36 +133,17 @@ class SAM2PromptedHead(SAMPromptedHead):
         )
 
     # ------------------------------------------------------------------ building
-    def _build_decoder(
-        self,
-        embed_dims: int,
-        depth: int,
-        num_heads: int,
-        mlp_dims: int,
-        mask_in_channels: int,
-        iou_head_depth: int,
-        iou_head_hidden_dim: int,
-        num_multimask_outputs: int,
-    ) -> None:
-        """sam2's ``PromptEncoder`` and ``MaskDecoder`` as ``SAM2Base._build_sam_heads`` builds them, and ``no_mem_embed``."""
-        grid = self.image_size // self.patch_size
-        self.prompt_encoder = PromptEncoder(
-            embed_dim=embed_dims,
-            image_embedding_size=(grid, grid),
-            input_image_size=(self.image_size, self.image_size),
-            mask_in_chans=mask_in_channels,
-        )
-        self.mask_decoder = MaskDecoder(
-            num_multimask_outputs=num_multimask_outputs,
-            transformer=TwoWayTransformer(
-                depth=depth, embedding_dim=embed_dims, mlp_dim=mlp_dims, num_heads=num_heads
-            ),
-            transformer_dim=embed_dims,
-            iou_head_depth=iou_head_depth,
-            iou_head_hidden_dim=iou_head_hidden_dim,
-            dynamic_multimask_via_stability=self.dynamic_multimask_via_stability,
-            **_SAM21_DECODER,
-        )
+    prompt_encoder_cls = PromptEncoder
+    mask_decoder_cls = MaskDecoder
+    transformer_cls = TwoWayTransformer
+
+    def _mask_decoder_extras(self) -> dict[str, Any]:
+        """SAM 2.1's decoder settings (as ``SAM2Base._build_sam_heads`` builds them)."""
+        return dict(dynamic_multimask_via_stability=self.dynamic_multimask_via_stability, **_SAM21_DECODER)
+
+    def _build_decoder(self, embed_dims: int, *args: int) -> None:
+        """sam2's ``PromptEncoder`` and ``MaskDecoder`` (the parent's builder), and ``no_mem_embed``."""
+        super()._build_decoder(embed_dims, *args)
         self.no_mem_embed = nn.Parameter(torch.zeros(1, 1, embed_dims))  # (1, 1, C), SAM 2's layout
 
     def _load_sam_decoder(self, checkpoint: str) -> None:

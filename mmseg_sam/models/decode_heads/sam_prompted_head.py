@@ -13,7 +13,7 @@ from mmengine.structures import InstanceData, PixelData
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
-from torch import Tensor
+from torch import Tensor, nn
 
 from ...utils.checkpoint import load_sam_component, load_strict
 from ..losses.prompted_mask_loss import PromptedMaskLoss
@@ -195,6 +195,15 @@ class SAMPromptedHead(BaseDecodeHead):
             getattr(self, part).requires_grad_(False)
 
     # ------------------------------------------------------------------ building
+    # The decoder family's modules (segment_anything's here; sam2's in SAM2PromptedHead).
+    prompt_encoder_cls: type[nn.Module] = PromptEncoder
+    mask_decoder_cls: type[nn.Module] = MaskDecoder
+    transformer_cls: type[nn.Module] = TwoWayTransformer
+
+    def _mask_decoder_extras(self) -> dict[str, Any]:
+        """MaskDecoder arguments beyond segment_anything's (none here; SAM 2.1's in SAM2PromptedHead)."""
+        return {}
+
     def _build_decoder(
         self,
         embed_dims: int,
@@ -206,22 +215,23 @@ class SAMPromptedHead(BaseDecodeHead):
         iou_head_hidden_dim: int,
         num_multimask_outputs: int,
     ) -> None:
-        """segment_anything's ``PromptEncoder`` and ``MaskDecoder``, as ``build_sam`` builds them."""
+        """The family's ``PromptEncoder`` and ``MaskDecoder``, as its builder (``build_sam``) builds them."""
         grid = self.image_size // self.patch_size
-        self.prompt_encoder = PromptEncoder(
+        self.prompt_encoder = self.prompt_encoder_cls(
             embed_dim=embed_dims,
             image_embedding_size=(grid, grid),
             input_image_size=(self.image_size, self.image_size),
             mask_in_chans=mask_in_channels,
         )
-        self.mask_decoder = MaskDecoder(
+        self.mask_decoder = self.mask_decoder_cls(
             transformer_dim=embed_dims,
-            transformer=TwoWayTransformer(
+            transformer=self.transformer_cls(
                 depth=depth, embedding_dim=embed_dims, mlp_dim=mlp_dims, num_heads=num_heads
             ),
             num_multimask_outputs=num_multimask_outputs,
             iou_head_depth=iou_head_depth,
             iou_head_hidden_dim=iou_head_hidden_dim,
+            **self._mask_decoder_extras(),
         )
 
     def _load_sam_decoder(self, checkpoint: str) -> None:
