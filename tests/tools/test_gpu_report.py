@@ -4,6 +4,7 @@ import json
 import math
 import re
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -74,10 +75,45 @@ def test_one_iteration_in_fp16_and_a_frozen_parameter_that_changed(tmp_path):
     train_main = gr.checks.load_train_main()
     row = gr.checks.train_one_iteration(train_main, item, 'fp16', start, data, tmp_path / 'fp16')
     assert row['finite_loss'] and row['params_ok'] and row['loss_scale'] == 2.0**16, row
+    # the retry after a first step that GradScaler skips runs at its own initial scale
+    row = gr.checks.train_one_iteration(train_main, item, 'fp16', start, data, tmp_path / 'retry', 2.0**10)
+    assert row['finite_loss'] and row['params_ok'] and row['loss_scale'] == 2.0**10, row
     frozen = next(n for n in start['values'] if n not in start['trainable'])
     start['values'][frozen] = start['values'][frozen] + 1  # as if training had moved it
     row = gr.checks.train_one_iteration(train_main, item, 'bf16', start, data, tmp_path / 'bf16')
     assert row['frozen_changed'] == [frozen] and not row['params_ok'], row
+
+
+def test_a_first_fp16_step_skipped_by_the_loss_scaler_is_run_again(monkeypatch, tmp_path):
+    """GradScaler may skip a first fp16 step (inf / NaN gradients at 2**16): not a failure of the project."""
+    calls = []
+
+    def fake(train_main, item, amp, start, data_root, work, init_scale=None):
+        calls.append((amp, init_scale))
+        skipped = amp == 'fp16' and init_scale is None
+        return dict(
+            loss=1.0,
+            finite_loss=True,
+            changed=0 if skipped else 3,
+            trainable=3,
+            method_changed=0 if skipped else 1,
+            method_params=1,
+            frozen_changed=[],
+            loss_scale=2.0**15 if skipped else init_scale or 2.0**16,
+            params_ok=not skipped,
+        )
+
+    monkeypatch.setattr(gr.checks, 'train_one_iteration', fake)
+    monkeypatch.setattr(gr.checks, 'start_weights', lambda item, data, work: {})
+    monkeypatch.setattr(gr.checks, 'load_train_main', lambda: None)
+    monkeypatch.setattr(gr.checks, 'PRESETS', gr.checks.PRESETS[:1])
+    costs = gr.CostModel(gr.priors(torch.device('cpu'), True))
+    run = gr.Run(setup=SimpleNamespace(work_dir=tmp_path), budget=gr.Budget(600), costs=costs)
+    section = gr.checks.section_correctness(run)
+    assert calls == [('bf16', None), ('fp16', None), ('fp16', 2.0**10)]
+    fp16 = [row for row in section.rows if row.get('amp') == 'fp16']
+    assert fp16[0]['first_step_skipped_at_scale'] == 2.0**16 and fp16[0]['params_ok']
+    assert all(check['ok'] for check in section.checks)
 
 
 @pytest.mark.slow

@@ -265,6 +265,10 @@ def start_weights(item: PEFTPreset, data_root: Path, work: Path) -> dict[str, An
     )
 
 
+FP16_INIT_SCALE = 2.0**16  # GradScaler's default initial loss scale
+FP16_RETRY_SCALE = 2.0**10  # the retry's, after a first step skipped at the default
+
+
 def train_one_iteration(
     train_main: Callable[[list[str]], None],
     item: PEFTPreset,
@@ -272,8 +276,12 @@ def train_one_iteration(
     start: Mapping[str, Any],
     data_root: Path,
     work: Path,
+    init_scale: float | None = None,
 ) -> dict[str, Any]:
-    """One ``tools/train.py --amp`` iteration of ``item`` from ``start`` (in this process): its loss, what changed."""
+    """One ``tools/train.py --amp`` iteration of ``item`` from ``start`` (in this process): its loss, what changed.
+
+    ``init_scale``: fp16's initial loss scale (None: GradScaler's default, 2**16).
+    """
     work.mkdir(parents=True, exist_ok=True)
     name = f'gpu_report_{bm.slug(item.name)}_{amp}'  # the Runner's experiment name: one per run
     config = write_train_config(work / f'{name}.py', data_root, demo_backbone(item), start['path'])
@@ -286,6 +294,11 @@ def train_one_iteration(
         '--cfg-options',
         f'optim_wrapper.dtype={TRAIN_AMPS[amp]}',
     ]
+    if init_scale is not None:  # the wrapper named, so that --amp keeps this loss scale
+        argv += [
+            'optim_wrapper.type=PortableAmpOptimWrapper',
+            f'optim_wrapper.loss_scale.init_scale={init_scale}',
+        ]
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         train_main(argv)
     (work / 'train.log').write_text(log.getvalue())
@@ -323,7 +336,16 @@ def section_correctness(run: Run) -> Section:
                 work = root / bm.slug(item.name)
                 if item.name not in starts:
                     starts[item.name] = start_weights(item, data, work)
-                return train_one_iteration(train_main, item, amp, starts[item.name], data, work / amp)
+                result = train_one_iteration(train_main, item, amp, starts[item.name], data, work / amp)
+                scale = result['loss_scale']
+                if amp == 'fp16' and scale is not None and scale < FP16_INIT_SCALE:
+                    # GradScaler skipped the step (inf / NaN gradients at 2**16), as it may on a first step:
+                    # the same iteration from the same weights at a scale that does not overflow
+                    retry = train_one_iteration(
+                        train_main, item, amp, starts[item.name], data, work / 'fp16_retry', FP16_RETRY_SCALE
+                    )
+                    result = dict(retry, first_step_skipped_at_scale=FP16_INIT_SCALE)
+                return result
 
             section.row(run, 'correctness', 1, dict(preset=item.name, amp=amp), iteration)
             row = section.rows[-1]
