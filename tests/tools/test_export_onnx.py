@@ -150,7 +150,7 @@ def test_bad_requests_are_refused(tmp_path, sam_checkpoint, capsys):
         (['--merge'], r"cannot merge \['ConvLoRA'\]: only methods linear"),
         (
             ['--shape', '64', '72'],
-            '--shape 64 72: height and width must be positive multiples of the patch size 16 of SAMViT',
+            '--shape 64 72: height and width must be positive multiples of the size divisor 16 of SAMViT',
         ),
         (['--opset', '14'], '--opset 14: the dynamo exporter needs opset >= 18'),
         (['--batch-size', '0'], '--batch-size must be >= 1, got 0'),

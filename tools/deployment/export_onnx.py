@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
 from mmseg_sam.apis import check_output_file, init_model
+from mmseg_sam.models.backbones import SAMBackboneBase
 from mmseg_sam.models.decode_heads.sam_mask_decoder_head import semantic_inference
 from mmseg_sam.models.peft import merge_peft, mergeable_phrase
 
@@ -155,11 +156,14 @@ def input_shape(model: nn.Module, shape: list[int] | None) -> tuple[int, int]:
         shape = list(size)
     h, w = (int(v) for v in shape)
     backbone = model.backbone
-    divisor = int(getattr(backbone, 'size_divisor', getattr(backbone, 'patch_size', 1)))
-    if h <= 0 or w <= 0 or h % divisor or w % divisor:
-        what = 'the patch size' if divisor == getattr(backbone, 'patch_size', None) else 'the size divisor'
+    if not isinstance(backbone, SAMBackboneBase):
         raise ValueError(
-            f'--shape {h} {w}: height and width must be positive multiples of {what} {divisor} '
+            f'export_onnx exports SAM backbones (SAMBackboneBase), got {type(backbone).__name__}'
+        )
+    divisor = backbone.size_divisor  # the backbone contract's
+    if h <= 0 or w <= 0 or h % divisor or w % divisor:
+        raise ValueError(
+            f'--shape {h} {w}: height and width must be positive multiples of the size divisor {divisor} '
             f'of {type(backbone).__name__}'
         )
     return h, w
