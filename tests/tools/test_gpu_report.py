@@ -145,11 +145,14 @@ def check_grid_rows(sections: dict) -> None:
         # a CPU figure (the allocator's events against the prediction), as test_estimate_memory.py checks
         assert r['within_claim'] and abs(r['ratio'] - 1) <= 0.1, r
     speed = [r for r in sections['speed']['rows'] if 'step_ms' in r]
-    assert not speed or speed[0]['kind'] == 'reference', sections['speed']
+    # the budget decides which rows ran (a late, cheaper SAM 2 row may run after the others were skipped);
+    # a SAMViT row is compared with segment_anything + LoRA exactly when that reference ran at its size
+    references = {(r['encoder'], r['batch']) for r in speed if r['kind'] == 'reference'}
     for r in speed:
         assert r['steps'] == 5 and r['step_ms_min'] <= r['step_ms'] <= r['step_ms_max'], r
         assert r['images_per_s'] == pytest.approx(r['batch'] * 1000 / r['step_ms'])
-        assert (r.get('step_over_reference') is not None) == (r['kind'] == 'samvit'), r
+        compared = r['kind'] == 'samvit' and (r['encoder'], r['batch']) in references
+        assert (r.get('step_over_reference') is not None) == compared, r
 
 
 def test_memory_and_speed_rows_on_a_smaller_grid(monkeypatch, tmp_path):

@@ -284,6 +284,8 @@ def train_one_iteration(
     """
     work.mkdir(parents=True, exist_ok=True)
     name = f'gpu_report_{bm.slug(item.name)}_{amp}'  # the Runner's experiment name: one per run
+    if init_scale is not None:  # a retry in the same process gets its own logger and visualizer
+        name += f'_scale{int(init_scale)}'
     config = write_train_config(work / f'{name}.py', data_root, demo_backbone(item), start['path'])
     log = io.StringIO()  # the Runner's logger writes to the stdout it finds
     argv = [
