@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
 from mmseg_sam.datasets.transforms import flip_tta_pipeline
-from mmseg_sam.engine import setup_distributed
+from mmseg_sam.engine import setup_distributed, teardown_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.test()
+    teardown_distributed()  # every rank done: the process group goes before the interpreter exits
 
 
 if __name__ == '__main__':

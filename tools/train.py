@@ -11,7 +11,7 @@ from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
-from mmseg_sam.engine import setup_distributed
+from mmseg_sam.engine import setup_distributed, teardown_distributed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg.resume = args.resume
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    teardown_distributed()  # every rank done: the process group goes before the interpreter exits
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-from .dist import SAMDistributedDataParallel, setup_distributed
+from .dist import SAMDistributedDataParallel, setup_distributed, teardown_distributed
 from .fileio import AtomicLocalBackend
 from .hooks import (
     AtomicCheckpointWritesHook,
@@ -22,4 +22,5 @@ __all__ = [
     'StopOnNonFiniteHook',
     'TrainableParamsHook',
     'setup_distributed',
+    'teardown_distributed',
 ]

@@ -42,6 +42,7 @@ __all__ = [
     'first_slurm_host',
     'init_cpu_process_group',
     'setup_distributed',
+    'teardown_distributed',
 ]
 
 _DEFAULT_PORT = 29500
@@ -210,6 +211,18 @@ class SAMDistributedDataParallel(MMDistributedDataParallel):
             find_unused_parameters=find_unused_parameters,
             **kwargs,
         )
+
+
+def teardown_distributed() -> None:
+    """Destroy the default process group, if any, once every rank got here (end of a tool's run).
+
+    Left to the interpreter's exit, a gloo process group's threads may still be running
+    when the process ends, which aborts a rank after training finished ("terminate called
+    without an active exception", exit code -6 under torchrun).
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
 
 
 def setup_distributed(cfg: Config) -> None:
