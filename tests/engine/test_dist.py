@@ -210,3 +210,16 @@ def test_setup_distributed_refuses_other_init_backends_on_cpu(clean_env):
     with pytest.raises(ValueError, match="dist_cfg.init_backend='deepspeed' needs CUDA"):
         setup_distributed(cfg)
     assert not torch_dist.is_initialized()
+
+
+def test_teardown_destroys_the_process_group(tmp_path):
+    """The tools end a distributed run by destroying the group (gloo's threads could abort a rank at exit)."""
+    import torch.distributed as torch_dist
+
+    from mmseg_sam.engine import teardown_distributed
+
+    torch_dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0, world_size=1)
+    assert torch_dist.is_initialized()
+    teardown_distributed()
+    assert not torch_dist.is_initialized()
+    teardown_distributed()  # no group: nothing to do
