@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,29 +12,31 @@ from PIL import Image
 from tests.conftest import REPO
 
 
-@pytest.mark.slow
-def test_demo_trains_evaluates_and_plots(tmp_path):
-    data, work = tmp_path / 'data', tmp_path / 'work'
+def run_demo(data: Path, work: Path, *options: str) -> subprocess.CompletedProcess:
+    """tools/demo.py in miniature (2 iterations, 4 train / 2 val images); asserts it exited 0."""
     proc = subprocess.run(
         [
             sys.executable,
             str(REPO / 'tools/demo.py'),
+            *options,
             '--data-root',
             str(data),
             '--work-dir',
             str(work),
-            '--iters',
-            '2',
-            '--num-train',
-            '4',
-            '--num-val',
-            '2',
-        ],
+        ]
+        + ['--iters', '2', '--num-train', '4', '--num-val', '2'],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_plots(tmp_path):
+    data, work = tmp_path / 'data', tmp_path / 'work'
+    proc = run_demo(data, work)
     scores = re.search(r'foreground IoU ([\d.]+), Dice ([\d.]+) on 2 validation images', proc.stdout)
     assert scores, proc.stdout[-2000:]
     iou, dice = map(float, scores.groups())
@@ -51,29 +54,7 @@ def test_demo_trains_evaluates_and_plots(tmp_path):
 def test_prompted_demo_scores_zero_shot_and_fine_tuned(tmp_path):
     """`make demo DEMO_ARGS=--prompted` in miniature: the same initial weights scored before and after."""
     work = tmp_path / 'work'
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / 'tools/demo.py'),
-            '--prompted',
-            '--seed',
-            '3',
-            '--data-root',
-            str(tmp_path / 'data'),
-            '--work-dir',
-            str(work),
-            '--iters',
-            '2',
-            '--num-train',
-            '4',
-            '--num-val',
-            '2',
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_demo(tmp_path / 'data', work, '--prompted', '--seed', '3')
     rows = dict(re.findall(r'^\s*(zero-shot|fine-tuned)\s+([\d.]+\s+[\d.]+\s+[\d.]+)$', proc.stdout, re.M))
     assert set(rows) == {'zero-shot', 'fine-tuned'}, proc.stdout[-2000:]
     before = [float(v) for v in rows['zero-shot'].split()]

@@ -4,26 +4,16 @@
 # crowd regions are ignored. Images are resized as SAM resizes (the longer side to 1024; the
 # data preprocessor pads to 1024x1024). Set data_root in the config.
 _base_ = ['./prompted_mmseg-layout_1024x1024.py']
-scale = (1024, 1024)
+# the semantic base's pipelines with the COCO loader in place of LoadAnnotations (the same place:
+# before Resize in training, after it in testing, so test scores are at the original size); every
+# annotation is an instance, touching ones stay apart
 train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadCOCOInstances'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='RandomFlip', prob=0.5),
-    # every annotation is an instance (touching ones stay apart); at most 16 per image
-    dict(type='GenerateInstances', min_area=16, max_instances=16, on_empty='skip'),
-    dict(type='SamplePrompts', box_jitter='shift', num_pos_points=1),
-    dict(type='PackPromptedSegInputs'),
+    dict(type='LoadCOCOInstances') if step.type == 'LoadAnnotations' else step
+    for step in _base_.train_pipeline
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
-    dict(type='LoadCOCOInstances'),  # after Resize: scored at the original size
-    dict(type='GenerateInstances', min_area=16, on_empty='keep'),
-    dict(
-        type='SamplePrompts', box_jitter='none', num_pos_points=1, seed=0
-    ),  # tight boxes, as COBOT evaluates
-    dict(type='PackPromptedSegInputs'),
+    dict(type='LoadCOCOInstances') if step.type == 'LoadAnnotations' else step
+    for step in _base_.test_pipeline
 ]
 coco = dict(_delete_=True, type='COCOInstanceSegDataset', data_root='data/my_coco')
 train_dataloader = dict(
