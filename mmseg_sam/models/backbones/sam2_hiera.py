@@ -11,22 +11,11 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.checkpoint import checkpoint
 
 from ...utils.sam2_checkpoint import load_sam2_component
+from ..sam2_modeling import sam2_modeling
 from .base import SAMBackboneBase, SAMBackboneBlock
 from .sam_vit import merge_arch
 
-try:  # the modeling modules need torch and iopath; `sam2/__init__.py` imports hydra
-    from sam2.modeling.backbones.hieradet import Hiera, MultiScaleAttention, MultiScaleBlock, do_pool
-    from sam2.modeling.backbones.image_encoder import FpnNeck, ImageEncoder
-    from sam2.modeling.backbones.utils import window_partition, window_unpartition
-    from sam2.modeling.position_encoding import PositionEmbeddingSine
-except ImportError as _err:  # pragma: no cover - exercised only without the package
-    raise ImportError(
-        'SAM2Hiera needs the official sam2 package (1.1.0) and its modeling dependencies: '
-        'pip install hydra-core iopath && SAM2_BUILD_CUDA=0 pip install --no-deps --no-build-isolation sam2==1.1.0 '
-        '(`make setup` does this)'
-    ) from _err
-
-__all__ = ['SAM2_ARCHS', 'SAM2Hiera', 'SAM2HieraBlock', 'MultiScaleAttention', 'do_pool']
+__all__ = ['SAM2_ARCHS', 'SAM2Hiera', 'SAM2HieraBlock']
 
 # SAM 2.1 encoder sizes (sam2/configs/sam2.1/sam2.1_hiera_{t,s,b+,l}.yaml); every other
 # setting is sam2's default (Hiera: q_pool 3, q_stride (2, 2), dims and heads x2 per
@@ -115,10 +104,10 @@ class _LinspaceOnCPU(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class SAM2HieraBlock(MultiScaleBlock, SAMBackboneBlock):
+class SAM2HieraBlock(nn.Module, SAMBackboneBlock):
     """sam2's ``MultiScaleBlock`` with the PEFT places of :class:`~mmseg_sam.models.backbones.SAMBlock`.
 
-    It takes over the wrapped block's modules (``norm1``, ``attn``, ``pool``, ``proj``,
+    It takes over the wrapped sam2 block's modules (``norm1``, ``attn``, ``pool``, ``proj``,
     ``norm2``, ``mlp``), so state-dict keys stay sam2's. The forward is sam2's, written
     out with the places where PEFT methods act::
 
@@ -141,8 +130,8 @@ class SAM2HieraBlock(MultiScaleBlock, SAMBackboneBlock):
 
     place_paths = {'mlp.lin1': 'mlp.layers.0', 'mlp.lin2': 'mlp.layers.1'}
 
-    def __init__(self, base: MultiScaleBlock, with_cp: bool = False) -> None:
-        nn.Module.__init__(self)
+    def __init__(self, base: nn.Module, with_cp: bool = False) -> None:
+        super().__init__()
         self.dim, self.dim_out = base.dim, base.dim_out
         self.norm1 = base.norm1
         self.window_size = base.window_size
@@ -159,14 +148,15 @@ class SAM2HieraBlock(MultiScaleBlock, SAMBackboneBlock):
         self.with_cp = with_cp
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        sam2 = sam2_modeling()
         shortcut = x  # (B, H, W, C)
         x = self.norm1(x)
         if self.dim != self.dim_out:  # (B, H, W, C) -> (B, H/s, W/s, C_out)
-            shortcut = do_pool(self.proj(x), self.pool)
+            shortcut = sam2.do_pool(self.proj(x), self.pool)
         window_size = self.window_size
         if window_size > 0:
             h, w = x.shape[1], x.shape[2]
-            x, pad_hw = window_partition(x, window_size)  # (B, H, W, C) -> (B*nW, ws, ws, C)
+            x, pad_hw = sam2.window_partition(x, window_size)  # (B, H, W, C) -> (B*nW, ws, ws, C)
         x = self.attn(x)  # queries pooled where q_stride: (B*nW, ws/s, ws/s, C_out)
         if self.q_stride:
             window_size = self.window_size // self.q_stride[0]
@@ -176,7 +166,7 @@ class SAM2HieraBlock(MultiScaleBlock, SAMBackboneBlock):
                 w + (window_size - w % window_size) % window_size,
             )
         if self.window_size > 0:
-            x = window_unpartition(x, window_size, pad_hw, (h, w))  # (B*nW, ws, ws, C) -> (B, H, W, C)
+            x = sam2.window_unpartition(x, window_size, pad_hw, (h, w))  # (B*nW, ws, ws, C) -> (B, H, W, C)
         x = shortcut + self.drop_path(self.attn_adapter(x))
         normed = self.norm2(x)
         y = self.mlp_adapter(self.mlp(normed))
@@ -197,11 +187,11 @@ class SAM2HieraBlock(MultiScaleBlock, SAMBackboneBlock):
 
 
 @MODELS.register_module()
-class SAM2Hiera(SAMBackboneBase, ImageEncoder):
+class SAM2Hiera(SAMBackboneBase):
     """The image encoder of SAM 2.1: a Hiera trunk and an FPN neck, from the ``sam2`` package.
 
-    Subclasses sam2's ``ImageEncoder`` with its ``Hiera`` trunk and ``FpnNeck``, so module
-    names stay sam2's (``trunk.blocks.N.attn.qkv``, ``neck.convs.N.conv``): official
+    Holds sam2's ``Hiera`` trunk and ``FpnNeck`` as sam2's ``ImageEncoder`` does
+    (``trunk``, ``neck``, ``scalp``), so module names stay sam2's (``trunk.blocks.N.attn.qkv``, ``neck.convs.N.conv``): official
     SAM 2.1 checkpoints load after stripping ``image_encoder.``, and Hugging Face
     ``Sam2Model`` folders after renaming (``mmseg_sam.utils.sam2_checkpoint``). Weights are
     loaded here, at construction, before any PEFT module wraps the originals.
@@ -256,14 +246,15 @@ class SAM2Hiera(SAMBackboneBase, ImageEncoder):
         drop_path_rate: float = 0.0,
         with_cp: bool = False,
     ) -> None:
+        sam2 = sam2_modeling()  # imported here, not with mmseg_sam
         cfg = _resolve_arch(arch)
         self.check_with_cp(with_cp)  # before the trunk is built
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
         with _LinspaceOnCPU():  # buildable on the meta device too
             trunk = self._build_trunk(cfg, drop_path_rate)
-        neck = FpnNeck(
-            position_encoding=PositionEmbeddingSine(
+        neck = sam2.FpnNeck(
+            position_encoding=sam2.PositionEmbeddingSine(
                 num_pos_feats=cfg['out_channels'],
                 normalize=True,
                 scale=None,
@@ -275,7 +266,8 @@ class SAM2Hiera(SAMBackboneBase, ImageEncoder):
             fpn_top_down_levels=list(cfg['fpn_top_down_levels']),
             fpn_interp_model='nearest',
         )
-        super().__init__(trunk=trunk, neck=neck, scalp=cfg['scalp'])
+        super().__init__()
+        self.trunk, self.neck, self.scalp = trunk, neck, cfg['scalp']  # sam2's ImageEncoder's names
         trunk.blocks = nn.ModuleList(SAM2HieraBlock(block, with_cp) for block in trunk.blocks)
         self.arch_settings = cfg
         self.with_cp = with_cp  # every block's (SAMBackboneBase.with_cp)
@@ -298,9 +290,9 @@ class SAM2Hiera(SAMBackboneBase, ImageEncoder):
         return load_sam2_component(checkpoint, 'image_encoder')
 
     @staticmethod
-    def _build_trunk(cfg: Mapping[str, Any], drop_path_rate: float) -> Hiera:
+    def _build_trunk(cfg: Mapping[str, Any], drop_path_rate: float) -> nn.Module:
         """sam2's Hiera of a resolved arch."""
-        return Hiera(
+        return sam2_modeling().Hiera(
             embed_dim=cfg['embed_dims'],
             num_heads=cfg['num_heads'],
             drop_path_rate=drop_path_rate,

@@ -7,16 +7,8 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ...utils.sam2_checkpoint import load_sam2_component
+from ..sam2_modeling import Sam2Class
 from .sam_mask_decoder_head import SAMMaskDecoderHead
-
-try:
-    from sam2.modeling.sam.mask_decoder import MaskDecoder
-    from sam2.modeling.sam.prompt_encoder import PromptEncoder
-    from sam2.modeling.sam.transformer import TwoWayTransformer
-except ImportError as _err:  # pragma: no cover - exercised only without the package
-    raise ImportError(
-        'SAM2MaskDecoderHead needs the official sam2 package (1.1.0): see SAM2Hiera or run `make setup`'
-    ) from _err
 
 __all__ = ['SAM2MaskDecoderHead']
 
@@ -57,9 +49,10 @@ class SAM2MaskDecoderHead(SAMMaskDecoderHead):
         **kwargs: see :class:`SAMMaskDecoderHead`.
     """
 
-    prompt_encoder_cls = PromptEncoder
-    mask_decoder_cls = MaskDecoder
-    transformer_cls = TwoWayTransformer
+    # sam2's, imported when the head is built (see mmseg_sam.models.sam2_modeling)
+    prompt_encoder_cls = Sam2Class('PromptEncoder')
+    mask_decoder_cls = Sam2Class('MaskDecoder')
+    transformer_cls = Sam2Class('TwoWayTransformer')
     # as SAM2Base._build_sam_heads builds it for SAM 2.1
     mask_decoder_kwargs = dict(use_high_res_features=True, pred_obj_scores=True, pred_obj_scores_mlp=True)
     unused_decoder_parts = ('iou_prediction_head', 'pred_obj_score_head')

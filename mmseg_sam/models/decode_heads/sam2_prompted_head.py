@@ -13,17 +13,8 @@ from torch import Tensor, nn
 
 from ...utils.checkpoint import load_strict
 from ...utils.sam2_checkpoint import load_sam2_component
+from ..sam2_modeling import Sam2Class, sam2_modeling
 from .sam_prompted_head import PromptSet, SAMPromptedHead
-
-try:
-    from sam2.modeling.sam.mask_decoder import MaskDecoder
-    from sam2.modeling.sam.prompt_encoder import PromptEncoder
-    from sam2.modeling.sam.transformer import TwoWayTransformer
-    from sam2.modeling.sam2_base import NO_OBJ_SCORE
-except ImportError as _err:  # pragma: no cover - exercised only without the package
-    raise ImportError(
-        'SAM2PromptedHead needs the official sam2 package (1.1.0): see SAM2Hiera or run `make setup`'
-    ) from _err
 
 __all__ = ['SAM2PromptedHead']
 
@@ -133,9 +124,10 @@ class SAM2PromptedHead(SAMPromptedHead):
         )
 
     # ------------------------------------------------------------------ building
-    prompt_encoder_cls = PromptEncoder
-    mask_decoder_cls = MaskDecoder
-    transformer_cls = TwoWayTransformer
+    # sam2's, imported when the head is built (see mmseg_sam.models.sam2_modeling)
+    prompt_encoder_cls = Sam2Class('PromptEncoder')
+    mask_decoder_cls = Sam2Class('MaskDecoder')
+    transformer_cls = Sam2Class('TwoWayTransformer')
 
     def _mask_decoder_extras(self) -> dict[str, Any]:
         """SAM 2.1's decoder settings (as ``SAM2Base._build_sam_heads`` builds them)."""
@@ -229,7 +221,7 @@ class SAM2PromptedHead(SAMPromptedHead):
             high_res_features=[feat_s0, feat_s1],
         )
         if self.training:  # SAM2Base._forward_sam_heads: no object, no mask
-            low_res = torch.where(object_score[:, :, None, None] > 0, low_res, NO_OBJ_SCORE)
+            low_res = torch.where(object_score[:, :, None, None] > 0, low_res, sam2_modeling().NO_OBJ_SCORE)
         return low_res, iou_pred, object_score
 
     def extra_loss_terms(self, outputs: Sequence[Tensor]) -> dict[str, Tensor]:

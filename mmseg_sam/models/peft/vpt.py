@@ -18,14 +18,15 @@ stage begins; Hiera has no relative-position bias.
 
 import importlib
 import math
+import sys
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..backbones.sam2_hiera import MultiScaleAttention, do_pool  # sam2's, imported by the family's module
 from ..backbones.sam_attention import SAMAttention
+from ..sam2_modeling import sam2_modeling
 from ..sam_modeling import Attention
 from .base import (
     PEFT_METHODS,
@@ -128,10 +129,10 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
         return f'{super().extra_repr()}, num_tokens={self.prompt_tokens.shape[0]}'
 
 
-class PromptedMultiScaleAttention(MultiScaleAttention, PEFTLayerMixin):
+class PromptedMultiScaleAttention(nn.Module, PEFTLayerMixin):
     """SAM 2's Hiera attention (sam2's ``MultiScaleAttention``) with P learnable prompt keys and values.
 
-    It takes over the wrapped attention's ``qkv`` and ``proj`` (and its query pooling),
+    It computes what sam2's ``MultiScaleAttention`` computes, with the prompts. It takes over the wrapped attention's ``qkv`` and ``proj`` (and its query pooling),
     so the base state-dict keys do not change; the only new parameter is
     ``prompt_tokens`` (P, C_in). The prompts are projected by the frozen ``qkv`` into P
     extra keys and values, shared by every window and image; the (pooled) queries are
@@ -147,10 +148,8 @@ class PromptedMultiScaleAttention(MultiScaleAttention, PEFTLayerMixin):
 
     adds_tokens = True  # its qkv sees the P prompt tokens with the spatial ones (PEFTLayerMixin)
 
-    def __init__(
-        self, base: MultiScaleAttention, num_tokens: int, init_bound: float, dropout: float = 0.0
-    ) -> None:
-        nn.Module.__init__(self)
+    def __init__(self, base: nn.Module, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
+        super().__init__()
         self.dim, self.dim_out, self.num_heads = base.dim, base.dim_out, base.num_heads
         self.q_pool = base.q_pool
         self.qkv, self.proj = base.qkv, base.proj
@@ -167,7 +166,9 @@ class PromptedMultiScaleAttention(MultiScaleAttention, PEFTLayerMixin):
         qkv = self.qkv(x).reshape(n, h * w, 3, self.num_heads, -1)  # (N, H*W, 3, nHead, c)
         q, k, v = torch.unbind(qkv, 2)  # each (N, H*W, nHead, c)
         if self.q_pool:
-            q = do_pool(q.reshape(n, h, w, -1), self.q_pool)  # (N, H, W, C_out) -> (N, H', W', C_out)
+            q = sam2_modeling().do_pool(
+                q.reshape(n, h, w, -1), self.q_pool
+            )  # (N, H, W, C_out) -> (N, H', W', C_out)
             h, w = q.shape[1:3]
             q = q.reshape(n, h * w, self.num_heads, -1)
         prompts = self.prompt_dropout(self.prompt_tokens)
@@ -245,7 +246,7 @@ class VPT(BlockPlaceMethod):
         return {'attn': None}
 
     def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
-        if not isinstance(current, (Attention, MultiScaleAttention)):
+        if _prompted_class(current) is None:
             raise ValueError(
                 f"VPT prompts SAM's Attention or SAM 2's MultiScaleAttention; {where} is a {type(current).__name__}"
             )
@@ -256,7 +257,15 @@ class VPT(BlockPlaceMethod):
             )
 
     def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> nn.Module:
-        prompted = (
-            PromptedMultiScaleAttention if isinstance(current, MultiScaleAttention) else PromptedAttention
-        )
-        return prompted(current, self.num_tokens, self._bound, self.dropout)
+        return _prompted_class(current)(current, self.num_tokens, self._bound, self.dropout)
+
+
+def _prompted_class(attention: nn.Module | None) -> type[nn.Module] | None:
+    """The prompted version of ``attention``'s class, or None when VPT cannot prompt it."""
+    if isinstance(attention, Attention):
+        return PromptedAttention
+    # a sam2 attention exists only once sam2 is imported: VPT does not import it for SAM
+    hieradet = sys.modules.get('sam2.modeling.backbones.hieradet')
+    if hieradet is not None and isinstance(attention, hieradet.MultiScaleAttention):
+        return PromptedMultiScaleAttention
+    return None
