@@ -2,8 +2,8 @@
 
 A family is a registered subclass of :class:`SAMBackboneBase`; it passes this file with its
 tiny fixture in :data:`FAMILIES` (docs/adding_a_backbone.md). Per family and preset (the
-preset's ``tiny`` settings): it builds, or the method refuses it naming a place the family
-declares absent and the family's reason; outputs have the declared ``strides`` on square and
+preset's ``tiny`` settings): it builds, or, exactly where a method ``needs_places`` a place
+the family declares absent, it is refused naming that place and the family's reason; outputs have the declared ``strides`` on square and
 non-square inputs; a training step gives every trainable parameter a gradient and no frozen
 one; the state dict round-trips strictly; a mergeable report merges exactly and any other
 is refused.
@@ -27,6 +27,7 @@ from mmseg_sam.models.backbones.base import (
     SAMBackboneBlock,
 )
 from mmseg_sam.models.peft import PEFTLayerMixin, collect_aux_losses, merge_peft
+from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS
 
 from ..conftest import TINY_ARCH, TINY_IMG
@@ -52,22 +53,22 @@ def _preset_id(item: Any) -> str:
 
 
 def _build(family: str, settings: dict[str, Any], seed: int = 0) -> SAMBackboneBase | None:
-    """The family with a preset's settings, or None after checking that the method refused it for a declared reason."""
+    """The family with a preset's settings, or None after checking the refusal its declarations predict.
+
+    A preset is refused exactly when one of its methods ``needs_places`` a place the family
+    lists in ``absent_places`` (:func:`refused_places`); the refusal names the place and
+    quotes the family's reason.
+    """
     torch.manual_seed(seed)
     build = FAMILIES[family].build
-    absent = dict(MODELS.get(family).absent_places)
-    try:
+    refused = refused_places(MODELS.get(family), settings.get('peft'))
+    if not refused:
         return build(**settings)
-    except ValueError as err:
-        if not absent:
-            raise
-        message = str(err)
-        named = [place for place in absent if place in message and absent[place] in message]
-        if not named:
-            raise AssertionError(
-                f'{family} refused {settings} without naming an absent place and its reason: {message}'
-            ) from err
-        return None
+    place, reason = next(iter(refused.items()))
+    with pytest.raises(ValueError, match=f'needs a backbone with an? {place} place') as err:
+        build(**settings)
+    assert str(err.value).endswith(reason)
+    return None
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:

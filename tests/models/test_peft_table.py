@@ -6,7 +6,9 @@ import torch
 from mmseg.registry import MODELS
 
 from mmseg_sam.datasets import generate_synthetic_dataset
+from mmseg_sam.models.backbones import SAM2Hiera
 from mmseg_sam.models.peft import ConvLoRALinear
+from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import (
     TINY_HEAD,
@@ -22,8 +24,8 @@ from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER
 
 # preset name -> backbone overrides at the tiny arch: every preset of the package's one table
 METHODS = {item.key: dict(item.tiny) for item in PRESETS}
-# Methods whose backbone place SAM2Hiera does not offer (tests/models/test_sam2_peft.py checks the refusal).
-NOT_ON_HIERA = {'sam-adapter', 'lst-d192'}
+# Presets whose methods need a place SAM2Hiera does not offer (tests/models/test_sam2_peft.py checks the refusal).
+NOT_ON_HIERA = {item.key for item in PRESETS if refused_places(SAM2Hiera, item.peft)}
 CASES = [('sam', name) for name in METHODS] + [('sam2', name) for name in METHODS if name not in NOT_ON_HIERA]
 
 

@@ -6,24 +6,29 @@ import torch
 
 from mmseg_sam.models.backbones import SAM2Hiera
 from mmseg_sam.models.peft import ConvLoRALinear, PromptedMultiScaleAttention, merge_peft
+from mmseg_sam.models.peft.base import build_peft_method, refused_places
 from mmseg_sam.models.peft.presets import PRESETS, preset
 
 from .sam2_fixtures import TINY_SAM2_ARCH
 
-# Methods whose place SAM2Hiera does not offer, and the reason the refusal must give.
+# Presets whose methods need a place SAM2Hiera does not offer: key -> {place: the family's reason}.
 REFUSED = {
-    'sam-adapter': 'input_prompts place .* blocks change resolution and width between stages',
-    'lst-d192': 'side_network place .* FPN neck takes four stage outputs of different widths',
+    item.key: refused_places(SAM2Hiera, item.peft) for item in PRESETS if refused_places(SAM2Hiera, item.peft)
 }
 METHODS = {item.key: dict(item.tiny) for item in PRESETS if item.key not in REFUSED}
 MERGEABLE = [
-    'bitfit',
-    'ssf',
-    'lora-qv-r4',
-    'dora-qv-r4',
-    'lora-qkv-r3',
-    'cobot-lora-qv-r4',
+    key
+    for key, settings in METHODS.items()
+    if 'peft' in settings and build_peft_method(settings['peft']).mergeable
 ]
+
+
+def test_the_declared_refusals_are_sam_adapter_and_lst():
+    assert {key: sorted(places) for key, places in REFUSED.items()} == {
+        'sam-adapter': ['input_prompts'],
+        'lst-d192': ['side_network'],
+    }
+    assert MERGEABLE == ['bitfit', 'ssf', 'lora-qv-r4', 'dora-qv-r4', 'lora-qkv-r3', 'cobot-lora-qv-r4']
 
 
 @pytest.mark.parametrize('name', MERGEABLE)
@@ -43,11 +48,14 @@ def test_mergeable_methods_merge_exactly_on_hiera(name):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(('name', 'reason'), list(REFUSED.items()))
-def test_methods_without_their_place_refuse_with_the_reason(name, reason):
-    item = preset(name)
-    with pytest.raises(ValueError, match=reason):
-        SAM2Hiera(TINY_SAM2_ARCH, **item.tiny)
+@pytest.mark.parametrize(('name', 'places'), list(REFUSED.items()))
+def test_methods_without_their_place_refuse_with_the_reason(name, places):
+    ((place, reason),) = places.items()
+    with pytest.raises(
+        ValueError, match=rf'needs a backbone with an? {place} place \(SAMViT\), got SAM2Hiera: '
+    ) as err:
+        SAM2Hiera(TINY_SAM2_ARCH, **preset(name).tiny)
+    assert str(err.value).endswith(reason)
 
 
 def test_conv_lora_experts_see_each_window_as_a_spatial_map():

@@ -16,7 +16,7 @@ from mmengine.logging import MMLogger
 from mmengine.registry import Registry
 from torch import nn
 
-from ..backbones.base import SAMBackboneBase, SAMBackboneBlock
+from ..backbones.base import BACKBONE_PLACES, SAMBackboneBase, SAMBackboneBlock
 
 __all__ = [
     'PEFT_METHODS',
@@ -26,10 +26,13 @@ __all__ = [
     'PEFTReport',
     'block_index',
     'block_prefix',
+    'check_places',
     'inject_peft',
     'match_modules',
     'merge_peft',
+    'needed_places',
     'place_path',
+    'refused_places',
     'why_absent',
 ]
 
@@ -79,10 +82,16 @@ class BasePEFTMethod(metaclass=ABCMeta):
     """A parameter-efficient fine-tuning method applied to a backbone in place.
 
     ``mergeable`` says whether the method's update is linear in the layer input, so
-    that :func:`merge_peft` can fold it into the frozen weights.
+    that :func:`merge_peft` can fold it into the frozen weights. ``needs_places`` names
+    the backbone-level places (of
+    :data:`~mmseg_sam.models.backbones.base.BACKBONE_PLACES`) the method fills:
+    :func:`inject_peft` refuses a backbone that does not offer one, quoting the family's
+    reason (its ``absent_places``), and :func:`refused_places` tells which families
+    refuse a config without building anything.
     """
 
     mergeable: bool = False
+    needs_places: tuple[str, ...] = ()
 
     @abstractmethod
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
@@ -205,6 +214,61 @@ def block_index(name: str) -> int:
     if found is None:
         raise ValueError(f'{name!r} is not inside a block (blocks.<i>)')
     return int(found.group(1))
+
+
+def check_places(method: BasePEFTMethod, model: nn.Module) -> None:
+    """Raise ``ValueError`` when ``model`` does not offer a backbone-level place ``method`` needs.
+
+    The message names the method, the place, the backbone families that offer it and the
+    model's reason for lacking it (its ``absent_places``).
+    """
+    if isinstance(model, SAMBackboneBase):
+        offered = tuple(model.backbone_places)
+    else:  # a plain encoder (segment_anything's): the places it has as attributes
+        offered = tuple(place for place in BACKBONE_PLACES if hasattr(model, place))
+    for place in method.needs_places:
+        if place not in offered:
+            raise ValueError(
+                f'{type(method).__name__} needs a backbone with {"an" if place[0] in "aeiou" else "a"} {place} place '
+                f'({", ".join(_families_offering(place)) or "no registered family"}), got '
+                f'{type(model).__name__}' + why_absent(model, place)
+            )
+
+
+def _families_offering(place: str) -> list[str]:
+    from mmseg.registry import MODELS  # the backbones register there
+
+    return sorted(
+        name
+        for name, cls in MODELS.module_dict.items()
+        if isinstance(cls, type) and issubclass(cls, SAMBackboneBase) and place in cls.backbone_places
+    )
+
+
+def needed_places(cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None) -> tuple[str, ...]:
+    """The backbone-level places a ``backbone.peft`` config's methods need, in order (none for None)."""
+    if not cfg:
+        return ()
+    cfgs = [cfg] if isinstance(cfg, Mapping) else list(cfg)
+    places: list[str] = []
+    for method_cfg in cfgs:
+        for place in build_peft_method(method_cfg).needs_places:
+            if place not in places:
+                places.append(place)
+    return tuple(places)
+
+
+def refused_places(
+    backbone: SAMBackboneBase | type[SAMBackboneBase],
+    cfg: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+) -> dict[str, str]:
+    """The places a ``peft`` config needs that ``backbone`` (a family or a model) lacks, with its reasons.
+
+    Empty when the family takes the config; otherwise building it raises the
+    :func:`check_places` refusal for the first of them.
+    """
+    absent = backbone.absent_places
+    return {place: absent[place] for place in needed_places(cfg) if place in absent}
 
 
 def why_absent(model: nn.Module, place: str) -> str:
@@ -332,6 +396,7 @@ def inject_peft(model: nn.Module, cfg: Mapping[str, Any] | Sequence[Mapping[str,
             raise TypeError(f'a PEFT config must be a dict with a "type" key, got {method_cfg!r}')
         method_type = method_cfg['type']
         method = build_peft_method(method_cfg)  # raises on an unknown type
+        check_places(method, model)
         params = method.inject(model)
         if not params:
             raise ValueError(f'{method!r} made no parameter trainable')

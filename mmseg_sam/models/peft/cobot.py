@@ -170,6 +170,12 @@ class COBOT(BasePEFTMethod):
         host = PEFT_METHODS.get(self.host['type'])
         return bool(host is not None and host.mergeable)
 
+    @property
+    def needs_places(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The backbone-level places its host needs."""
+        host = PEFT_METHODS.get(self.host['type'])
+        return tuple(host.needs_places) if host is not None else ()
+
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
         if PEFT_METHODS.get(self.host['type']) is None:
             raise ValueError(

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..sam_modeling import Block
-from .base import PEFT_METHODS, BasePEFTMethod, set_place, why_absent
+from .base import PEFT_METHODS, BasePEFTMethod, check_places, set_place
 
 __all__ = ['LST', 'LadderSideNetwork']
 
@@ -153,6 +153,8 @@ class LST(BasePEFTMethod):
         temperature: T of the fusion gates (> 0); 0.1 as LST.
     """
 
+    needs_places = ('side_network',)
+
     def __init__(
         self,
         side_dims: int = 192,
@@ -188,11 +190,7 @@ class LST(BasePEFTMethod):
             raise ValueError(
                 f'LST needs a SAM image encoder with `blocks` and `neck`, got {type(model).__name__}'
             )
-        if not hasattr(model, 'side_network'):
-            raise ValueError(
-                f'LST needs a backbone with a side_network place (SAMViT), got {type(model).__name__}'
-                + why_absent(model, 'side_network')
-            )
+        check_places(self, model)
         global_blocks = [i for i, block in enumerate(blocks) if getattr(block, 'window_size', None) == 0]
         if not global_blocks:
             raise ValueError(

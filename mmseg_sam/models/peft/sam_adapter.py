@@ -17,9 +17,9 @@ from .base import (
     PEFTLayerMixin,
     block_index,
     check_blocks,
+    check_places,
     select_blocks,
     set_place,
-    why_absent,
 )
 
 __all__ = ['SAMAdapter', 'SAMAdapterPromptGenerator', 'high_frequency_component']
@@ -149,6 +149,8 @@ class SAMAdapter(BasePEFTMethod):
             no gradient in the first step.
     """
 
+    needs_places = ('input_prompts',)
+
     def __init__(
         self,
         scale_factor: int = 32,
@@ -169,11 +171,7 @@ class SAMAdapter(BasePEFTMethod):
         self.zero_init = zero_init
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        if not hasattr(model, 'input_prompts'):
-            raise ValueError(
-                f'SAMAdapter needs a backbone with an input_prompts place (SAMViT), got {type(model).__name__}'
-                + why_absent(model, 'input_prompts')
-            )
+        check_places(self, model)
         proj = getattr(getattr(model, 'patch_embed', None), 'proj', None)
         if not isinstance(proj, nn.Conv2d):
             raise ValueError(
