@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import nn
 
@@ -23,8 +24,10 @@ from mmseg_sam.models.backbones.base import (
     BACKBONE_CONTRACT,
     BACKBONE_PLACES,
     BLOCK_CONTRACT,
+    FAMILY_CONTRACT,
     SAMBackboneBase,
     SAMBackboneBlock,
+    registered_families,
 )
 from mmseg_sam.models.peft import PEFTLayerMixin, collect_aux_losses, merge_peft
 from mmseg_sam.models.peft.base import refused_places
@@ -178,6 +181,17 @@ class _ToyBlock(nn.Module, SAMBackboneBlock):
         return x
 
 
+# what a family tells the tools (FAMILY_CONTRACT)
+_TOY_FAMILY = dict(
+    family='toy',
+    family_title='Toy',
+    arch_zoo={'one': {}},
+    arch_labels={'one': 'Toy-1'},
+    report_archs=('one',),
+    decode_head='SAMMaskDecoderHead',
+)
+
+
 class _ToyFamily(SAMBackboneBase):
     """A third family in a few lines: declares the contract except ``omit`` (everything when '')."""
 
@@ -192,6 +206,7 @@ class _ToyFamily(SAMBackboneBase):
             strides=(1,),
             embed_dims=4,
             out_channels=4,
+            **_TOY_FAMILY,
         )
         for name, value in values.items():
             if name != omit:
@@ -208,9 +223,21 @@ class _ToyFamily(SAMBackboneBase):
 def test_a_family_declaring_the_contract_builds():
     model = _ToyFamily()
     assert model.with_cp is False and model.peft_report.total == 0
+    with pytest.raises(NotImplementedError, match=r'_ToyFamily has no official checkpoint format'):
+        model.official_checkpoint(nn.Module(), {}, 'x.pth', False)
 
 
-@pytest.mark.parametrize('name', [n for n in BACKBONE_CONTRACT if n != 'with_cp'])
+def test_registered_families_describe_themselves_to_the_tools():
+    families = registered_families()
+    assert {name: cls.__name__ for name, cls in families.items()} == {'sam': 'SAMViT', 'sam2': 'SAM2Hiera'}
+    for name, cls in families.items():
+        assert cls.family == name and cls.family_title
+        assert set(cls.report_archs) <= set(cls.arch_zoo) and set(cls.arch_labels) == set(cls.arch_zoo)
+        head = MODELS.get(cls.decode_head)
+        assert isinstance(head, type) and issubclass(head, BaseDecodeHead), cls.decode_head
+
+
+@pytest.mark.parametrize('name', [n for n in (*BACKBONE_CONTRACT, *FAMILY_CONTRACT) if n != 'with_cp'])
 def test_a_family_omitting_a_contract_attribute_fails_at_construction_naming_it(name):
     with pytest.raises(
         TypeError, match=rf"_ToyFamily does not declare the backbone contract attributes \[.*'{name}'"
@@ -264,6 +291,7 @@ def test_place_paths_must_name_sub_modules():
             self.peft_block_prefix, self.backbone_places = '', ()
             self.absent_places = dict.fromkeys(BACKBONE_PLACES, 'a toy')
             self.size_divisor, self.strides, self.embed_dims, self.out_channels = 1, (1,), 4, 4
+            vars(self).update(_TOY_FAMILY)
             self.setup(None, True, None)
 
     with pytest.raises(TypeError, match=r"place_paths name no sub-module: \['mlp.layer.0'\]"):

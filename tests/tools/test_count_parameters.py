@@ -2,9 +2,10 @@ import subprocess
 import sys
 
 import pytest
+from mmseg.registry import MODELS
 
-from mmseg_sam.models.backbones import SAM2_ARCHS
-from tests.conftest import REPO, load_tool
+from mmseg_sam.models.backbones import SAM2_ARCHS, SAMViT
+from tests.conftest import REPO, TINY_ARCH, load_tool
 
 
 @pytest.mark.slow
@@ -80,3 +81,29 @@ def test_sam2_sizes_and_bad_arch(capsys):
     with pytest.raises(SystemExit):
         tool.main(['--backbone', 'sam2', '--arch', 'vit_b'])
     assert "--arch ['vit_b'] unknown for --backbone sam2; choose from ['tiny'" in capsys.readouterr().err
+
+
+def test_a_new_family_is_a_column_without_changing_the_tool(capsys):
+    """A registered family with its own name, sizes and labels: ``--backbone`` takes it as it is."""
+
+    class ToyViT(SAMViT):
+        family, family_title = 'toy', 'Toy ViT'
+        arch_zoo = {'toy_s': dict(TINY_ARCH)}
+        arch_labels, report_archs = {'toy_s': 'Toy-S'}, ('toy_s',)
+
+    MODELS.register_module(name='ToyViT', module=ToyViT)
+    try:
+        tool = _load_tool()
+        assert tool.main(['--backbone', 'toy']) == 0
+    finally:
+        MODELS.module_dict.pop('ToyViT')
+    out = capsys.readouterr().out
+    rows = {
+        line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+        for line in out.splitlines()
+        if line.startswith('| ') and '---' not in line
+    }
+    assert rows['method'] == ['Toy-S encoder']
+    assert rows['decode head (SAMMaskDecoderHead, 256-dim)'] == ['trainable']
+    dims, depth, rank = TINY_ARCH['embed_dims'], TINY_ARCH['num_layers'], 4
+    assert rows['LoRA (r 4, q v)'] == [f'{depth * 2 * rank * (dims + dims):,}']

@@ -1,7 +1,9 @@
-"""Trainable parameters of every PEFT preset on SAM ViT or SAM 2.1 Hiera sizes, as markdown tables.
+"""Trainable parameters of every PEFT preset on a backbone family's sizes, as markdown tables.
 
 One row per preset of ``mmseg_sam.models.peft.presets.PRESETS`` (the papers' settings),
-one column per encoder size, then the decode head's trainable part. A method that
+one column per encoder size, then the decode head's trainable part. ``--backbone`` takes
+every registered family (``sam``: SAMViT, ``sam2``: SAM2Hiera, and any other
+``SAMBackboneBase`` subclass), with the sizes, labels and head the family declares. A method that
 refuses the backbone (SAM-Adapter and LST on SAM2Hiera) gets ``refused`` and its reason
 below the table.
 
@@ -19,34 +21,13 @@ from collections.abc import Callable
 
 import torch
 from mmengine.logging import MMLogger
+from mmseg.registry import MODELS
 from mmseg.utils import register_all_modules
 from torch import nn
 
 import mmseg_sam  # noqa: F401
-from mmseg_sam.models.backbones import SAM2_ARCHS, SAM_ARCHS, SAM2Hiera, SAMViT
-from mmseg_sam.models.decode_heads import SAM2MaskDecoderHead, SAMMaskDecoderHead
+from mmseg_sam.models.backbones.base import registered_families
 from mmseg_sam.models.peft.presets import PRESETS
-
-ARCHS = ('vit_b', 'vit_l', 'vit_h')  # the SAM table's columns (docs/peft.md)
-# backbone option -> (encoder class, head class, known archs, default columns, column names)
-FAMILIES: dict[
-    str, tuple[type[nn.Module], type[nn.Module], tuple[str, ...], tuple[str, ...], dict[str, str]]
-] = {
-    'sam': (
-        SAMViT,
-        SAMMaskDecoderHead,
-        tuple(SAM_ARCHS),
-        ARCHS,
-        {'vit_b': 'ViT-B', 'vit_l': 'ViT-L', 'vit_h': 'ViT-H'},
-    ),
-    'sam2': (
-        SAM2Hiera,
-        SAM2MaskDecoderHead,
-        tuple(SAM2_ARCHS),
-        ('base_plus',),
-        {'tiny': 'Hiera-T', 'small': 'Hiera-S', 'base_plus': 'Hiera-B+', 'large': 'Hiera-L'},
-    ),
-}
 
 
 def _trainable(build: Callable[[], nn.Module]) -> int:
@@ -61,33 +42,39 @@ def encoder_trainable(arch: str, overrides: dict, backbone: str = 'sam') -> int:
     Raises:
         ValueError: the PEFT method refuses the backbone (the reason is the message).
     """
-    encoder = FAMILIES[backbone][0]
+    encoder = registered_families()[backbone]
     return _trainable(lambda: encoder(arch=arch, **overrides))
 
 
 def head_trainable(backbone: str = 'sam', **kwargs) -> int:
     kwargs.setdefault('loss_decode', dict(type='CrossEntropyLoss', use_sigmoid=True))
-    head = FAMILIES[backbone][1]
+    head = MODELS.get(registered_families()[backbone].decode_head)
     return _trainable(lambda: head(**kwargs))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    families = registered_families()  # --backbone: each declares its sizes, labels, columns and head
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         '--backbone',
-        choices=sorted(FAMILIES),
+        choices=sorted(families),
         default='sam',
-        help='sam: SAMViT (default sizes vit_b vit_l vit_h); sam2: SAM2Hiera (default size base_plus)',
+        help='; '.join(
+            f'{name}: {cls.__name__} (default sizes {" ".join(cls.report_archs)})'
+            for name, cls in families.items()
+        ),
     )
     parser.add_argument(
         '--arch',
         nargs='+',
-        help=f'encoder sizes, one column each (sam: {list(SAM_ARCHS)}; sam2: {list(SAM2_ARCHS)})',
+        help='encoder sizes, one column each ('
+        + '; '.join(f'{name}: {list(cls.arch_zoo)}' for name, cls in families.items())
+        + ')',
     )
     args = parser.parse_args(argv)
-    known = FAMILIES[args.backbone][2]
+    known = tuple(families[args.backbone].arch_zoo)
     bad = [a for a in args.arch or () if a not in known]
     if bad:
         parser.error(f'--arch {bad} unknown for --backbone {args.backbone}; choose from {list(known)}')
@@ -96,8 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _, head_cls, _, default_archs, names = FAMILIES[args.backbone]
-    archs = tuple(args.arch or default_archs)
+    family = registered_families()[args.backbone]
+    archs, names = tuple(args.arch or family.report_archs), family.arch_labels
     register_all_modules(init_default_scope=True)
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # keep stdout a clean table
     print('| method | ' + ' | '.join(f'{names.get(a, a)} encoder' for a in archs) + ' |')
@@ -117,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, reason in refusals.items():
             print(f'- {name}: {reason}')
     print()
-    print(f'| decode head ({head_cls.__name__}, 256-dim) | trainable |')
+    print(f'| decode head ({family.decode_head}, 256-dim) | trainable |')
     print('| --- | ---: |')
     heads = {
         'binary (out_channels=1)': dict(num_classes=2, out_channels=1, threshold=0.5),

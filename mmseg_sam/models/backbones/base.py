@@ -29,9 +29,11 @@ __all__ = [
     'BACKBONE_PLACES',
     'BLOCK_CONTRACT',
     'BLOCK_PLACES',
+    'FAMILY_CONTRACT',
     'SAMBackboneBase',
     'SAMBackboneBlock',
     'blocks_with_cp',
+    'registered_families',
 ]
 
 # Backbone-level PEFT places the methods know: prompts added to block inputs (SAM-Adapter)
@@ -55,6 +57,9 @@ BACKBONE_CONTRACT = (
     'out_channels',
 )
 BLOCK_CONTRACT = ('place_paths', 'with_cp', 'window_size', *BLOCK_PLACES)
+# Class attributes that describe the family to the tools (parameter counts, exports, reports),
+# so that they take a new family without naming it.
+FAMILY_CONTRACT = ('family', 'family_title', 'arch_zoo', 'arch_labels', 'report_archs', 'decode_head')
 
 
 def blocks_with_cp(blocks: Sequence[nn.Module]) -> bool | str:
@@ -101,7 +106,14 @@ class SAMBackboneBase(nn.Module):
     - ``with_cp``: the recomputation level of the blocks (the property here; the family
       gives :meth:`check_with_cp`, the levels it supports);
     - ``embed_dims``, ``out_channels``;
-    - :meth:`load_pretrained`: the checkpoint's state dict under this module's keys.
+    - :meth:`load_pretrained`: the checkpoint's state dict under this module's keys;
+    - for the tools (:data:`FAMILY_CONTRACT`, class attributes): ``family``, the name tools
+      take (``count_parameters.py --backbone sam2``); ``family_title``, its name in
+      reports; ``arch_zoo``, its named sizes; ``arch_labels``, their column labels;
+      ``report_archs``, the sizes tables show by default; ``decode_head``, the registered
+      name of its prompt-free decode head;
+    - optionally :meth:`official_checkpoint`: the model in the family's official
+      checkpoint format (``tools/model_converters/export_sam.py``).
 
     Its ``__init__`` builds the modules, then calls :meth:`setup`. Construction fails,
     naming them, when a contract attribute is missing, a block is not a
@@ -109,6 +121,12 @@ class SAMBackboneBase(nn.Module):
     places are not accounted for, or :meth:`setup` was not called.
     """
 
+    family: ClassVar[str]
+    family_title: ClassVar[str]
+    arch_zoo: ClassVar[Mapping[str, Mapping[str, Any]]]
+    arch_labels: ClassVar[Mapping[str, str]]
+    report_archs: ClassVar[tuple[str, ...]]
+    decode_head: ClassVar[str]
     peft_block_prefix: ClassVar[str]
     backbone_places: ClassVar[tuple[str, ...]]
     absent_places: ClassVar[Mapping[str, str]]
@@ -160,6 +178,26 @@ class SAMBackboneBase(nn.Module):
         """The image-encoder state dict of ``checkpoint`` under this module's keys."""
         raise NotImplementedError
 
+    def official_checkpoint(
+        self, model: nn.Module, original: Mapping[str, Any], source: str, original_decoder: bool
+    ) -> tuple[Any, dict[str, Any]]:
+        """What ``torch.save`` writes for ``model`` in the family's official checkpoint format.
+
+        Args:
+            model: the segmentor (this backbone, PEFT updates merged, and its decode head).
+            original: the original checkpoint as loaded (it supplies what the model lacks).
+            source: where ``original`` was read from (named in messages).
+            original_decoder: keep the original prompt encoder and mask decoder.
+
+        Returns:
+            tuple: the object to save, and a dict with ``summary`` (what was written from
+            where, one line), ``resized`` (position tables resized back) and ``decoder``
+            (decoder parts written from the head).
+        """
+        raise NotImplementedError(
+            f'{type(self).__name__} has no official checkpoint format to export to (official_checkpoint)'
+        )
+
     def check_contract(self) -> None:
         """Raise ``TypeError`` naming every contract attribute the backbone or its blocks lack."""
         name = type(self).__name__
@@ -177,7 +215,7 @@ class SAMBackboneBase(nn.Module):
             unresolved = [path for path in block.place_paths.values() if not _has_submodule(block, path)]
             if unresolved:
                 raise TypeError(f'{name} block {where} place_paths name no sub-module: {unresolved}')
-        missing = _missing(self, BACKBONE_CONTRACT)
+        missing = _missing(self, (*BACKBONE_CONTRACT, *FAMILY_CONTRACT))
         if type(self).check_with_cp is SAMBackboneBase.check_with_cp:
             missing.append('check_with_cp')
         if type(self).load_pretrained is SAMBackboneBase.load_pretrained:
@@ -232,6 +270,17 @@ class SAMBackboneBase(nn.Module):
                 f'{type(self).__name__}.__init__ must call self.setup(checkpoint, frozen, peft) '
                 'after building its modules (load, freeze, inject PEFT)'
             )
+
+
+def registered_families() -> dict[str, type[SAMBackboneBase]]:
+    """The registered backbone families by their ``family`` name (``'sam'``, ``'sam2'``), as tools list them."""
+    from mmseg.registry import MODELS
+
+    found: dict[str, type[SAMBackboneBase]] = {}
+    for cls in MODELS.module_dict.values():
+        if isinstance(cls, type) and issubclass(cls, SAMBackboneBase) and 'family' in vars(cls):
+            found.setdefault(cls.family, cls)
+    return dict(sorted(found.items()))
 
 
 def _has_submodule(module: nn.Module, path: str) -> bool:

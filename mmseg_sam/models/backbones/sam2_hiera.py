@@ -69,8 +69,8 @@ _PATCH_STRIDE = 4  # sam2's PatchEmbed: kernel 7, stride 4, padding 3
 _Q_POOL = 3  # sam2's Hiera default: the first block of stages 2, 3 and 4 halves the resolution
 
 
-def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
-    cfg = merge_arch(arch, SAM2_ARCHS, _ARCH_DEFAULTS, _ARCH_REQUIRED)
+def _resolve_arch(arch: str | Mapping[str, Any], zoo: Mapping[str, Mapping[str, Any]] = SAM2_ARCHS) -> dict[str, Any]:
+    cfg = merge_arch(arch, zoo, _ARCH_DEFAULTS, _ARCH_REQUIRED)
     if isinstance(arch, str):
         return cfg
     stages = tuple(cfg['stages'])
@@ -222,6 +222,13 @@ class SAM2Hiera(SAMBackboneBase):
         with_cp: gradient checkpointing of every block in training.
     """
 
+    # the family to the tools (SAMBackboneBase)
+    family = 'sam2'
+    family_title = 'SAM 2.1 Hiera'
+    arch_zoo = SAM2_ARCHS
+    arch_labels = {'tiny': 'Hiera-T', 'small': 'Hiera-S', 'base_plus': 'Hiera-B+', 'large': 'Hiera-L'}
+    report_archs = ('base_plus',)
+    decode_head = 'SAM2MaskDecoderHead'
     peft_block_prefix = 'trunk.'  # the PEFT methods find the blocks at trunk.blocks.<i>
     backbone_places = ()
     # Backbone-level PEFT places SAMViT offers and this backbone does not, and why (named
@@ -247,7 +254,7 @@ class SAM2Hiera(SAMBackboneBase):
         with_cp: bool = False,
     ) -> None:
         sam2 = sam2_modeling()  # imported here, not with mmseg_sam
-        cfg = _resolve_arch(arch)
+        cfg = _resolve_arch(arch, self.arch_zoo)  # a subclass may name other sizes
         self.check_with_cp(with_cp)  # before the trunk is built
         if not 0 <= drop_path_rate < 1:
             raise ValueError(f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}')
@@ -284,6 +291,14 @@ class SAM2Hiera(SAMBackboneBase):
         if not isinstance(with_cp, bool):
             raise TypeError(f'with_cp must be a bool, got {with_cp!r}')
         return with_cp
+
+    def official_checkpoint(
+        self, model: nn.Module, original: Mapping[str, Any], source: str, original_decoder: bool
+    ) -> tuple[Any, dict[str, Any]]:
+        """SAM 2.1's ``{'model': state_dict}`` (see :func:`mmseg_sam.apis.export_sam2.sam2_official_state`)."""
+        from ...apis.export_sam2 import sam2_official_state
+
+        return sam2_official_state(model, original, source, original_decoder)
 
     def load_pretrained(self, checkpoint: str) -> dict[str, torch.Tensor]:
         """The image encoder of a SAM 2.1 checkpoint (official ``.pt``, encoder-only or Hugging Face ``Sam2Model``)."""

@@ -132,9 +132,9 @@ def merge_arch(
     return {**defaults, **arch}
 
 
-def _resolve_arch(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+def _resolve_arch(arch: str | Mapping[str, Any], zoo: Mapping[str, Mapping[str, Any]] = SAM_ARCHS) -> dict[str, Any]:
     # a custom arch has no global blocks unless it names them
-    cfg = merge_arch(arch, SAM_ARCHS, {**_ARCH_DEFAULTS, 'global_attn_indexes': ()}, _ARCH_REQUIRED)
+    cfg = merge_arch(arch, zoo, {**_ARCH_DEFAULTS, 'global_attn_indexes': ()}, _ARCH_REQUIRED)
     if isinstance(arch, str):
         return cfg
     if cfg['embed_dims'] % cfg['num_heads']:
@@ -363,6 +363,13 @@ class SAMViT(SAMBackboneBase, ImageEncoderViT):
             ``docs/memory.md`` says what each costs).
     """
 
+    # the family to the tools (SAMBackboneBase)
+    family = 'sam'
+    family_title = 'SAM ViT'
+    arch_zoo = SAM_ARCHS
+    arch_labels = {'vit_b': 'ViT-B', 'vit_l': 'ViT-L', 'vit_h': 'ViT-H'}
+    report_archs = ('vit_b', 'vit_l', 'vit_h')
+    decode_head = 'SAMMaskDecoderHead'
     peft_block_prefix = ''  # the PEFT methods find the blocks at blocks.<i>
     backbone_places = ('input_prompts', 'side_network')  # run by forward (see there)
     absent_places: dict[str, str] = {}
@@ -379,7 +386,7 @@ class SAMViT(SAMBackboneBase, ImageEncoderViT):
         attn_impl: str = 'auto',
         with_cp: bool | str = False,
     ) -> None:
-        cfg = _resolve_arch(arch)
+        cfg = _resolve_arch(arch, self.arch_zoo)  # a subclass may name other sizes
         check_attn_impl(attn_impl, _ATTN_IMPLS)
         check_with_cp(with_cp)
         patch_size = cfg['patch_size']
@@ -428,6 +435,14 @@ class SAMViT(SAMBackboneBase, ImageEncoderViT):
             self.neck.requires_grad_(False)  # not run (even a PEFT method's neck parameters): no gradient
 
     check_with_cp = staticmethod(check_with_cp)
+
+    def official_checkpoint(
+        self, model: nn.Module, original: Mapping[str, Any], source: str, original_decoder: bool
+    ) -> tuple[Any, dict[str, Any]]:
+        """segment_anything's flat state dict (see :func:`mmseg_sam.apis.export_sam.sam_official_state`)."""
+        from ...apis.export_sam import sam_official_state
+
+        return sam_official_state(model, original, source, original_decoder)
 
     def load_pretrained(self, checkpoint: str) -> dict[str, torch.Tensor]:
         """The image encoder of a SAM checkpoint (official, encoder-only or Hugging Face ``SamModel``)."""
