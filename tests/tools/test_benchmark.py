@@ -153,11 +153,10 @@ def test_bad_arguments_are_refused(argv, message, capsys):
 
 
 def test_a_failing_row_is_reported_with_its_error():
-    row = bm.Row(
-        'bad', 'bad LoRA', 'samvit', dict(peft=dict(type='LoRA', rank=2, targets=('q',), blocks=(7,)))
-    )
+    row = bm.Row('bad', 'bad LoRA', 'sam', dict(peft=dict(type='LoRA', rank=2, targets=('q',), blocks=(7,))))
     opts = dict(
-        arch=TINY_ARCH,
+        archs={'sam': TINY_ARCH},
+        options={'sam': {}},
         img_size=TINY_IMG,
         batch=1,
         device='cpu',
@@ -165,7 +164,6 @@ def test_a_failing_row_is_reported_with_its_error():
         warmup=0,
         repeat=1,
         threads=None,
-        backbone_options={},
     )
     receiver, sender = multiprocessing.Pipe(duplex=False)
     bm._child(row, opts, sender)
@@ -173,8 +171,8 @@ def test_a_failing_row_is_reported_with_its_error():
     assert result['error'].startswith('ValueError') and 'blocks=(7,)' in result['error'], result
     report = dict(
         config=dict(
-            arch_name='custom arch', img_size=64, batch=1, device='cpu', amp='none', warmup=0, repeat=1,
-            backbone_options={},
+            arch_names={'sam': 'custom arch'}, img_size=64, batch=1, device='cpu', amp='none', warmup=0,
+            repeat=1, options={'sam': {}},
         ),
         environment=dict(
             commit='x', uncommitted=[], torch='t', machine='m', threads=1, load_average_start=1.0,
@@ -182,13 +180,13 @@ def test_a_failing_row_is_reported_with_its_error():
         ),
         memory_measure='m',
         with_cp=False,
-        rows=[dict(key='bad', name='bad LoRA', kind='samvit', **result)],
+        rows=[dict(key='bad', name='bad LoRA', kind='sam', **result)],
         targets=[],
     )  # fmt: skip
     assert '| bad LoRA | failed: ValueError' in bm.markdown(report)
 
 
-SAM2_KEYS = ['frozen', bm.SAM2_FROZEN, bm.SAM2_PREFIX + LORA, bm.SAM2_PREFIX + 'lst-d192']
+SAM2_KEYS = ['frozen', 'sam2-frozen', 'sam2-' + LORA, 'sam2-lst-d192']
 
 
 def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
@@ -200,7 +198,8 @@ def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
     argv = [
         '--arch',
         repr(TINY_ARCH),
-        '--sam2-arch',
+        '--family-arch',
+        'sam2',
         repr(TINY_SAM2_ARCH),
         '--img-size',
         '64',
@@ -215,12 +214,12 @@ def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
     )
     rows = {r['key']: r for r in json.loads((tmp_path / 'b.json').read_text())['rows']}
     assert list(rows) == SAM2_KEYS
-    lora = rows[bm.SAM2_PREFIX + LORA]
-    model = SAM2Hiera(arch=TINY_SAM2_ARCH, **bm.ROWS[bm.SAM2_PREFIX + LORA].overrides)
+    lora = rows['sam2-' + LORA]
+    model = SAM2Hiera(arch=TINY_SAM2_ARCH, **bm.ROWS['sam2-' + LORA].overrides)
     assert lora['trainable'] == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
-    assert rows[bm.SAM2_FROZEN]['trainable'] == 0 and rows[bm.SAM2_FROZEN]['forward_ms'] > 0
+    assert rows['sam2-frozen']['trainable'] == 0 and rows['sam2-frozen']['forward_ms'] > 0
     assert lora['step_over_frozen_forward'] == pytest.approx(
-        lora['step_ms'] / rows[bm.SAM2_FROZEN]['forward_ms']
+        lora['step_ms'] / rows['sam2-frozen']['forward_ms']
     )
     lst = rows[SAM2_KEYS[-1]]
     assert lst['refused'].startswith('LST needs a backbone with a side_network place (SAMViT), got SAM2Hiera')
@@ -231,13 +230,54 @@ def test_sam2_rows_next_to_sam_rows(tmp_path, monkeypatch, capsys):
 def test_sam2_family_rows_and_size_check(capsys):
     parser = bm.build_parser()
     rows = bm.select_rows(parser, None, 'sam2')
-    assert [r.kind for r in rows] == ['sam2hiera'] * len(PRESETS)
+    assert [r.kind for r in rows] == ['sam2'] * len(PRESETS)
     assert len(bm.select_rows(parser, None, 'sam')) + len(rows) == len(bm.select_rows(parser, None, 'both'))
+    assert bm.select_rows(parser, None, 'all') == bm.select_rows(parser, None, 'both')
     with pytest.raises(SystemExit):
-        bm.main(['--family', 'sam2', '--sam2-arch', repr(TINY_SAM2_ARCH), '--img-size', '80'])
+        bm.main(['--family', 'sam2', '--family-arch', 'sam2', repr(TINY_SAM2_ARCH), '--img-size', '80'])
     assert '--img-size 80 is not a multiple of 32 (SAM2Hiera size_divisor)' in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        bm.main(['--family', 'sam2', '--sam2-arch', 'huge'])
+        bm.main(['--family', 'sam2', '--family-arch', 'sam2', 'huge'])
     assert "expected one of ['base_plus', 'large', 'small', 'tiny'] or a dict literal, got 'huge'" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (
+            ['--family-arch', 'sam3', 'b'],
+            r"--family-arch 'sam3' is not a registered family; choose from \['sam', 'sam2'\]",
+        ),
+        (
+            ['--family-options', 'sam2', 'with_cp'],
+            r"--family-options sam2 takes KEY=VALUE pairs, got \['with_cp'\]",
+        ),
+        (
+            ['--family-options', 'sam2', 'peft=None'],
+            r"--family-options sam2 \['peft'\] are set by the benchmark",
+        ),
+        (['--family-options', 'sam2', 'with_cp=selective'], r'SAM2Hiera\(arch=.*with_cp must be a bool'),
+    ],
+)
+def test_bad_family_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        bm.main(
+            ['--family', 'sam2', '--family-arch', 'sam2', repr(TINY_SAM2_ARCH), '--img-size', '64', *argv]
+        )
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_family_options_reach_the_rows_encoder():
+    parser = bm.build_parser()
+    args = parser.parse_args(
+        ['--family-arch', 'sam2', 'tiny', '--family-options', 'sam2', 'with_cp=True', 'drop_path_rate=0.1']
+    )
+    archs, options = bm.family_settings(parser, args)
+    assert archs == {'sam': 'vit_b', 'sam2': 'tiny'}
+    assert options == {'sam': {}, 'sam2': {'with_cp': True, 'drop_path_rate': 0.1}}
+    opts = dict(archs=archs, options=options, img_size=64)
+    with torch.device('meta'):
+        model = bm.build_row(bm.ROWS['sam2-' + LORA], opts)
+    assert isinstance(model, SAM2Hiera) and model.with_cp is True and model.peft_report.total > 0

@@ -151,7 +151,7 @@ def check_grid_rows(sections: dict) -> None:
     for r in speed:
         assert r['steps'] == 5 and r['step_ms_min'] <= r['step_ms'] <= r['step_ms_max'], r
         assert r['images_per_s'] == pytest.approx(r['batch'] * 1000 / r['step_ms'])
-        compared = r['kind'] == 'samvit' and (r['encoder'], r['batch']) in references
+        compared = r['kind'] == 'sam' and (r['encoder'], r['batch']) in references
         assert (r.get('step_over_reference') is not None) == compared, r
 
 
@@ -163,7 +163,7 @@ def test_memory_and_speed_rows_on_a_smaller_grid(monkeypatch, tmp_path):
     sections = json.loads((tmp_path / 'gpu_report.json').read_text())['sections']
     assert sections['memory']['status'] == sections['speed']['status'] == 'measured'
     assert len(sections['memory']['rows']) == 1
-    assert [r['kind'] for r in sections['speed']['rows']] == ['reference', 'samvit', 'sam2hiera']
+    assert [r['kind'] for r in sections['speed']['rows']] == ['reference', 'sam', 'sam2']
     check_grid_rows(sections)
 
 

@@ -9,13 +9,22 @@ by the target ratios:
     python tools/analysis_tools/benchmark.py --arch vit_b --img-size 512 --batch 1 \\
         --warmup 1 --repeat 2 --out-json bench.json --out-png bench.png --out-md bench.md
 
-``--family sam2`` measures the same presets on SAM 2.1's ``SAM2Hiera`` (``--sam2-arch``,
-default ``base_plus``; ``--sam2-options`` for its arguments, e.g. ``with_cp=True``) and
-``--family both`` the SAM rows and then the SAM 2 rows at the same input size and batch,
-in one table (``--methods`` picks rows of either; SAM 2 keys start with ``sam2-``).
-A method that refuses SAM2Hiera (SAM-Adapter, LST) is reported as refused, with its
-reason, not as a failure. The SAM 2 rows' ``step / frozen fwd`` is relative to the
-frozen Hiera.
+Every registered backbone family has its rows (its frozen encoder and every preset):
+``--family`` picks one (default ``sam``, SAM's ViT, whose rows sit beside the
+segment_anything references and keep unprefixed keys; ``sam2``, SAM 2.1's ``SAM2Hiera``;
+any other ``SAMBackboneBase`` family by its ``family`` name) or ``all`` (``both``) for
+every family in one table at the same input size and batch. ``--methods`` picks rows of
+any family (keys of the other families start with ``<family>-``: ``sam2-lora-qv-r4``).
+``--arch`` and ``--backbone-options`` set SAM's encoder; ``--family-arch FAMILY ARCH``
+and ``--family-options FAMILY KEY=VALUE ...`` set any family's (default: the first of
+its ``report_archs``, ``base_plus`` for SAM 2.1):
+
+    python tools/analysis_tools/benchmark.py --family all --family-arch sam2 base_plus \
+        --family-options sam2 with_cp=True
+
+A method whose ``needs_places`` the family lacks (SAM-Adapter and LST on SAM2Hiera) is
+reported as refused, with its reason, not as a failure. Each family's
+``step / frozen fwd`` is relative to its own frozen encoder.
 
 A training step is forward + backward + AdamW step on the trainable parameters, with
 ``mean(encoder output)`` (+ auxiliary PEFT losses) as the loss. Rows without trainable
@@ -32,6 +41,7 @@ cover building the model, the forward runs and the training steps.
 
 import argparse
 import ast
+import inspect
 import json
 import logging
 import multiprocessing
@@ -57,9 +67,11 @@ from mmseg.utils import register_all_modules
 from torch import nn
 
 import mmseg_sam  # noqa: F401
-from mmseg_sam.models.backbones import SAM2_ARCHS, SAM_ARCHS, SAM2Hiera, SAMViT
+from mmseg_sam.models.backbones import SAMViT
+from mmseg_sam.models.backbones.base import SAMBackboneBase, registered_families
 from mmseg_sam.models.backbones.sam_vit import image_encoder_kwargs
 from mmseg_sam.models.peft import collect_aux_losses, inject_peft
+from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS, preset
 from mmseg_sam.models.sam_modeling import ImageEncoderViT
 
@@ -70,11 +82,27 @@ FROZEN_METHOD = 'decoder-only'  # the preset of the frozen encoder without PEFT
 LORA = 'lora-qv-r4'  # preset keys
 CONV_LORA = 'conv-lora-r3'
 AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
-# Set by this tool for each row; --backbone-options / --sam2-options may not override them.
+# Set by this tool for each row; --backbone-options / --family-options may not override them.
 RESERVED_OPTIONS = ('arch', 'img_size', 'peft', 'frozen')
-SAM2_PREFIX = 'sam2-'  # row keys of SAM2Hiera rows
-SAM2_FROZEN = SAM2_PREFIX + 'frozen'
-FAMILIES = ('sam', 'sam2', 'both')  # --family: the default rows
+# The family of segment_anything's encoder (the reference rows): its rows keep unprefixed keys.
+REFERENCE_FAMILY = SAMViT.family
+EVERY_FAMILY = ('all', 'both')  # --family values for every registered family
+
+
+def family_prefix(family: str) -> str:
+    """The row-key prefix of a family's rows: ``''`` for SAM's, else ``'<family>-'`` (``'sam2-'``)."""
+    return '' if family == REFERENCE_FAMILY else f'{family}-'
+
+
+def frozen_key(family: str) -> str:
+    """The key of a family's frozen row: ``'frozen'``, ``'sam2-frozen'``."""
+    return family_prefix(family) + 'frozen'
+
+
+def families() -> dict[str, type[SAMBackboneBase]]:
+    """The registered backbone families, SAM's first."""
+    found = registered_families()
+    return {REFERENCE_FAMILY: found[REFERENCE_FAMILY], **found}
 
 
 @dataclass
@@ -84,11 +112,11 @@ class Row:
     Args:
         key: the name for ``--methods``.
         name: the name in the table.
-        kind: ``'samvit'`` (SAMViT with ``--backbone-options``), ``'reference'``
-            (segment_anything's ``ImageEncoderViT``, frozen, eager attention, no
-            checkpointing) or ``'sam2hiera'`` (SAM2Hiera with ``--sam2-options``).
-        overrides: SAMViT keyword arguments of the method (``peft``, ``frozen``); for a
-            reference, only ``peft`` is used.
+        kind: ``'reference'`` (segment_anything's ``ImageEncoderViT``, frozen, eager
+            attention, no checkpointing) or a backbone family's name (``'sam'``:
+            SAMViT, ``'sam2'``: SAM2Hiera), built with that family's arch and options.
+        overrides: the backbone's keyword arguments of the method (``peft``, ``frozen``);
+            for a reference, only ``peft`` is used.
     """
 
     key: str
@@ -103,7 +131,7 @@ def slug(name: str) -> str:
 
 
 def all_rows() -> list[Row]:
-    """References, the frozen encoder, every preset of ``PRESETS``; then the frozen Hiera and every preset on it."""
+    """References; then per family its frozen encoder and every preset of ``PRESETS`` (SAM's first)."""
     rows = [
         Row('sam-encoder', 'segment_anything encoder (frozen; eager, no checkpointing)', 'reference'),
         Row(
@@ -112,21 +140,18 @@ def all_rows() -> list[Row]:
             'reference',
             dict(peft=preset(LORA).peft),
         ),
-        Row('frozen', 'frozen, no PEFT', 'samvit', dict(preset(FROZEN_METHOD).backbone)),
     ]
-    rows += [
-        Row(item.key, item.name, 'samvit', dict(item.backbone))
-        for item in PRESETS
-        if item.key != FROZEN_METHOD
-    ]
-    rows.append(
-        Row(SAM2_FROZEN, 'SAM 2.1 Hiera: frozen, no PEFT', 'sam2hiera', dict(preset(FROZEN_METHOD).backbone))
-    )
-    rows += [
-        Row(SAM2_PREFIX + item.key, f'SAM 2.1 Hiera: {item.name}', 'sam2hiera', dict(item.backbone))
-        for item in PRESETS
-        if item.key != FROZEN_METHOD
-    ]
+    for family, cls in families().items():
+        label = '' if family == REFERENCE_FAMILY else f'{cls.family_title}: '
+        prefix = family_prefix(family)
+        rows.append(
+            Row(frozen_key(family), f'{label}frozen, no PEFT', family, dict(preset(FROZEN_METHOD).backbone))
+        )
+        rows += [
+            Row(prefix + item.key, label + item.name, family, dict(item.backbone))
+            for item in PRESETS
+            if item.key != FROZEN_METHOD
+        ]
     return rows
 
 
@@ -143,13 +168,20 @@ def build_reference(arch_settings: Mapping[str, Any], img_size: int, peft: Mappi
     return encoder
 
 
+def build_family(family: str, opts: Mapping[str, Any], **overrides: Any) -> SAMBackboneBase:
+    """The ``family``'s encoder at its arch with its options (and the input size, where it takes one)."""
+    cls = families()[family]
+    kwargs = dict(arch=opts['archs'][family], **opts['options'][family], **overrides)
+    if 'img_size' in inspect.signature(cls).parameters:  # SAMViT sizes its position tables
+        kwargs['img_size'] = opts['img_size']
+    return cls(**kwargs)
+
+
 def build_row(row: Row, opts: Mapping[str, Any]) -> nn.Module:
-    """The model of ``row``: a reference encoder, SAMViT or SAM2Hiera with the row's method and options."""
+    """The model of ``row``: a reference encoder, or its family's encoder with the row's method."""
     if row.kind == 'reference':
         return build_reference(opts['arch_settings'], opts['img_size'], row.overrides.get('peft'))
-    if row.kind == 'sam2hiera':
-        return SAM2Hiera(arch=opts['sam2_arch'], **opts['sam2_options'], **row.overrides)
-    return SAMViT(arch=opts['arch'], img_size=opts['img_size'], **opts['backbone_options'], **row.overrides)
+    return build_family(row.kind, opts, **row.overrides)
 
 
 def encoder_loss(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -205,7 +237,7 @@ def measure(row: Row, opts: Mapping[str, Any]) -> dict[str, Any]:
     try:
         model = build_row(row, opts).to(device)
     except ValueError as err:  # arguments were checked in main(): the method refuses this backbone
-        if row.kind != 'sam2hiera':
+        if row.kind == 'reference' or not refused_places(families()[row.kind], row.overrides.get('peft')):
             raise
         return dict(refused=str(err))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -367,7 +399,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def markdown(report: dict[str, Any]) -> str:
     cfg, env = report['config'], report['environment']
     rows = report['rows']
-    samvit = next((r for r in rows if r['kind'] == 'samvit' and 'error' not in r), None)
+    samvit = next((r for r in rows if r['kind'] == REFERENCE_FAMILY and 'error' not in r), None)
     attn = None
     if samvit and samvit['attn_impl'] is not None:
         attn = f'`{samvit["attn_impl"]}` (blocks use: {", ".join(samvit["attn_impls_used"]) or "-"})'
@@ -375,23 +407,22 @@ def markdown(report: dict[str, Any]) -> str:
     if env['uncommitted']:
         commit += f' + uncommitted changes in {", ".join(env["uncommitted"])}'
     cp = ' **with_cp=True (activation checkpointing)**' if report['with_cp'] else ''
-    has_sam = any(r['kind'] != 'sam2hiera' for r in rows)
-    has_sam2 = any(r['kind'] == 'sam2hiera' for r in rows)
+    present = row_families(rows)
     lines = [
-        f'### {encoders_title(cfg, has_sam, has_sam2)}, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
+        f'### {encoders_title(cfg, present)}, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
         f'{cfg["device"]}, amp {cfg["amp"]}{cp}',
         '',
     ]
-    if has_sam:
-        lines.append(
-            f'- SAMViT options: `{cfg["backbone_options"] or {}}`; attn_impl: '
-            f'{attn or "none (this SAMViT has no attn_impl option: segment_anything eager attention)"}'
-        )
-    if has_sam2:
-        lines.append(
-            f'- SAM2Hiera options: `{cfg["sam2_options"] or {}}` (sam2 attention: scaled_dot_product_attention); '
-            'SAM 2 rows: step / frozen fwd relative to the frozen Hiera'
-        )
+    for family in present:
+        cls = families()[family]
+        line = f'- {cls.__name__} options: `{cfg["options"][family] or {}}`'
+        if family == REFERENCE_FAMILY:
+            line += '; attn_impl: ' + (
+                attn or 'none (this SAMViT has no attn_impl option: segment_anything eager attention)'
+            )
+        else:
+            line += f'; {cls.family_title} rows: step / frozen fwd relative to its frozen encoder'
+        lines.append(line)
     lines += [
         f'- commit {commit}; torch {env["torch"]}, {env["machine"]}, {env["threads"]} torch threads',
         f'- times: median of {cfg["repeat"]} after {cfg["warmup"]} warm-up; step = forward + backward + AdamW '
@@ -429,14 +460,15 @@ def markdown(report: dict[str, Any]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def encoders_title(cfg: Mapping[str, Any], has_sam: bool, has_sam2: bool) -> str:
-    """``'SAM encoder, vit_b'``, ``'SAM 2.1 Hiera encoder, base_plus'`` or both."""
-    parts = []
-    if has_sam:
-        parts.append(f'SAM encoder, {cfg["arch_name"]}')
-    if has_sam2:
-        parts.append(f'SAM 2.1 Hiera encoder, {cfg["sam2_arch_name"]}')
-    return ' vs '.join(parts)
+def row_families(rows: list[Mapping[str, Any]]) -> list[str]:
+    """The families whose encoders ``rows`` measure, in family order (the references count as SAM's)."""
+    kinds = {REFERENCE_FAMILY if r['kind'] == 'reference' else r['kind'] for r in rows}
+    return [family for family in families() if family in kinds]
+
+
+def encoders_title(cfg: Mapping[str, Any], present: list[str]) -> str:
+    """``'SAM encoder, vit_b'``, ``'SAM 2.1 Hiera encoder, base_plus'``, joined by ``' vs '``."""
+    return ' vs '.join(f'{families()[f].family_title} encoder, {cfg["arch_names"][f]}' for f in present)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -455,8 +487,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[1].set_xlabel(f'peak memory (MiB; {report["memory_short"]})')
     axes[0].invert_yaxis()
     cfg = report['config']
-    has_sam2 = any(r['kind'] == 'sam2hiera' for r in rows)
-    title = encoders_title(cfg, any(r['kind'] != 'sam2hiera' for r in rows), has_sam2)
+    title = encoders_title(cfg, row_families(rows))
     fig.suptitle(
         f'{title}, {cfg["img_size"]}x{cfg["img_size"]}, batch {cfg["batch"]}, '
         f'{cfg["device"]}, amp {cfg["amp"]}' + (', with_cp' if report['with_cp'] else '')
@@ -467,34 +498,26 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- main
-def parse_arch(text: str) -> str | dict:
-    """``vit_b`` / ``vit_l`` / ``vit_h`` or a dict literal (``"{'embed_dims': 32, ...}"``)."""
-    if text in SAM_ARCHS:
+def parse_arch(text: str, zoo: Mapping[str, Any] | None = None) -> str | dict:
+    """A size name of ``zoo`` (SAM's by default: ``vit_b`` / ``vit_l`` / ``vit_h``) or a dict literal."""
+    zoo = SAMViT.arch_zoo if zoo is None else zoo
+    if text in zoo:
         return text
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f'expected one of {sorted(SAM_ARCHS)} or a dict literal, got {text!r}'
-        )
+        raise argparse.ArgumentTypeError(f'expected one of {sorted(zoo)} or a dict literal, got {text!r}')
     return value
 
 
-def parse_sam2_arch(text: str) -> str | dict:
-    """``tiny`` / ``small`` / ``base_plus`` / ``large`` or a dict literal (SAM2Hiera's custom arch)."""
-    if text in SAM2_ARCHS:
-        return text
+def parse_value(text: str) -> Any:
+    """A ``KEY=VALUE`` value: a Python literal where it is one (``True``, ``4``, ``(1, 2)``), else the text."""
     try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f'expected one of {sorted(SAM2_ARCHS)} or a dict literal, got {text!r}'
-        )
-    return value
+        return text
 
 
 def positive_int(text: str) -> int:
@@ -518,24 +541,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         '--arch', type=parse_arch, default='vit_b', help='vit_b, vit_l, vit_h or a dict literal'
     )
+    names = list(families())
     parser.add_argument(
         '--family',
-        choices=FAMILIES,
-        default='sam',
-        help='default rows without --methods: sam (SAM ViT and references), sam2 (SAM2Hiera), both',
+        choices=(*names, *EVERY_FAMILY),
+        default=REFERENCE_FAMILY,
+        help=f'default rows without --methods: one family ({", ".join(names)}; {REFERENCE_FAMILY} with the '
+        'segment_anything references) or all of them (all, both)',
     )
     parser.add_argument(
-        '--sam2-arch',
-        type=parse_sam2_arch,
-        default='base_plus',
-        help='SAM2Hiera size of the sam2- rows: tiny, small, base_plus, large or a dict literal',
+        '--family-arch',
+        nargs=2,
+        action='append',
+        default=[],
+        metavar=('FAMILY', 'ARCH'),
+        help="a family's encoder size: a name of its arch_zoo or a dict literal (default: the first of its "
+        'report_archs); repeat for several families',
     )
     parser.add_argument(
-        '--sam2-options',
+        '--family-options',
         nargs='+',
-        action=DictAction,
-        default={},
-        help='key=value passed to SAM2Hiera for every sam2- row, e.g. with_cp=True',
+        action='append',
+        default=[],
+        metavar='FAMILY KEY=VALUE',
+        help="keyword arguments of a family's encoder for each of its rows, e.g. sam2 with_cp=True",
     )
     parser.add_argument('--img-size', type=positive_int, default=1024)
     parser.add_argument('--batch', type=positive_int, default=1)
@@ -561,12 +590,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def select_rows(parser: argparse.ArgumentParser, keys: list[str] | None, family: str = 'sam') -> list[Row]:
+def select_rows(
+    parser: argparse.ArgumentParser, keys: list[str] | None, family: str = REFERENCE_FAMILY
+) -> list[Row]:
     if keys is None:
         return [
             row
             for row in ROWS.values()
-            if family == 'both' or (row.kind == 'sam2hiera') == (family == 'sam2')
+            if family in EVERY_FAMILY
+            or row.kind == family
+            or (row.kind == 'reference' and family == REFERENCE_FAMILY)
         ]
     by_name = {row.name: row for row in ROWS.values()}
     unknown = [k for k in keys if k not in ROWS and k not in by_name]
@@ -574,6 +607,35 @@ def select_rows(parser: argparse.ArgumentParser, keys: list[str] | None, family:
         parser.error(f'unknown --methods {unknown}; choose from {list(ROWS)}')
     chosen = [ROWS.get(k) or by_name[k] for k in keys]
     return list({row.key: row for row in chosen}.values())  # unique, in the given order
+
+
+def family_settings(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Each family's arch and encoder options from ``--arch`` / ``--backbone-options`` (SAM's) and
+    ``--family-arch`` / ``--family-options`` (any family's)."""
+    known = families()
+    archs = {family: cls.report_archs[0] for family, cls in known.items()}
+    options: dict[str, dict[str, Any]] = {family: {} for family in known}
+    archs[REFERENCE_FAMILY], options[REFERENCE_FAMILY] = args.arch, dict(args.backbone_options)
+
+    def family_of(name: str, flag: str) -> type[SAMBackboneBase]:
+        if name not in known:
+            parser.error(f'{flag} {name!r} is not a registered family; choose from {list(known)}')
+        return known[name]
+
+    for name, text in args.family_arch:
+        try:
+            archs[name] = parse_arch(text, family_of(name, '--family-arch').arch_zoo)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f'--family-arch {name}: {err}')
+    for name, *pairs in args.family_options:
+        family_of(name, '--family-options')
+        bad = [pair for pair in pairs if '=' not in pair]
+        if bad or not pairs:
+            parser.error(f'--family-options {name} takes KEY=VALUE pairs, got {pairs!r}')
+        options[name].update({k: parse_value(v) for k, v in (pair.split('=', 1) for pair in pairs)})
+    return archs, options
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -586,47 +648,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f'{row.key}\t{row.name}')
         return 0
     rows = select_rows(parser, args.methods, args.family)
-    for flag, options in (
-        ('--backbone-options', args.backbone_options),
-        ('--sam2-options', args.sam2_options),
-    ):
-        reserved = [k for k in options if k in RESERVED_OPTIONS]
+    archs, options = family_settings(parser, args)
+    for family, given in options.items():
+        reserved = [k for k in given if k in RESERVED_OPTIONS]
         if reserved:
+            flag = '--backbone-options' if family == REFERENCE_FAMILY else f'--family-options {family}'
             parser.error(
                 f'{flag} {reserved} are set by the benchmark per row; not allowed: {RESERVED_OPTIONS}'
             )
     if not re.fullmatch(r'cpu|cuda(:\d+)?', args.device):
         parser.error(f'--device must be cpu, cuda or cuda:N, got {args.device!r}')
-    if isinstance(args.arch, str):
-        patch = 16
-    else:
-        patch = args.arch.get('patch_size', 16)
+    patch = 16 if isinstance(args.arch, str) else args.arch.get('patch_size', 16)
     if args.img_size % patch:
         parser.error(f'--img-size {args.img_size} is not divisible by the patch size {patch}')
-    try:  # validates the arch and the backbone options before any worker starts
-        with torch.device('meta'):
-            probe = SAMViT(arch=args.arch, img_size=args.img_size, **args.backbone_options)
-    except (TypeError, ValueError) as err:
-        parser.error(
-            f'SAMViT(arch={args.arch!r}, img_size={args.img_size}, **{args.backbone_options}): {err}'
-        )
-    if any(row.kind == 'sam2hiera' for row in rows):
-        try:
-            with torch.device('meta'):
-                sam2_probe = SAM2Hiera(arch=args.sam2_arch, **args.sam2_options)
-        except (TypeError, ValueError) as err:
-            parser.error(f'SAM2Hiera(arch={args.sam2_arch!r}, **{args.sam2_options}): {err}')
-        if args.img_size % sam2_probe.size_divisor:
-            parser.error(
-                f'--img-size {args.img_size} is not a multiple of {sam2_probe.size_divisor} '
-                '(SAM2Hiera size_divisor); the SAM 2 rows need it'
-            )
-        del sam2_probe
-
-    with_cp = bool(args.backbone_options.get('with_cp', False) or args.sam2_options.get('with_cp', False))
     opts = dict(
-        arch=args.arch,
-        arch_settings=dict(probe.arch_settings),
+        archs=archs,
+        options=options,
         img_size=args.img_size,
         batch=args.batch,
         device=args.device,
@@ -634,10 +671,24 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         repeat=args.repeat,
         threads=args.threads,
-        backbone_options=dict(args.backbone_options),
-        sam2_arch=args.sam2_arch,
-        sam2_options=dict(args.sam2_options),
     )
+    probes: dict[str, SAMBackboneBase] = {}
+    for family in dict.fromkeys([REFERENCE_FAMILY, *row_families([asdict(r) for r in rows])]):
+        cls = families()[family]
+        try:  # validates the arch and the options before any worker starts
+            with torch.device('meta'):
+                probes[family] = build_family(family, opts)
+        except (TypeError, ValueError) as err:
+            parser.error(f'{cls.__name__}(arch={archs[family]!r}, **{options[family]}): {err}')
+        if args.img_size % probes[family].size_divisor:
+            parser.error(
+                f'--img-size {args.img_size} is not a multiple of {probes[family].size_divisor} '
+                f'({cls.__name__} size_divisor); the {family} rows need it'
+            )
+    opts['arch_settings'] = dict(probes[REFERENCE_FAMILY].arch_settings)  # the references' architecture
+    with_cp = any(bool(given.get('with_cp', False)) for given in options.values())
+    del probes
+
     (commit, uncommitted), load_start = git_state(), os.getloadavg()[0]  # before the (long) run
     results: dict[str, dict] = {}
     for i, row in enumerate(rows, 1):
@@ -656,19 +707,19 @@ def main(argv: list[str] | None = None) -> int:
             )
     for row in rows:  # each family relative to its own frozen encoder
         result = results[row.key]
-        frozen_fwd = results.get(SAM2_FROZEN if row.kind == 'sam2hiera' else 'frozen', {}).get('forward_ms')
+        frozen = frozen_key(REFERENCE_FAMILY if row.kind == 'reference' else row.kind)
+        frozen_fwd = results.get(frozen, {}).get('forward_ms')
         if 'error' not in result and 'refused' not in result:
             result['step_over_frozen_forward'] = result['step_ms'] / frozen_fwd if frozen_fwd else None
 
     cuda = args.device.startswith('cuda')
     report = dict(
         config=dict(
-            arch_name=args.arch if isinstance(args.arch, str) else 'custom arch',
-            sam2_arch_name=args.sam2_arch if isinstance(args.sam2_arch, str) else 'custom arch',
-            **{k: opts[k] for k in ('arch', 'img_size', 'batch', 'device', 'amp', 'warmup', 'repeat')},
-            sam2_arch=opts['sam2_arch'],
-            backbone_options=opts['backbone_options'],
-            sam2_options=opts['sam2_options'],
+            arch_names={f: arch if isinstance(arch, str) else 'custom arch' for f, arch in archs.items()},
+            **{
+                k: opts[k]
+                for k in ('archs', 'options', 'img_size', 'batch', 'device', 'amp', 'warmup', 'repeat')
+            },
         ),
         environment=dict(
             commit=commit,

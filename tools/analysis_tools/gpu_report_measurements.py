@@ -135,11 +135,13 @@ def speed_rows(setup: Setup) -> list[tuple[str, Any, bm.Row, dict[str, Any]]]:
         rows.append((label, arch, reference, {}))
         for method in METHODS:
             for with_cp in WITH_CP_LEVELS:
-                row = bm.Row(method, preset(method).name, 'samvit', dict(setup.method(method)))
+                row = bm.Row(method, preset(method).name, bm.REFERENCE_FAMILY, dict(setup.method(method)))
                 rows.append((label, arch, row, dict(with_cp=with_cp)))
     sam2_label, first_arch = setup.sam2[0], next(iter(setup.archs.values()))
     for method in METHODS:
-        row = bm.Row(bm.SAM2_PREFIX + method, preset(method).name, 'sam2hiera', dict(setup.method(method)))
+        row = bm.Row(
+            bm.family_prefix('sam2') + method, preset(method).name, 'sam2', dict(setup.method(method))
+        )
         rows.append((sam2_label, first_arch, row, {}))
     return rows
 
@@ -149,9 +151,9 @@ def speed_row(setup: Setup, arch: Any, row: bm.Row, options: dict[str, Any], bat
     with torch.device('meta'):
         settings = dict(SAMViT(arch=arch, img_size=setup.img_size).arch_settings)
     opts = dict(
-        arch=arch, arch_settings=settings, img_size=setup.img_size, batch=batch, device=str(setup.device),
-        amp=AMP, warmup=setup.warmup, repeat=setup.repeat, threads=None, backbone_options=options,
-        sam2_arch=setup.sam2[1], sam2_options={},
+        archs={bm.REFERENCE_FAMILY: arch, 'sam2': setup.sam2[1]}, options={bm.REFERENCE_FAMILY: options, 'sam2': {}},
+        arch_settings=settings, img_size=setup.img_size, batch=batch, device=str(setup.device),
+        amp=AMP, warmup=setup.warmup, repeat=setup.repeat, threads=None,
     )  # fmt: skip
     with torch.device(setup.device):
         result = bm.measure(row, opts)
@@ -193,6 +195,6 @@ def section_speed(run: Run) -> Section:
             for x in measured
             if x['kind'] == 'reference' and (x['encoder'], x['batch']) == (r['encoder'], r['batch'])
         ]
-        if r['kind'] == 'samvit' and refs:
+        if r['kind'] == bm.REFERENCE_FAMILY and refs:
             r['step_over_reference'] = r['step_ms'] / refs[0]['step_ms']
     return section

@@ -365,7 +365,7 @@ class SAMViT(SAMBackboneBase, ImageEncoderViT):
 
     # the family to the tools (SAMBackboneBase)
     family = 'sam'
-    family_title = 'SAM ViT'
+    family_title = 'SAM'
     arch_zoo = SAM_ARCHS
     arch_labels = {'vit_b': 'ViT-B', 'vit_l': 'ViT-L', 'vit_h': 'ViT-H'}
     report_archs = ('vit_b', 'vit_l', 'vit_h')
