@@ -24,8 +24,9 @@ from mmseg_sam.engine.dist import (
 from mmseg_sam.models.peft import ConvLoRALinear
 from mmseg_sam.models.peft.presets import PRESETS, method_types
 from tests.conftest import tiny_batch, tiny_segmentor
+from tests.peft_tiny import tiny
 
-METHODS = {item.key: dict(item.tiny) for item in PRESETS}  # each preset at the tiny SAM's widths
+METHODS = {item.key: tiny(item) for item in PRESETS}  # each preset at the tiny SAM's widths
 
 _LAUNCH_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 

@@ -32,6 +32,7 @@ from mmseg_sam.models.backbones.base import (
 from mmseg_sam.models.peft import PEFTLayerMixin, collect_aux_losses, merge_peft
 from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS
+from tests.peft_tiny import tiny
 
 from ..conftest import TINY_ARCH, TINY_IMG
 from .sam2_fixtures import TINY_SAM2_ARCH
@@ -94,7 +95,7 @@ def test_every_registered_family_has_a_fixture():
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 @pytest.mark.parametrize('item', PRESETS, ids=_preset_id)
 def test_family_conforms_under_preset(family, item):
-    model = _build(family, dict(item.tiny))
+    model = _build(family, tiny(item))
     if model is None:
         return  # refused for a reason the family declares (checked in _build)
     assert isinstance(model, SAMBackboneBase)
@@ -135,7 +136,7 @@ def test_family_conforms_under_preset(family, item):
     with torch.no_grad():
         for p in model.parameters():  # non-zero PEFT updates, or the comparisons are vacuous
             p.add_(torch.randn_like(p) * 0.05)
-    clone = _build(family, dict(item.tiny), seed=1).eval()
+    clone = _build(family, tiny(item), seed=1).eval()
     clone.load_state_dict(model.state_dict(), strict=True)
     x = torch.randn(1, 3, *FAMILIES[family].sizes[-1])
     with torch.no_grad():

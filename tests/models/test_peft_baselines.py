@@ -18,25 +18,25 @@ from mmseg_sam.models.peft import inject_peft
 from mmseg_sam.models.peft.adapter import AdapterLayer
 from mmseg_sam.models.peft.adaptformer import AdaptFormerLayer
 from mmseg_sam.models.peft.bottleneck import BottleneckAdapter
-from mmseg_sam.models.peft.presets import preset
 from mmseg_sam.models.peft.ssf import SSFLayerNorm, SSFLinear
 from mmseg_sam.models.sam_modeling import window_partition, window_unpartition
 from tests.conftest import TINY_IMG, perturb_, tiny_vit
+from tests.peft_tiny import tiny
 
 _BLOCK_BIASES = r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.bias'
 # id -> (config: the package preset at the tiny arch, full-match pattern of the method's parameter names)
 METHODS = {
-    'BitFit': (preset('bitfit').tiny['peft'], rf'{_BLOCK_BIASES}|patch_embed\.proj\.bias|neck\.[13]\.bias'),
+    'BitFit': (tiny('bitfit')['peft'], rf'{_BLOCK_BIASES}|patch_embed\.proj\.bias|neck\.[13]\.bias'),
     'SSF': (
-        preset('ssf').tiny['peft'],
+        tiny('ssf')['peft'],
         r'blocks\.\d+\.(?:attn\.(?:qkv|proj)|mlp\.lin[12]|norm[12])\.ssf_(?:scale|shift)',
     ),
     'Adapter': (
-        preset('adapter-b64').tiny['peft'],
+        tiny('adapter-b64')['peft'],
         r'blocks\.\d+\.(?:attn|mlp)_adapter\.(?:down|up)\.(?:weight|bias)',
     ),
     'AdaptFormer': (
-        preset('adaptformer-b16').tiny['peft'],
+        tiny('adaptformer-b16')['peft'],
         r'blocks\.\d+\.mlp_parallel\.(?:norm|down|up)\.(?:weight|bias)',
     ),
 }

@@ -10,6 +10,7 @@ import torch
 from mmseg_sam.models.peft import PEFT_METHODS, merge_peft, mergeable_methods, mergeable_phrase
 from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import REPO, TINY_ARCH, tiny_vit
+from tests.peft_tiny import tiny
 
 MERGEABLE = mergeable_phrase()
 NOT_MERGEABLE = mergeable_phrase(mergeable=False)
@@ -41,7 +42,7 @@ def test_declarations_are_what_merge_peft_does():
     for item in PRESETS:
         if item.peft is None:
             continue
-        peft = item.tiny['peft']
+        peft = tiny(item)['peft']
         expected = declared[peft['type']]
         if expected is None:  # COBOT: its host's declaration
             expected = declared[peft['host']['type']]

@@ -7,10 +7,21 @@ import pytest
 from mmseg_sam.models.peft import PEFT_METHODS, BasePEFTMethod
 from mmseg_sam.models.peft.presets import PRESETS, grid_presets, preset, uncovered_methods
 from tests.conftest import REPO
+from tests.peft_tiny import _TINY, tiny
 
 
 def test_every_registered_method_has_a_preset():
     assert uncovered_methods() == []
+
+
+def test_every_preset_has_tiny_settings_of_the_same_methods():
+    assert list(_TINY) == [item.key for item in PRESETS]  # the tests' sizes, in table order
+    for item in PRESETS:
+        small = tiny(item)
+        assert (small.get('peft') or {}).get('type') == (item.peft or {}).get('type'), item.key
+        assert small.get('frozen', True) == item.backbone.get('frozen', True), item.key
+    with pytest.raises(KeyError, match="'no-such' has no tiny settings in tests/peft_tiny.py"):
+        tiny('no-such')
 
 
 def test_a_new_method_without_a_preset_is_named(monkeypatch):

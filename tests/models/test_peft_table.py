@@ -21,9 +21,10 @@ from tests.conftest import (
     write_train_config,
 )
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER
+from tests.peft_tiny import tiny
 
 # preset name -> backbone overrides at the tiny arch: every preset of the package's one table
-METHODS = {item.key: dict(item.tiny) for item in PRESETS}
+METHODS = {item.key: tiny(item) for item in PRESETS}
 # Presets whose methods need a place SAM2Hiera does not offer (tests/models/test_sam2_peft.py checks the refusal).
 NOT_ON_HIERA = {item.key for item in PRESETS if refused_places(SAM2Hiera, item.peft)}
 CASES = [('sam', name) for name in METHODS] + [('sam2', name) for name in METHODS if name not in NOT_ON_HIERA]

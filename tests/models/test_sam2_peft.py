@@ -7,7 +7,8 @@ import torch
 from mmseg_sam.models.backbones import SAM2Hiera
 from mmseg_sam.models.peft import ConvLoRALinear, PromptedMultiScaleAttention, merge_peft
 from mmseg_sam.models.peft.base import build_peft_method, refused_places
-from mmseg_sam.models.peft.presets import PRESETS, preset
+from mmseg_sam.models.peft.presets import PRESETS
+from tests.peft_tiny import tiny
 
 from .sam2_fixtures import TINY_SAM2_ARCH
 
@@ -15,7 +16,7 @@ from .sam2_fixtures import TINY_SAM2_ARCH
 REFUSED = {
     item.key: refused_places(SAM2Hiera, item.peft) for item in PRESETS if refused_places(SAM2Hiera, item.peft)
 }
-METHODS = {item.key: dict(item.tiny) for item in PRESETS if item.key not in REFUSED}
+METHODS = {item.key: tiny(item) for item in PRESETS if item.key not in REFUSED}
 MERGEABLE = [
     key
     for key, settings in METHODS.items()
@@ -54,7 +55,7 @@ def test_methods_without_their_place_refuse_with_the_reason(name, places):
     with pytest.raises(
         ValueError, match=rf'needs a backbone with an? {place} place \(SAMViT\), got SAM2Hiera: '
     ) as err:
-        SAM2Hiera(TINY_SAM2_ARCH, **preset(name).tiny)
+        SAM2Hiera(TINY_SAM2_ARCH, **tiny(name))
     assert str(err.value).endswith(reason)
 
 

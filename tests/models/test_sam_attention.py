@@ -14,6 +14,7 @@ from mmseg_sam.models.peft.presets import PRESETS, method_types
 from mmseg_sam.models.peft.vpt import PromptedAttention
 from mmseg_sam.models.sam_modeling import Attention
 from tests.conftest import TINY_IMG, perturb_
+from tests.peft_tiny import tiny
 
 TOL = 1e-5
 
@@ -287,7 +288,7 @@ def _run(model: SAMViT, x: torch.Tensor, seed: int):
     return {k: v.detach() for k, v in aux.items()}, grads, x.grad, during_backward
 
 
-METHODS = {item.key: dict(item.tiny) for item in PRESETS}
+METHODS = {item.key: tiny(item) for item in PRESETS}
 
 
 @pytest.mark.parametrize('level', ['selective', True])

@@ -6,6 +6,7 @@ import sys
 import torch
 
 from tests.conftest import REPO, load_tool, tiny_segmentor_cfg
+from tests.peft_tiny import tiny
 
 sys.path.insert(0, str(REPO / 'tools/analysis_tools'))  # the tool imports estimate_memory as a sibling
 tool = load_tool('tools/analysis_tools/memory_table.py', 'memory_table_tool')
@@ -15,10 +16,9 @@ IMG = 128
 
 def tiny_meta(config, arch, method, img_size):
     """The tiny SAM segmentor with the preset's tiny-test PEFT, on the meta device (for speed)."""
-    from mmseg_sam.models.peft.presets import preset
 
     with torch.device('meta'):
-        return tool.build_model(tiny_segmentor_cfg(img_size=img_size, **preset(method).tiny))
+        return tool.build_model(tiny_segmentor_cfg(img_size=img_size, **tiny(method)))
 
 
 def test_rows_per_level(tmp_path, capsys, monkeypatch):

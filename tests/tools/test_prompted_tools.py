@@ -16,6 +16,7 @@ from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import REPO, TINY_ARCH, TINY_PROMPTED_HEAD, build_reference_sam, run_tool
 from tests.models.sam2_fixtures import TINY_SAM2_ARCH, TINY_SAM2_DECODER, official_checkpoint
 from tests.models.test_sam2_peft import REFUSED as SAM2_REFUSED
+from tests.peft_tiny import tiny
 
 DEMO_PROMPTED = REPO / 'configs/demo/sam-vit-small_prompted_lora-qv-r4_1k_demo-binary-128x128.py'
 
@@ -85,7 +86,7 @@ def test_every_preset_trains_one_prompted_iteration(tmp_path, data_root, sam_che
     """Box or point first prompt, one correction round; only the method's and the decoder's weights are saved
     and trained (the prompt encoder frozen here), every loss finite."""
     head = dict(freeze=('prompt_encoder',), train_prompting=dict(box_prob=0.5, correction_rounds=1))
-    cfg = prompted_config(tmp_path / 'cfg.py', data_root, sam_checkpoint, dict(item.tiny), head)
+    cfg = prompted_config(tmp_path / 'cfg.py', data_root, sam_checkpoint, tiny(item), head)
     work = tmp_path / 'work'
     assert run_tool('tools/train.py', cfg, '--work-dir', work) is None
     [step] = [s for s in _scalars(work) if 'loss' in s]
@@ -193,7 +194,7 @@ def test_every_preset_trains_one_prompted_iteration_on_sam2(tmp_path, data_root,
     source = tmp_path / 'sam2.1_tiny.pt'
     official_checkpoint(source)
     head = dict(freeze=('prompt_encoder',), train_prompting=dict(box_prob=0.5, correction_rounds=1))
-    backbone = {k: dict(v) if isinstance(v, dict) else v for k, v in item.tiny.items()}
+    backbone = {k: dict(v) if isinstance(v, dict) else v for k, v in tiny(item).items()}
     cfg = sam2_prompted_config(tmp_path / 'cfg.py', data_root, source, backbone, head)
     work = tmp_path / 'work'
     assert run_tool('tools/train.py', cfg, '--work-dir', work) is None

@@ -227,10 +227,10 @@ randomness = dict(seed=0)
 
 
 def demo_backbone(item: PEFTPreset) -> dict[str, Any]:
-    """The demo's small SAMViT at 32x32 with the preset's ``tiny`` method."""
+    """The demo's small SAMViT at 32x32 with the preset's method (the papers' settings)."""
     backbone = Config.fromfile(str(DEMO_CONFIG)).model.backbone.to_dict()
     backbone.pop('peft', None)
-    return {**backbone, 'img_size': TINY_IMG, 'frozen': True, **copy.deepcopy(dict(item.tiny))}
+    return {**backbone, 'img_size': TINY_IMG, 'frozen': True, **copy.deepcopy(dict(item.backbone))}
 
 
 def logged_loss(log: str) -> float | None:

@@ -110,9 +110,8 @@ class Setup:
     work_dir: Path
 
     def method(self, name: str) -> Mapping[str, Any]:
-        """SAMViT arguments of a preset at this run's size (its ``tiny`` settings with ``--tiny``)."""
-        item = preset(name)
-        return item.tiny if self.tiny else item.backbone
+        """Backbone arguments of a preset: the papers' settings (the demo's small models take them too)."""
+        return preset(name).backbone
 
 
 @dataclass

@@ -11,7 +11,7 @@ methods without one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .base import PEFT_METHODS
@@ -38,8 +38,6 @@ class PEFTPreset:
             tools' tables; never a key.
         backbone: ``SAMViT`` arguments at SAM's sizes (``peft=...``, or ``frozen=False``),
             the papers' settings where they state them.
-        tiny: the same method at a tiny architecture (32 channels): smaller widths where the
-            SAM-sized setting would only make the tests and ``gpu_report.py --tiny`` slow.
         grid: the method token of the benchmark grid's file names
             (``configs/<folder>/sam-vit-h_<grid>_<epochs>e_<benchmark>-1024x1024.py``, the
             preset's ``key``), or None when the grid has no such column.
@@ -50,7 +48,6 @@ class PEFTPreset:
     key: str
     name: str
     backbone: Mapping[str, Any]
-    tiny: Mapping[str, Any] = field(default_factory=dict)
     grid: str | None = None
     folder: str | None = None
     cobot_lr_mult: float | None = None
@@ -66,15 +63,12 @@ _COBOT_LORA_HOST = dict(type='LoRA', rank=4, alpha=4, targets=('q', 'v'), init='
 _COBOT_ADAPTFORMER_HOST = dict(type='AdaptFormer', bottleneck=16, scale=1.0, dropout=0.1, branch_input='mlp')
 
 PRESETS: tuple[PEFTPreset, ...] = (
-    PEFTPreset('decoder-only', 'decoder-only', {}, {}, grid='decoder-only', folder='decoder_only'),
-    PEFTPreset(
-        'bitfit', 'BitFit', dict(peft=dict(type='BitFit')), dict(peft=dict(type='BitFit')), 'bitfit', 'bitfit'
-    ),
+    PEFTPreset('decoder-only', 'decoder-only', {}, grid='decoder-only', folder='decoder_only'),
+    PEFTPreset('bitfit', 'BitFit', dict(peft=dict(type='BitFit')), 'bitfit', 'bitfit'),
     PEFTPreset(
         'adapter-b64',
         'Adapter (bottleneck 64)',
         dict(peft=dict(type='Adapter', bottleneck=64, targets=('attn', 'mlp'))),
-        dict(peft=dict(type='Adapter', bottleneck=8)),
         'adapter-b64',
         'adapter',
     ),
@@ -82,13 +76,11 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'adaptformer-b16',
         'AdaptFormer (bottleneck 16)',
         dict(peft=dict(type='AdaptFormer', bottleneck=16)),
-        dict(peft=dict(type='AdaptFormer', bottleneck=8)),
     ),
     PEFTPreset(
         'sam-adapter',
         'SAM-Adapter (scale 32)',
         dict(peft=dict(type='SAMAdapter', scale_factor=32, freq_ratio=0.25)),
-        dict(peft=dict(type='SAMAdapter', scale_factor=4)),
         'sam-adapter',
         'sam_adapter',
     ),
@@ -96,7 +88,6 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'vpt-deep-t10',
         'VPT-deep (10 tokens)',
         dict(peft=dict(type='VPT', num_tokens=10, mode='deep')),
-        dict(peft=dict(type='VPT', num_tokens=4)),
         'vpt-deep-t10',
         'vpt',
     ),
@@ -104,33 +95,28 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'vpt-shallow-t10',
         'VPT-shallow (10 tokens)',
         dict(peft=dict(type='VPT', num_tokens=10, mode='shallow')),
-        dict(peft=dict(type='VPT', num_tokens=4, mode='shallow')),
     ),
     PEFTPreset(
         'lst-d192',
         'LST (side 192)',
         dict(peft=dict(type='LST', side_dims=192, side_heads=3)),
-        dict(peft=dict(type='LST', side_dims=12, side_heads=3)),
         'lst-d192',
         'lst',
     ),
-    PEFTPreset('ssf', 'SSF', dict(peft=dict(type='SSF')), dict(peft=dict(type='SSF')), 'ssf', 'ssf'),
+    PEFTPreset('ssf', 'SSF', dict(peft=dict(type='SSF')), 'ssf', 'ssf'),
     PEFTPreset(
         'lora-qv-r4',
         'LoRA (r 4, q v)',
         dict(peft=dict(type='LoRA', rank=4, targets=('q', 'v'))),
-        dict(peft=dict(type='LoRA', rank=2, targets=('q', 'v'))),
     ),
     PEFTPreset(
         'dora-qv-r4',
         'DoRA (r 4, q v)',
         dict(peft=dict(type='DoRA', rank=4)),
-        dict(peft=dict(type='DoRA', rank=2)),
     ),
     PEFTPreset(
         'lora-qkv-r3',
         'LoRA (r 3, qkv)',
-        dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
         dict(peft=dict(type='LoRA', rank=3, alpha=32, targets=('qkv',))),
         'lora-qkv-r3',
         'lora',
@@ -139,7 +125,6 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'conv-lora-r3',
         'Conv-LoRA (r 3, 8 experts)',
         dict(peft=_CONV_LORA),
-        dict(peft=dict(type='ConvLoRA', rank=4, num_experts=3)),
         'conv-lora-r3',
         'conv_lora',
     ),
@@ -147,7 +132,6 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'cobot-lora-qv-r4',
         'COBOT + LoRA (r 4, q v)',
         dict(peft=dict(type='COBOT', host=_COBOT_LORA_HOST)),
-        dict(peft=dict(type='COBOT', host=dict(type='LoRA', rank=4, targets=('q', 'v')))),
         'cobot-lora-qv-r4',
         'cobot',
         100.0,
@@ -156,7 +140,6 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'cobot-adaptformer-b16',
         'COBOT + AdaptFormer (16)',
         dict(peft=dict(type='COBOT', host=_COBOT_ADAPTFORMER_HOST)),
-        dict(peft=dict(type='COBOT', host=dict(type='AdaptFormer', bottleneck=8))),
         'cobot-adaptformer-b16',
         'cobot',
         10.0,
@@ -165,12 +148,11 @@ PRESETS: tuple[PEFTPreset, ...] = (
         'cobot-conv-lora-r4',
         'COBOT + Conv-LoRA (r 4)',
         dict(peft=dict(type='COBOT', host={**_CONV_LORA, 'rank': 4})),
-        dict(peft=dict(type='COBOT', host=dict(type='ConvLoRA', rank=4, num_experts=2))),
         'cobot-conv-lora-r4',
         'cobot',
         100.0,
     ),
-    PEFTPreset('full-fine-tuning', 'full fine-tuning', dict(frozen=False), dict(frozen=False)),
+    PEFTPreset('full-fine-tuning', 'full fine-tuning', dict(frozen=False)),
 )
 
 
