@@ -187,7 +187,8 @@ def merge_if_asked(model: nn.Module, merge: bool | None) -> list[str]:
     Returns:
         list[str]: the merged methods (empty when nothing was merged).
     """
-    report = getattr(model.backbone, 'peft_report', None)
+    backbone = model.backbone
+    report = backbone.peft_report if isinstance(backbone, SAMBackboneBase) else None
     methods = list(report.trainable) if report is not None else []
     if merge is None:
         merge = bool(methods) and all(report.mergeable.values())

@@ -129,8 +129,7 @@ def export_sam(
         )
     saved = read_checkpoint(checkpoint)
     load_checkpoint_to_model(model, saved)
-    report = getattr(backbone, 'peft_report', None)
-    methods = list(report.trainable) if report is not None else []
+    methods = list(backbone.peft_report.trainable)
     merged_layers = merge_peft(backbone) if methods else 0  # raises on methods that do not merge
 
     raw = load_state_dict_file(source)

@@ -4,6 +4,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch import nn
 
+from ...models.backbones.base import SAMBackboneBase
 from .unwrap import unwrap_model
 
 __all__ = ['TrainableParamsHook', 'summarize_parameters']
@@ -29,7 +30,7 @@ def summarize_parameters(model: nn.Module) -> list[tuple[str, int, int]]:
         params = list(child.parameters())
         if not params:
             continue
-        report = getattr(child, 'peft_report', None)
+        report = child.peft_report if isinstance(child, SAMBackboneBase) else None
         if report is not None and report.trainable:
             peft_names = {n for names in report.parameter_names.values() for n in names}
             base = [p for n, p in child.named_parameters() if n not in peft_names]

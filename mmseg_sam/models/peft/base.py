@@ -451,7 +451,7 @@ def merge_peft(backbone: nn.Module) -> int:
     Returns:
         int: the number of layers merged.
     """
-    report = getattr(backbone, 'peft_report', None)
+    report = backbone.peft_report if isinstance(backbone, SAMBackboneBase) else None
     if report is None or not report.trainable:
         raise ValueError('the backbone has no PEFT method to merge')
     refused = [name for name, ok in report.mergeable.items() if not ok]

@@ -184,14 +184,9 @@ class LST(BasePEFTMethod):
         self.temperature = float(temperature)
 
     def inject(self, model: nn.Module) -> dict[str, nn.Parameter]:
-        blocks = getattr(model, 'blocks', None)
-        neck = getattr(model, 'neck', None)
-        if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0 or not isinstance(neck, nn.Module):
-            raise ValueError(
-                f'LST needs a SAM image encoder with `blocks` and `neck`, got {type(model).__name__}'
-            )
-        check_places(self, model)
-        global_blocks = [i for i, block in enumerate(blocks) if getattr(block, 'window_size', None) == 0]
+        check_places(self, model)  # a backbone that offers side_network: the contract's blocks and widths
+        blocks = model.blocks
+        global_blocks = [i for i, block in enumerate(blocks) if block.window_size == 0]
         if not global_blocks:
             raise ValueError(
                 'LST fuses at global-attention blocks (window_size == 0), and the model has none '
@@ -208,7 +203,7 @@ class LST(BasePEFTMethod):
                 f'{" ..." if len(trainable) > 3 else ""} ({len(trainable)} in all) that would never get '
                 'a gradient; build the backbone with frozen=True and apply LST before other PEFT methods'
             )
-        embed_dims = getattr(model, 'embed_dims', None) or model.patch_embed.proj.out_channels
+        embed_dims = model.embed_dims
         lst = LadderSideNetwork(
             embed_dims,
             tuple(global_blocks),
