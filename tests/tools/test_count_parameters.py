@@ -17,11 +17,7 @@ def test_count_table_has_the_papers_figures():
         text=True,
         check=True,
     ).stdout
-    rows = {
-        line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
-        for line in out.splitlines()
-        if line.startswith('| ') and '---' not in line
-    }
+    rows = _rows(out)
     assert (
         rows['Conv-LoRA (r 3, 8 experts)'][0] == '119,232'
         and rows['Conv-LoRA (r 3, 8 experts)'][2] == '514,560'
@@ -34,6 +30,15 @@ def test_count_table_has_the_papers_figures():
     assert rows['binary (out_channels=1)'] == ['3,505,536']
     table = out.strip().split('\n\n')[0]
     assert table in (REPO / 'docs/peft.md').read_text()  # the doc holds the current table
+
+
+def _rows(out: str) -> dict[str, list[str]]:
+    """The tool's markdown rows: first cell -> the other cells."""
+    return {
+        line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
+        for line in out.splitlines()
+        if line.startswith('| ') and '---' not in line
+    }
 
 
 def _load_tool():
@@ -55,11 +60,7 @@ def test_sam2_table_on_hiera_base_plus_is_in_the_docs(capsys):
     tool = _load_tool()
     assert tool.main(['--backbone', 'sam2']) == 0
     out = capsys.readouterr().out
-    rows = {
-        line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
-        for line in out.splitlines()
-        if line.startswith('| ') and '---' not in line
-    }
+    rows = _rows(out)
     assert rows['method'] == ['Hiera-B+ encoder']
     expected = _lora_qv_on_hiera(SAM2_ARCHS['base_plus'], rank=4)
     assert rows['LoRA (r 4, q v)'] == [f'{expected:,}'] == ['165,760']
@@ -98,11 +99,7 @@ def test_a_new_family_is_a_column_without_changing_the_tool(capsys):
     finally:
         MODELS.module_dict.pop('ToyViT')
     out = capsys.readouterr().out
-    rows = {
-        line.split('|')[1].strip(): [c.strip() for c in line.split('|')[2:-1]]
-        for line in out.splitlines()
-        if line.startswith('| ') and '---' not in line
-    }
+    rows = _rows(out)
     assert rows['method'] == ['Toy-S encoder']
     assert rows['decode head (SAMMaskDecoderHead, 256-dim)'] == ['trainable']
     dims, depth, rank = TINY_ARCH['embed_dims'], TINY_ARCH['num_layers'], 4
