@@ -11,8 +11,14 @@ from torch import nn
 import mmseg_sam.models.peft.sam_adapter  # noqa: F401  (registers SAMAdapter)
 import mmseg_sam.models.peft.vpt  # noqa: F401  (registers VPT)
 from mmseg_sam.models.backbones import SAMAttention
+from mmseg_sam.models.peft import vpt as vpt_module
 from mmseg_sam.models.peft.sam_adapter import SAMAdapter, high_frequency_component
-from mmseg_sam.models.peft.vpt import VPT, PromptedAttention
+from mmseg_sam.models.peft.vpt import (
+    VPT,
+    PromptedAttention,
+    prompted_attention_class,
+    register_prompted_attention,
+)
 from mmseg_sam.models.sam_modeling import Attention
 from tests.conftest import TINY_IMG, perturb_, tiny_vit
 
@@ -163,6 +169,44 @@ def test_vpt_refuses_double_injection(tiny_arch):
         VPT().inject(model)
     with pytest.raises(ValueError, match='VPT found no block matching'):
         VPT().inject(nn.ModuleDict(dict(patch_embed=model.patch_embed)))
+
+
+class _OtherAttention(nn.Module):
+    """An attention VPT does not know: another family's, say."""
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.num_heads = base.qkv, base.proj, base.num_heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+def test_vpt_prompts_the_attentions_registered_for_it(tiny_arch, monkeypatch):
+    model = tiny_vit(tiny_arch)
+    assert prompted_attention_class(model.blocks[0].attn) is PromptedAttention  # SAMAttention, by its MRO
+    assert prompted_attention_class(nn.Linear(2, 2)) is None
+    for block in model.blocks:
+        block.attn = _OtherAttention(block.attn)
+    with pytest.raises(
+        ValueError, match=r'VPT has no prompted version of blocks.0.attn \(_OtherAttention\); it prompts \['
+    ):
+        VPT().inject(model)
+
+    # a family registers its attention's prompted version in its own file; VPT then applies
+    monkeypatch.setattr(vpt_module, '_PROMPTED_ATTENTIONS', dict(vpt_module._PROMPTED_ATTENTIONS))
+
+    @register_prompted_attention(f'{__name__}._OtherAttention')
+    class PromptedOther(_OtherAttention):
+        def __init__(self, base, num_tokens, init_bound, dropout):
+            super().__init__(base)
+            self.prompt_tokens = nn.Parameter(torch.zeros(num_tokens, base.qkv.in_features))
+
+    params = VPT(num_tokens=3).inject(model)
+    assert isinstance(model.blocks[1].attn, PromptedOther)
+    assert sorted(params) == [f'blocks.{i}.attn.prompt_tokens' for i in range(len(model.blocks))]
+    with pytest.raises(KeyError, match='_OtherAttention already has a prompted version: PromptedOther'):
+        register_prompted_attention(f'{__name__}._OtherAttention')(PromptedOther)
 
 
 def test_vpt_deepcopy(tiny_arch):

@@ -31,7 +31,8 @@ from .low_rank import LoRALinear
 from .lst import LST, LadderSideNetwork
 from .sam_adapter import SAMAdapter
 from .ssf import SSF, SSFLayerNorm, SSFLinear
-from .vpt import VPT, PromptedAttention, PromptedMultiScaleAttention
+from .vpt import VPT, PromptedAttention, prompted_attention_class, register_prompted_attention
+from .vpt_sam2 import PromptedMultiScaleAttention
 
 for _module in pkgutil.iter_modules(__path__):  # methods added as files register without an edit here
     importlib.import_module(f'{__name__}.{_module.name}')
@@ -63,6 +64,8 @@ __all__ = [
     'LadderSideNetwork',
     'PromptedAttention',
     'PromptedMultiScaleAttention',
+    'prompted_attention_class',
+    'register_prompted_attention',
     'SAMAdapter',
     'SSF',
     'SSFLayerNorm',

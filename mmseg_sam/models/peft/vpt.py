@@ -11,22 +11,22 @@ pairs only. The prompted attention keeps the implementation of the attention it 
 the prompt columns of the bias mask are zero, with ``'folded'`` the prompt keys get
 zero position indicators, so prompts are unbiased on every path.
 
-SAM 2's Hiera blocks (:class:`PromptedMultiScaleAttention`) take the prompts the same way,
-as extra keys and values of every attention call, after the queries are pooled where a
-stage begins; Hiera has no relative-position bias.
+VPT prompts an attention for which a prompted version is registered
+(:func:`register_prompted_attention`): SAM's ``Attention`` here, sam2's
+``MultiScaleAttention`` in ``vpt_sam2.py`` (:class:`PromptedMultiScaleAttention`: the
+prompts join every attention call after the queries are pooled where a stage begins;
+Hiera has no relative-position bias). A new backbone family whose blocks use another
+attention registers its prompted version in a file of its own in this package.
 """
 
 import importlib
 import math
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..backbones.sam_attention import SAMAttention
-from ..sam2_modeling import sam2_modeling
 from ..sam_modeling import Attention
 from .base import (
     PEFT_METHODS,
@@ -37,7 +37,7 @@ from .base import (
     check_choices,
 )
 
-__all__ = ['VPT', 'PromptedAttention', 'PromptedMultiScaleAttention']
+__all__ = ['VPT', 'PromptedAttention', 'prompted_attention_class', 'register_prompted_attention']
 
 # segment_anything's decomposed rel-pos bias, from the module that defines Attention
 # (imported through ..sam_modeling, which works without torchvision).
@@ -45,7 +45,45 @@ add_decomposed_rel_pos = importlib.import_module(Attention.__module__).add_decom
 
 _MODES = ('deep', 'shallow')
 
+# ``module.QualName`` of an attention class -> the prompted version VPT puts in its place
+_PROMPTED_ATTENTIONS: dict[str, type[nn.Module]] = {}
 
+
+def _qualified(cls: type) -> str:
+    return f'{cls.__module__}.{cls.__qualname__}'
+
+
+def register_prompted_attention(attention: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: the decorated module is VPT's prompted version of ``attention`` and its subclasses.
+
+    Args:
+        attention: the attention class's ``module.QualName``
+            (``'sam2.modeling.backbones.hieradet.MultiScaleAttention'``); a name, so that
+            the class's package is not imported to register it. The prompted class is
+            built as ``cls(attention_module, num_tokens, init_bound, dropout)``.
+    """
+
+    def register(cls: type[nn.Module]) -> type[nn.Module]:
+        if attention in _PROMPTED_ATTENTIONS:
+            raise KeyError(
+                f'{attention} already has a prompted version: {_PROMPTED_ATTENTIONS[attention].__name__}'
+            )
+        _PROMPTED_ATTENTIONS[attention] = cls
+        return cls
+
+    return register
+
+
+def prompted_attention_class(attention: nn.Module | None) -> type[nn.Module] | None:
+    """VPT's prompted version of ``attention`` (the first registered class on its MRO), or None."""
+    for cls in type(attention).__mro__:
+        found = _PROMPTED_ATTENTIONS.get(_qualified(cls))
+        if found is not None:
+            return found
+    return None
+
+
+@register_prompted_attention(_qualified(Attention))  # segment_anything's, and SAMAttention
 class PromptedAttention(SAMAttention, PEFTLayerMixin):
     """SAM's attention with P learnable prompt tokens as extra keys and values.
 
@@ -129,62 +167,6 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
         return f'{super().extra_repr()}, num_tokens={self.prompt_tokens.shape[0]}'
 
 
-class PromptedMultiScaleAttention(nn.Module, PEFTLayerMixin):
-    """SAM 2's Hiera attention (sam2's ``MultiScaleAttention``) with P learnable prompt keys and values.
-
-    It computes what sam2's ``MultiScaleAttention`` computes, with the prompts. It takes over the wrapped attention's ``qkv`` and ``proj`` (and its query pooling),
-    so the base state-dict keys do not change; the only new parameter is
-    ``prompt_tokens`` (P, C_in). The prompts are projected by the frozen ``qkv`` into P
-    extra keys and values, shared by every window and image; the (pooled) queries are
-    only the grid tokens, so the output keeps its shape. Hiera has no relative-position
-    bias, so one fused attention over the h*w + P keys computes it.
-
-    Args:
-        base: the attention to prompt.
-        num_tokens: number of prompt tokens P (> 0).
-        init_bound: prompts start uniform in ``[-init_bound, init_bound]``.
-        dropout: dropout probability on the prompt tokens.
-    """
-
-    adds_tokens = True  # its qkv sees the P prompt tokens with the spatial ones (PEFTLayerMixin)
-
-    def __init__(self, base: nn.Module, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.dim, self.dim_out, self.num_heads = base.dim, base.dim_out, base.num_heads
-        self.q_pool = base.q_pool
-        self.qkv, self.proj = base.qkv, base.proj
-        weight = base.qkv.weight
-        self.prompt_tokens = nn.Parameter(
-            torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
-        )
-        nn.init.uniform_(self.prompt_tokens, -init_bound, init_bound)
-        self.prompt_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, H, W, C_in) windows or images -> (N, H', W', C_out) (H' = H / q_stride where queries pool)."""
-        n, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(n, h * w, 3, self.num_heads, -1)  # (N, H*W, 3, nHead, c)
-        q, k, v = torch.unbind(qkv, 2)  # each (N, H*W, nHead, c)
-        if self.q_pool:
-            q = sam2_modeling().do_pool(
-                q.reshape(n, h, w, -1), self.q_pool
-            )  # (N, H, W, C_out) -> (N, H', W', C_out)
-            h, w = q.shape[1:3]
-            q = q.reshape(n, h * w, self.num_heads, -1)
-        prompts = self.prompt_dropout(self.prompt_tokens)
-        num_tokens = prompts.shape[0]
-        # (P, C_in) -> (P, 3, nHead, c); the same prompts for every element of N
-        prompt_qkv = self.qkv(prompts).reshape(num_tokens, 3, self.num_heads, -1)
-        k = torch.cat([k, prompt_qkv[None, :, 1].expand(n, -1, -1, -1)], dim=1)  # (N, H*W + P, nHead, c)
-        v = torch.cat([v, prompt_qkv[None, :, 2].expand(n, -1, -1, -1)], dim=1)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        out = out.transpose(1, 2).reshape(n, h, w, -1)  # (N, nHead, H'*W', c) -> (N, H', W', C_out)
-        return self.proj(out)
-
-    def extra_repr(self) -> str:
-        return f'num_tokens={self.prompt_tokens.shape[0]}, q_pool={self.q_pool is not None}'
-
-
 @PEFT_METHODS.register_module()
 class VPT(BlockPlaceMethod):
     """Visual Prompt Tuning of SAM ViT blocks, as prefix keys and values of their attention.
@@ -246,9 +228,11 @@ class VPT(BlockPlaceMethod):
         return {'attn': None}
 
     def check_place(self, where: str, place: str, current: nn.Module | None, block: nn.Module) -> None:
-        if _prompted_class(current) is None:
+        if prompted_attention_class(current) is None:
+            known = sorted(name.rsplit('.', 1)[-1] for name in _PROMPTED_ATTENTIONS)
             raise ValueError(
-                f"VPT prompts SAM's Attention or SAM 2's MultiScaleAttention; {where} is a {type(current).__name__}"
+                f'VPT has no prompted version of {where} ({type(current).__name__}); it prompts {known} '
+                '(register_prompted_attention adds one)'
             )
         if getattr(current.qkv, 'needs_spatial_tokens', False):
             raise ValueError(
@@ -257,15 +241,4 @@ class VPT(BlockPlaceMethod):
             )
 
     def build(self, place: str, spec: None, current: nn.Module | None, block: nn.Module) -> nn.Module:
-        return _prompted_class(current)(current, self.num_tokens, self._bound, self.dropout)
-
-
-def _prompted_class(attention: nn.Module | None) -> type[nn.Module] | None:
-    """The prompted version of ``attention``'s class, or None when VPT cannot prompt it."""
-    if isinstance(attention, Attention):
-        return PromptedAttention
-    # a sam2 attention exists only once sam2 is imported: VPT does not import it for SAM
-    hieradet = sys.modules.get('sam2.modeling.backbones.hieradet')
-    if hieradet is not None and isinstance(attention, hieradet.MultiScaleAttention):
-        return PromptedMultiScaleAttention
-    return None
+        return prompted_attention_class(current)(current, self.num_tokens, self._bound, self.dropout)
