@@ -207,6 +207,7 @@ class _ToyFamily(SAMBackboneBase):
             strides=(1,),
             embed_dims=4,
             out_channels=4,
+            patch_embed=nn.ModuleDict(dict(proj=nn.Conv2d(3, 4, 1))),
             **_TOY_FAMILY,
         )
         for name, value in values.items():
@@ -274,6 +275,11 @@ def test_a_family_without_its_methods_or_setup_fails_at_construction():
         Sub(call_setup=False)
 
 
+def test_a_family_without_its_patch_embedding_fails_at_construction():
+    with pytest.raises(TypeError, match=r'_ToyFamily has no nn.Conv2d patch embedding at patch_embed.proj'):
+        _ToyFamily(omit='patch_embed')
+
+
 def test_backbone_places_must_be_accounted_for():
     with pytest.raises(TypeError, match=r"in neither \['side_network'\]"):
         _ToyFamily(absent={'input_prompts': 'a toy'})
@@ -293,6 +299,7 @@ def test_place_paths_must_name_sub_modules():
             self.absent_places = dict.fromkeys(BACKBONE_PLACES, 'a toy')
             self.size_divisor, self.strides, self.embed_dims, self.out_channels = 1, (1,), 4, 4
             vars(self).update(_TOY_FAMILY)
+            self.patch_embed = nn.ModuleDict(dict(proj=nn.Conv2d(3, 4, 1)))
             self.setup(None, True, None)
 
     with pytest.raises(TypeError, match=r"place_paths name no sub-module: \['mlp.layer.0'\]"):

@@ -106,6 +106,8 @@ class SAMBackboneBase(nn.Module):
     - ``with_cp``: the recomputation level of the blocks (the property here; the family
       gives :meth:`check_with_cp`, the levels it supports);
     - ``embed_dims``, ``out_channels``;
+    - its patch embedding at ``<peft_block_prefix>patch_embed.proj``, an ``nn.Conv2d``
+      (VPT initialises its prompts from it, BitFit trains its bias);
     - :meth:`load_pretrained`: the checkpoint's state dict under this module's keys;
     - for the tools (:data:`FAMILY_CONTRACT`, class attributes): ``family``, the name tools
       take (``count_parameters.py --backbone sam2``); ``family_title``, its name in
@@ -225,6 +227,12 @@ class SAMBackboneBase(nn.Module):
                 f'{name} does not declare the backbone contract attributes {missing} '
                 '(see mmseg_sam.models.backbones.base.SAMBackboneBase)'
             )
+        patch_embed = f'{self.peft_block_prefix}patch_embed.proj'
+        if not isinstance(_submodule(self, patch_embed), nn.Conv2d):
+            raise TypeError(
+                f'{name} has no nn.Conv2d patch embedding at {patch_embed} (<peft_block_prefix>patch_embed.proj): '
+                'VPT initialises its prompts from it and BitFit trains its bias'
+            )
         offered, absent = set(self.backbone_places), set(self.absent_places)
         unknown = sorted((offered | absent) - set(BACKBONE_PLACES))
         both = sorted(offered & absent)
@@ -283,9 +291,12 @@ def registered_families() -> dict[str, type[SAMBackboneBase]]:
     return dict(sorted(found.items()))
 
 
-def _has_submodule(module: nn.Module, path: str) -> bool:
+def _submodule(module: nn.Module, path: str) -> nn.Module | None:
     try:
-        module.get_submodule(path)
+        return module.get_submodule(path)
     except AttributeError:
-        return False
-    return True
+        return None
+
+
+def _has_submodule(module: nn.Module, path: str) -> bool:
+    return _submodule(module, path) is not None
