@@ -364,6 +364,25 @@ def build_reference_sam(img_size: int = TINY_IMG, arch: dict | None = None, seed
     return sam.eval()
 
 
+def save_perturbed_trainable(model_cfg: Any, path: Path, std: float = 0.05) -> nn.Module:
+    """Build ``model_cfg`` (seed 0), move every trainable parameter by N(0, std) and save it at ``path``
+    as training does: trainable-only (``SAMCheckpointHook``). Returns the model, in eval mode."""
+    from types import SimpleNamespace
+
+    from mmseg_sam.engine.hooks import SAMCheckpointHook
+
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * std)
+    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
+    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)
+    torch.save(checkpoint, path)
+    return model
+
+
 def perturb_(module: nn.Module, seed: int = 0, std: float = 0.05) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

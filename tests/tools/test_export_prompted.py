@@ -1,16 +1,19 @@
 """A model fine-tuned with prompts, exported, gives its own masks in segment_anything's SamPredictor."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmseg.registry import MODELS
 
-from mmseg_sam.engine.hooks import SAMCheckpointHook
-from tests.conftest import TINY_IMG, build_reference_sam, run_tool, tiny_prompted_cfg
+from tests.conftest import (
+    TINY_IMG,
+    build_reference_sam,
+    run_tool,
+    save_perturbed_trainable,
+    tiny_prompted_cfg,
+)
 from tests.models.test_sam_prompted_head import MEAN, STD, _blob_masks, _sample
 
 BOX = np.array([10.0, 8.0, 35.0, 29.0])
@@ -21,17 +24,8 @@ def _trained_prompted(tmp_path: Path, sam_checkpoint: Path, peft: dict) -> tuple
     model_cfg = tiny_prompted_cfg(sam_checkpoint, peft=peft)
     cfg = tmp_path / 'prompted.py'
     cfg.write_text(f'default_scope = "mmseg"\nmodel = {model_cfg!r}\n')
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
-    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)
     path = tmp_path / 'trained.pth'
-    torch.save(checkpoint, path)
-    return cfg, model, path
+    return cfg, save_perturbed_trainable(model_cfg, path), path
 
 
 @pytest.mark.slow
@@ -109,15 +103,8 @@ def test_full_vit_b_layout_loads_in_sam_model_registry(tmp_path, sam_predictor_c
         f'_base_ = [{str(REPO / "configs/_base_/models/sam-vit-b_prompted.py")!r}]\ndefault_scope = "mmseg"\n'
         f'model = dict(sam_checkpoint={str(source)!r}, backbone=dict(peft=dict(type="LoRA", rank=4)))\n'
     )
-    model = MODELS.build(Config.fromfile(cfg).model).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.02)
-    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
-    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)
     trained = tmp_path / 'trained.pth'
-    torch.save(checkpoint, trained)
+    model = save_perturbed_trainable(Config.fromfile(cfg).model, trained, std=0.02)
     out = tmp_path / 'sam_vit_b_prompted.pth'
     assert run_tool('tools/model_converters/export_sam.py', cfg, trained, out) == 0
     sam = sam_model_registry['vit_b'](checkpoint=str(out))  # load_state_dict(strict=True) inside

@@ -1,17 +1,22 @@
 """tools/model_converters/export_sam.py: a merged encoder in segment_anything's own format."""
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from mmseg.registry import MODELS
 
-from mmseg_sam.engine.hooks import SAMCheckpointHook
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft import merge_peft
-from tests.conftest import TINY_ARCH, TINY_IMG, build_reference_sam, load_tool, tiny_segmentor_cfg
+from tests.conftest import (
+    TINY_ARCH,
+    TINY_IMG,
+    build_reference_sam,
+    load_tool,
+    save_perturbed_trainable,
+    tiny_segmentor_cfg,
+)
 from tests.models import test_sam2_prompted_head
 from tests.models.sam2_fixtures import official_checkpoint, sam2_heads, sam2_image_encoder
 from tests.tools.sam2_tool_configs import sam2_trained
@@ -35,17 +40,8 @@ def _train_and_save(
     model_cfg = tool.Config.fromfile(cfg).model
     if sam_checkpoint is not None:
         model_cfg.sam_checkpoint = str(sam_checkpoint)
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    checkpoint = {'state_dict': dict(model.state_dict()), 'meta': {}}
-    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), checkpoint)  # trainable-only
     path = tmp_path / 'trained.pth'
-    torch.save(checkpoint, path)
-    return model, path
+    return save_perturbed_trainable(model_cfg, path), path
 
 
 @pytest.mark.slow
@@ -326,15 +322,7 @@ def test_sam2_prompted_export_gives_the_fine_tuned_masks_in_sam2_image_predictor
     model_cfg = sam2_prompted_cfg(source, peft=peft)
     cfg = tmp_path / 'sam2_prompted.py'
     cfg.write_text(f'default_scope = "mmseg"\nmodel = {model_cfg!r}\n')
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    saved = {'state_dict': dict(model.state_dict()), 'meta': {}}
-    SAMCheckpointHook().before_save_checkpoint(SimpleNamespace(model=model), saved)
-    torch.save(saved, tmp_path / 'trained.pth')
+    model = save_perturbed_trainable(model_cfg, tmp_path / 'trained.pth')
     out = tmp_path / 'sam2_prompted_export.pt'
     assert tool.main([str(cfg), str(tmp_path / 'trained.pth'), str(out)]) == 0
     assert "mask tokens and MLPs: the head's, all four" in capsys.readouterr().out
