@@ -119,8 +119,9 @@ class SAMBackboneBase(nn.Module):
 
     Its ``__init__`` builds the modules, then calls :meth:`setup`. Construction fails,
     naming them, when a contract attribute is missing, a block is not a
-    :class:`SAMBackboneBlock` or lacks a block contract attribute, the backbone-level
-    places are not accounted for, or :meth:`setup` was not called.
+    :class:`SAMBackboneBlock` or lacks a block contract attribute, the patch embedding is
+    missing, the backbone-level places are not accounted for, or :meth:`setup` was not
+    called.
     """
 
     family: ClassVar[str]
