@@ -4,23 +4,13 @@
 # the instances of the synthetic demo data at 128x128 on a CPU: the small prompted SAM demo (same
 # prompts, rounds and evaluation) with the encoder and head swapped and SAM 2.1's losses
 # (focal + Dice 20 : 1, L1 IoU, object score).
-_base_ = ['./sam-vit-small_prompted_lora-qv-r4_1k_demo-binary-128x128.py']
-mini_hiera = dict(
-    embed_dims=32,
-    num_heads=1,
-    stages=(1, 2, 2, 1),
-    global_att_blocks=(4,),
-    window_pos_embed_bkg_spatial_size=(4, 4),
-    window_spec=(8, 4, 4, 2),
-    out_channels=64,
-)
+_base_ = [
+    './sam-vit-small_prompted_lora-qv-r4_1k_demo-binary-128x128.py',
+    '../_base_/encoders/sam2.1-hiera-mini_demo.py',
+]
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='SAM2Hiera',
-        arch=mini_hiera,
-        frozen=True,
-        peft=dict(type='LoRA', rank=4, alpha=4, targets=('q', 'v')),
+        _base_.sam2.backbone, _delete_=True, peft=dict(type='LoRA', rank=4, alpha=4, targets=('q', 'v'))
     ),
     decode_head=dict(
         type='SAM2PromptedHead',
