@@ -3,7 +3,6 @@
 from typing import Any
 
 import numpy as np
-import py_sod_metrics
 from mmseg.registry import METRICS
 
 from .base_binary_metric import BaseBinaryMetric, BinaryMaps
@@ -110,6 +109,8 @@ class SODMetric(BaseBinaryMetric):
             )
         else:  # what pysodmetrics' normalisation makes of prob * 255, without rounding
             pred, gt, normalize = normalize_min_max(prob), foreground, False
+
+        import py_sod_metrics  # with scikit-learn and scikit-image: imported when a score is computed
 
         sm = py_sod_metrics.Smeasure(alpha=self.alpha)
         wfm = py_sod_metrics.WeightedFmeasure(beta=self.wfm_beta2)
