@@ -56,7 +56,12 @@ def _preset_id(item: Any) -> str:
     return getattr(item, 'key', None) or item.name
 
 
-def _build(family: str, settings: dict[str, Any], seed: int = 0) -> SAMBackboneBase | None:
+def build_or_refuse(
+    build: Callable[..., SAMBackboneBase],
+    family: type[SAMBackboneBase],
+    settings: dict[str, Any],
+    seed: int = 0,
+) -> SAMBackboneBase | None:
     """The family with a preset's settings, or None after checking the refusal its declarations predict.
 
     A preset is refused exactly when one of its methods ``needs_places`` a place the family
@@ -64,8 +69,7 @@ def _build(family: str, settings: dict[str, Any], seed: int = 0) -> SAMBackboneB
     quotes the family's reason.
     """
     torch.manual_seed(seed)
-    build = FAMILIES[family].build
-    refused = refused_places(MODELS.get(family), settings.get('peft'))
+    refused = refused_places(family, settings.get('peft'))
     if not refused:
         return build(**settings)
     place, reason = next(iter(refused.items()))
@@ -95,7 +99,12 @@ def test_every_registered_family_has_a_fixture():
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 @pytest.mark.parametrize('item', PRESETS, ids=_preset_id)
 def test_family_conforms_under_preset(family, item):
-    model = _build(family, tiny(item))
+    check_conformance(FAMILIES[family], MODELS.get(family), tiny(item))
+
+
+def check_conformance(fixture: Family, family: type[SAMBackboneBase], settings: dict[str, Any]) -> None:
+    """Every check of this file for one family with one preset's settings (any family, registered or not)."""
+    model = build_or_refuse(fixture.build, family, settings)
     if model is None:
         return  # refused for a reason the family declares (checked in _build)
     assert isinstance(model, SAMBackboneBase)
@@ -103,7 +112,7 @@ def test_family_conforms_under_preset(family, item):
 
     # forward shapes, square and non-square, at the declared strides
     model.eval()
-    for h, w in FAMILIES[family].sizes:
+    for h, w in fixture.sizes:
         assert h % model.size_divisor == 0 and w % model.size_divisor == 0
         with torch.no_grad():
             outs, _ = _outputs(model, torch.randn(1, 3, h, w))
@@ -113,7 +122,7 @@ def test_family_conforms_under_preset(family, item):
 
     # a training step: every trainable parameter gets a gradient, no frozen one does
     model.train()
-    x = torch.randn(2, 3, *FAMILIES[family].sizes[0])
+    x = torch.randn(2, 3, *fixture.sizes[0])
     outs, aux = _outputs(model, x)
     loss = sum(o.float().square().mean() for o in outs) + sum(aux.values())
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -136,9 +145,9 @@ def test_family_conforms_under_preset(family, item):
     with torch.no_grad():
         for p in model.parameters():  # non-zero PEFT updates, or the comparisons are vacuous
             p.add_(torch.randn_like(p) * 0.05)
-    clone = _build(family, tiny(item), seed=1).eval()
+    clone = build_or_refuse(fixture.build, family, settings, seed=1).eval()
     clone.load_state_dict(model.state_dict(), strict=True)
-    x = torch.randn(1, 3, *FAMILIES[family].sizes[-1])
+    x = torch.randn(1, 3, *fixture.sizes[-1])
     with torch.no_grad():
         before, _ = _outputs(model, x)
         for a, b in zip(before, _outputs(clone, x)[0], strict=True):
