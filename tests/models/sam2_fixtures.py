@@ -11,6 +11,9 @@ from sam2.modeling.sam.prompt_encoder import PromptEncoder
 from sam2.modeling.sam.transformer import TwoWayTransformer
 from torch import nn
 
+from mmseg_sam.models.backbones import SAM2Hiera
+from tests.models.families import Family
+
 # 16-dim trunk (16, 32, 64, 128 per stage), 6 blocks, block 4 global; windows 4/2/2/1 so
 # a 64x64 input (16x16 tokens) is windowed, and a 96x64 one is padded in stage 3.
 TINY_SAM2_IMG = 64
@@ -24,6 +27,8 @@ TINY_SAM2_ARCH = dict(
     out_channels=32,
 )
 TINY_SAM2_DECODER = dict(embed_dims=32, decoder_depth=2, decoder_num_heads=2, decoder_mlp_dims=64)
+# the conformance test's fixture (tests/models/families.py): windowed at 64x64, padded at 64x96
+CONFORMANCE = {'SAM2Hiera': Family(lambda **kw: SAM2Hiera(arch=TINY_SAM2_ARCH, **kw), ((64, 64), (64, 96)))}
 
 
 def sam2_image_encoder() -> ImageEncoder:

@@ -1,16 +1,16 @@
 """Every registered backbone family x every PEFT preset: the contract of SAMBackboneBase, checked alike.
 
 A family is a registered subclass of :class:`SAMBackboneBase`; it passes this file with its
-tiny fixture in :data:`FAMILIES` (docs/adding_a_backbone.md). Per family and preset (the
-preset's ``tiny`` settings): it builds, or, exactly where a method ``needs_places`` a place
-the family declares absent, it is refused naming that place and the family's reason; outputs have the declared ``strides`` on square and
-non-square inputs; a training step gives every trainable parameter a gradient and no frozen
-one; the state dict round-trips strictly; a mergeable report merges exactly and any other
-is refused.
+tiny fixture (``CONFORMANCE`` in ``tests/models/<family>_fixtures.py``; see
+docs/adding_a_backbone.md). Per family and preset (at the sizes of ``tests/peft_tiny.py``):
+it builds, or, exactly where a method ``needs_places`` a place the family declares absent,
+it is refused naming that place and the family's reason; outputs have the declared
+``strides`` on square and non-square inputs; a training step gives every trainable
+parameter a gradient and no frozen one; the state dict round-trips strictly; a mergeable
+report merges exactly and any other is refused.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import nn
 
-from mmseg_sam.models.backbones import SAM2Hiera, SAMViT
 from mmseg_sam.models.backbones.base import (
     BACKBONE_CONTRACT,
     BACKBONE_PLACES,
@@ -34,22 +33,9 @@ from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS
 from tests.peft_tiny import tiny
 
-from ..conftest import TINY_ARCH, TINY_IMG
-from .sam2_fixtures import TINY_SAM2_ARCH
+from .families import Family, family_fixtures
 
-
-@dataclass(frozen=True)
-class Family:
-    """A backbone family's tiny fixture: how to build it and the input sizes it takes."""
-
-    build: Callable[..., SAMBackboneBase]
-    sizes: tuple[tuple[int, int], ...]
-
-
-FAMILIES: dict[str, Family] = {
-    'SAMViT': Family(lambda **kw: SAMViT(arch=TINY_ARCH, img_size=TINY_IMG, **kw), ((64, 64), (48, 80))),
-    'SAM2Hiera': Family(lambda **kw: SAM2Hiera(arch=TINY_SAM2_ARCH, **kw), ((64, 64), (64, 96))),
-}
+FAMILIES: dict[str, Family] = family_fixtures()  # every tests/models/*_fixtures.py's CONFORMANCE
 
 
 def _preset_id(item: Any) -> str:
@@ -92,7 +78,7 @@ def test_every_registered_family_has_a_fixture():
         if isinstance(cls, type) and issubclass(cls, SAMBackboneBase)
     }
     assert registered == set(FAMILIES), (
-        'a registered SAMBackboneBase family needs its tiny fixture in FAMILIES'
+        'a registered SAMBackboneBase family needs its tiny fixture: CONFORMANCE in tests/models/<family>_fixtures.py'
     )
 
 

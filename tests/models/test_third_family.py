@@ -14,7 +14,8 @@ from mmseg_sam.models.backbones.base import registered_families
 from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS
 from tests.conftest import TINY_IMG, load_tool, tiny_batch, tiny_segmentor_cfg
-from tests.models.test_backbone_conformance import Family, check_conformance
+from tests.models.families import Family
+from tests.models.test_backbone_conformance import check_conformance
 from tests.models.third_family import PlainViT
 from tests.peft_tiny import tiny
 
