@@ -5,7 +5,8 @@ optim_wrapper = dict(
     type='OptimWrapper',
     constructor='PEFTOptimWrapperConstructor',
     optimizer=dict(type='Adam', lr=1e-4, weight_decay=5e-5),
-    paramwise_cfg=dict(bias_decay_mult=0.0, norm_decay_mult=0.0),  # no decay on biases and norms, as every config here
+    # no decay on biases and norms, as every config here
+    paramwise_cfg=dict(bias_decay_mult=0.0, norm_decay_mult=0.0),
 )
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),

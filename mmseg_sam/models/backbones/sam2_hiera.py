@@ -69,7 +69,9 @@ _PATCH_STRIDE = 4  # sam2's PatchEmbed: kernel 7, stride 4, padding 3
 _Q_POOL = 3  # sam2's Hiera default: the first block of stages 2, 3 and 4 halves the resolution
 
 
-def _resolve_arch(arch: str | Mapping[str, Any], zoo: Mapping[str, Mapping[str, Any]] = SAM2_ARCHS) -> dict[str, Any]:
+def _resolve_arch(
+    arch: str | Mapping[str, Any], zoo: Mapping[str, Mapping[str, Any]] = SAM2_ARCHS
+) -> dict[str, Any]:
     cfg = merge_arch(arch, zoo, _ARCH_DEFAULTS, _ARCH_REQUIRED)
     if isinstance(arch, str):
         return cfg
@@ -191,7 +193,8 @@ class SAM2Hiera(SAMBackboneBase):
     """The image encoder of SAM 2.1: a Hiera trunk and an FPN neck, from the ``sam2`` package.
 
     Holds sam2's ``Hiera`` trunk and ``FpnNeck`` as sam2's ``ImageEncoder`` does
-    (``trunk``, ``neck``, ``scalp``), so module names stay sam2's (``trunk.blocks.N.attn.qkv``, ``neck.convs.N.conv``): official
+    (``trunk``, ``neck``, ``scalp``), so module names stay sam2's
+    (``trunk.blocks.N.attn.qkv``, ``neck.convs.N.conv``): official
     SAM 2.1 checkpoints load after stripping ``image_encoder.``, and Hugging Face
     ``Sam2Model`` folders after renaming (``mmseg_sam.utils.sam2_checkpoint``). Weights are
     loaded here, at construction, before any PEFT module wraps the originals.

@@ -132,7 +132,9 @@ def merge_arch(
     return {**defaults, **arch}
 
 
-def _resolve_arch(arch: str | Mapping[str, Any], zoo: Mapping[str, Mapping[str, Any]] = SAM_ARCHS) -> dict[str, Any]:
+def _resolve_arch(
+    arch: str | Mapping[str, Any], zoo: Mapping[str, Mapping[str, Any]] = SAM_ARCHS
+) -> dict[str, Any]:
     # a custom arch has no global blocks unless it names them
     cfg = merge_arch(arch, zoo, {**_ARCH_DEFAULTS, 'global_attn_indexes': ()}, _ARCH_REQUIRED)
     if isinstance(arch, str):
