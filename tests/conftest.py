@@ -8,7 +8,6 @@ import math
 import re
 import sys
 import types
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from mmseg.utils import register_all_modules
 from torch import nn
 
 from mmseg_sam.models.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+from mmseg_sam.utils.start_weights import StartWeights
 
 # Tiny ops are ~100x slower with 2 threads on a loaded 2-core machine.
 torch.set_num_threads(1)
@@ -217,47 +217,6 @@ param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end={ite
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={iters}))
 """)
     return path
-
-
-@dataclass
-class StartWeights:
-    """A model saved as a training run's ``load_from``: what :func:`assert_trained` compares with.
-
-    Attributes:
-        path: the saved ``dict(state_dict=...)``.
-        values: every parameter's value, by name.
-        trainable: names of the parameters that train.
-        method: the trainable backbone parameters (the PEFT method's, or all under full fine-tuning).
-    """
-
-    path: Path
-    values: dict[str, torch.Tensor]
-    trainable: set[str]
-    method: set[str]
-
-
-def save_start_weights(config: Path, path: Path) -> StartWeights:
-    """Build the model of ``config`` (seed 0) and save it to ``path`` for its ``load_from``.
-
-    Zero-initialised trainable tensors (LoRA's B, adapters' up-projections) get noise first,
-    so that every trainable tensor upstream of them gets a gradient in the first step.
-    """
-    from mmengine.config import Config
-
-    torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(str(config)).model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad and not p.any():
-                p.add_(0.05 * torch.randn_like(p))
-    torch.save(dict(state_dict=model.state_dict()), path)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return StartWeights(
-        path=path,
-        values={n: p.detach().clone() for n, p in model.named_parameters()},
-        trainable=trainable,
-        method={n for n in trainable if n.startswith('backbone.')},
-    )
 
 
 def assert_trained(work_dir: Path, start: StartWeights, iters: int = 1) -> None:

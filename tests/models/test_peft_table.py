@@ -10,12 +10,12 @@ from mmseg_sam.models.backbones import SAM2Hiera
 from mmseg_sam.models.peft import ConvLoRALinear
 from mmseg_sam.models.peft.base import refused_places
 from mmseg_sam.models.peft.presets import PRESETS
+from mmseg_sam.utils.start_weights import save_start_weights
 from tests.conftest import (
     TINY_HEAD,
     TINY_IMG,
     assert_trained,
     run_tool,
-    save_start_weights,
     tiny_batch,
     tiny_segmentor_cfg,
     write_train_config,

@@ -78,8 +78,8 @@ def test_one_iteration_in_fp16_and_a_frozen_parameter_that_changed(tmp_path):
     # the retry after a first step that GradScaler skips runs at its own initial scale
     row = gr.checks.train_one_iteration(train_main, item, 'fp16', start, data, tmp_path / 'retry', 2.0**10)
     assert row['finite_loss'] and row['params_ok'] and row['loss_scale'] == 2.0**10, row
-    frozen = next(n for n in start['values'] if n not in start['trainable'])
-    start['values'][frozen] = start['values'][frozen] + 1  # as if training had moved it
+    frozen = next(n for n in start.values if n not in start.trainable)
+    start.values[frozen] = start.values[frozen] + 1  # as if training had moved it
     row = gr.checks.train_one_iteration(train_main, item, 'bf16', start, data, tmp_path / 'bf16')
     assert row['frozen_changed'] == [frozen] and not row['params_ok'], row
 

@@ -40,13 +40,13 @@ from gpu_report_run import (
     release_memory,
 )
 from mmengine.config import Config
-from mmseg.registry import MODELS
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmseg_sam.datasets import generate_synthetic_dataset
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.peft.presets import PRESETS, PEFTPreset, preset
+from mmseg_sam.utils.start_weights import StartWeights, save_start_weights
 
 # max |fused - eager| / max |eager|, of a block's output and of its input's gradient
 PARITY_TOL = {'bf16': 3e-2, 'fp16': 1e-2}
@@ -239,30 +239,12 @@ def logged_loss(log: str) -> float | None:
     return float(values[-1]) if values else None
 
 
-def start_weights(item: PEFTPreset, data_root: Path, work: Path) -> dict[str, Any]:
-    """The preset's model, saved as the iterations' ``load_from``; its values and which parameters may change.
-
-    Zero-initialised trainable tensors (LoRA's B) are perturbed first, so that every
-    trainable tensor before them gets a gradient too.
-    """
+def start_weights(item: PEFTPreset, data_root: Path, work: Path) -> StartWeights:
+    """The preset's model, saved as the iterations' ``load_from``; its values and which parameters may change."""
     work.mkdir(parents=True, exist_ok=True)
     generate_synthetic_dataset(data_root, num_train=2, num_val=1, img_size=TINY_IMG)  # once: then a no-op
     config = write_train_config(work / 'gpu_report_start.py', data_root, demo_backbone(item), None)
-    torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(str(config)).model)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad and not p.any():
-                p.add_(0.05 * torch.randn_like(p))
-    path = work / 'start.pth'
-    torch.save(dict(state_dict=model.state_dict()), path)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    return dict(
-        path=path,
-        values={n: p.detach().clone() for n, p in model.named_parameters()},
-        trainable=trainable,
-        method={n for n in trainable if n.startswith('backbone.')},
-    )
+    return save_start_weights(config, work / 'start.pth')
 
 
 FP16_INIT_SCALE = 2.0**16  # GradScaler's default initial loss scale
@@ -273,7 +255,7 @@ def train_one_iteration(
     train_main: Callable[[list[str]], None],
     item: PEFTPreset,
     amp: str,
-    start: Mapping[str, Any],
+    start: StartWeights,
     data_root: Path,
     work: Path,
     init_scale: float | None = None,
@@ -286,7 +268,7 @@ def train_one_iteration(
     name = f'gpu_report_{bm.slug(item.name)}_{amp}'  # the Runner's experiment name: one per run
     if init_scale is not None:  # a retry in the same process gets its own logger and visualizer
         name += f'_scale{int(init_scale)}'
-    config = write_train_config(work / f'{name}.py', data_root, demo_backbone(item), start['path'])
+    config = write_train_config(work / f'{name}.py', data_root, demo_backbone(item), start.path)
     log = io.StringIO()  # the Runner's logger writes to the stdout it finds
     argv = [
         str(config),
@@ -306,8 +288,8 @@ def train_one_iteration(
     (work / 'train.log').write_text(log.getvalue())
     checkpoint = torch.load(work / 'iter_1.pth', map_location='cpu', weights_only=True)
     after = checkpoint['state_dict']
-    changed = {n for n, value in start['values'].items() if not torch.equal(after[n].cpu(), value.cpu())}
-    trainable, method = start['trainable'], start['method']
+    changed = {n for n, value in start.values.items() if not torch.equal(after[n].cpu(), value.cpu())}
+    trainable, method = start.trainable, start.method
     loss = logged_loss(log.getvalue())
     return dict(
         loss=loss,
