@@ -10,7 +10,19 @@ from ...utils.sam2_checkpoint import load_sam2_component
 from ..sam2_modeling import Sam2Class
 from .sam_mask_decoder_head import SAMMaskDecoderHead
 
-__all__ = ['SAM2MaskDecoderHead']
+__all__ = ['SAM2MaskDecoderHead', 'load_no_mem_embed']
+
+
+def load_no_mem_embed(head: nn.Module, checkpoint: str) -> None:
+    """Copy the checkpoint's ``no_mem_embed`` into ``head.no_mem_embed``, refusing another shape."""
+    value = load_sam2_component(checkpoint, 'no_mem_embed')['no_mem_embed']
+    if value.shape != head.no_mem_embed.shape:
+        raise ValueError(
+            f'cannot load {checkpoint}: no_mem_embed has shape {tuple(value.shape)}, the head '
+            f'{tuple(head.no_mem_embed.shape)} (embed_dims={head.embed_dims})'
+        )
+    with torch.no_grad():
+        head.no_mem_embed.copy_(value)
 
 
 @MODELS.register_module()
@@ -81,14 +93,7 @@ class SAM2MaskDecoderHead(SAMMaskDecoderHead):
     def _load_sam_decoder(self, checkpoint: str) -> None:
         """SAM 2's decoder and prompt encoder (as the SAM 1 head loads them), then ``no_mem_embed``."""
         super()._load_sam_decoder(checkpoint)
-        value = load_sam2_component(checkpoint, 'no_mem_embed')['no_mem_embed']
-        if value.shape != self.no_mem_embed.shape:
-            raise ValueError(
-                f'cannot load {checkpoint}: no_mem_embed has shape {tuple(value.shape)}, the head '
-                f'{tuple(self.no_mem_embed.shape)} (embed_dims={self.embed_dims})'
-            )
-        with torch.no_grad():
-            self.no_mem_embed.copy_(value)
+        load_no_mem_embed(self, checkpoint)
 
     def _decode(self, x: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Run SAM 2's two-way transformer and upscaling without prompts.

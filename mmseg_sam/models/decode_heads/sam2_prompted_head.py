@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ...utils.checkpoint import load_strict
 from ...utils.sam2_checkpoint import load_sam2_component
 from ..sam2_modeling import Sam2Class, sam2_modeling
+from .sam2_mask_decoder_head import load_no_mem_embed
 from .sam_prompted_head import PromptSet, SAMPromptedHead
 
 __all__ = ['SAM2PromptedHead']
@@ -144,14 +145,7 @@ class SAM2PromptedHead(SAMPromptedHead):
         load_strict(
             self.prompt_encoder, load_sam2_component(checkpoint, 'sam_prompt_encoder'), str(checkpoint)
         )
-        value = load_sam2_component(checkpoint, 'no_mem_embed')['no_mem_embed']
-        if value.shape != self.no_mem_embed.shape:
-            raise ValueError(
-                f'cannot load {checkpoint}: no_mem_embed has shape {tuple(value.shape)}, the head '
-                f'{tuple(self.no_mem_embed.shape)} (embed_dims={self.embed_dims})'
-            )
-        with torch.no_grad():
-            self.no_mem_embed.copy_(value)
+        load_no_mem_embed(self, checkpoint)
         MMLogger.get_current_instance().info(
             f'{type(self).__name__}: prompt encoder, mask decoder (IoU and object-score heads) and '
             f'no_mem_embed from {checkpoint}'

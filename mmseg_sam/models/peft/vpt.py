@@ -37,7 +37,13 @@ from .base import (
     check_choices,
 )
 
-__all__ = ['VPT', 'PromptedAttention', 'prompted_attention_class', 'register_prompted_attention']
+__all__ = [
+    'VPT',
+    'PromptedAttention',
+    'add_prompt_tokens',
+    'prompted_attention_class',
+    'register_prompted_attention',
+]
 
 # segment_anything's decomposed rel-pos bias, from the module that defines Attention
 # (imported through ..sam_modeling, which works without torchvision).
@@ -47,6 +53,19 @@ _MODES = ('deep', 'shallow')
 
 # ``module.QualName`` of an attention class -> the prompted version VPT puts in its place
 _PROMPTED_ATTENTIONS: dict[str, type[nn.Module]] = {}
+
+
+def add_prompt_tokens(
+    attention: nn.Module, qkv: nn.Linear, num_tokens: int, init_bound: float, dropout: float
+) -> None:
+    """Give a prompted attention its ``prompt_tokens`` (P, qkv input width), uniform in
+    ``[-init_bound, init_bound]`` on ``qkv``'s device and dtype, and its ``prompt_dropout``."""
+    weight = qkv.weight
+    attention.prompt_tokens = nn.Parameter(
+        torch.empty(num_tokens, qkv.in_features, device=weight.device, dtype=weight.dtype)
+    )
+    nn.init.uniform_(attention.prompt_tokens, -init_bound, init_bound)
+    attention.prompt_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
 
 def _qualified(cls: type) -> str:
@@ -106,12 +125,7 @@ class PromptedAttention(SAMAttention, PEFTLayerMixin):
 
     def __init__(self, base: Attention, num_tokens: int, init_bound: float, dropout: float = 0.0) -> None:
         super().__init__(base, getattr(base, 'attn_impl', 'eager'), getattr(base, 'grad_impl', None))
-        weight = base.qkv.weight
-        self.prompt_tokens = nn.Parameter(
-            torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
-        )
-        nn.init.uniform_(self.prompt_tokens, -init_bound, init_bound)
-        self.prompt_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        add_prompt_tokens(self, base.qkv, num_tokens, init_bound, dropout)
 
     def prompt_keys_values(self) -> tuple[Tensor, Tensor]:
         """Project the prompt tokens with the frozen ``qkv``.

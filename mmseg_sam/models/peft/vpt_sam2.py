@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from ..sam2_modeling import sam2_modeling
 from .base import PEFTLayerMixin
-from .vpt import register_prompted_attention
+from .vpt import add_prompt_tokens, register_prompted_attention
 
 __all__ = ['PromptedMultiScaleAttention']
 
@@ -36,12 +36,7 @@ class PromptedMultiScaleAttention(nn.Module, PEFTLayerMixin):
         self.dim, self.dim_out, self.num_heads = base.dim, base.dim_out, base.num_heads
         self.q_pool = base.q_pool
         self.qkv, self.proj = base.qkv, base.proj
-        weight = base.qkv.weight
-        self.prompt_tokens = nn.Parameter(
-            torch.empty(num_tokens, base.qkv.in_features, device=weight.device, dtype=weight.dtype)
-        )
-        nn.init.uniform_(self.prompt_tokens, -init_bound, init_bound)
-        self.prompt_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        add_prompt_tokens(self, base.qkv, num_tokens, init_bound, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, H, W, C_in) windows or images -> (N, H', W', C_out) (H' = H / q_stride where queries pool)."""
