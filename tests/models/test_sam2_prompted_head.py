@@ -13,6 +13,7 @@ from sam2.modeling.sam2_base import SAM2Base
 from torch import nn
 
 from mmseg_sam.models.decode_heads import PromptSet, SAM2PromptedHead
+from tests.conftest import TINY_IMG, tiny_prompted_cfg
 from tests.models.test_sam_prompted_head import MEAN, STD, _blob_masks, _sample
 
 from .sam2_fixtures import (
@@ -32,22 +33,15 @@ BOXES = torch.tensor([[10.0, 8.0, 35.0, 29.0], [30.0, 40.0, 57.0, 59.0]])
 
 
 def sam2_prompted_cfg(checkpoint: str | Path | None, head: dict | None = None, **backbone) -> dict:
-    """A ``SAMPromptedEncoderDecoder`` config on the tiny SAM 2 (SAM2Hiera + SAM2PromptedHead)."""
-    return dict(
-        type='SAMPromptedEncoderDecoder',
-        sam_checkpoint=checkpoint and str(checkpoint),
-        data_preprocessor=dict(
-            type='SegDataPreProcessor',
-            size=(TINY_SAM2_IMG, TINY_SAM2_IMG),
-            mean=[123.675, 116.28, 103.53],
-            std=[58.395, 57.12, 57.375],
-            bgr_to_rgb=True,
-        ),
-        backbone=dict(type='SAM2Hiera', arch=dict(TINY_SAM2_ARCH), **copy.deepcopy(backbone)),
-        decode_head=dict(
-            type='SAM2PromptedHead', num_classes=2, **TINY_SAM2_PROMPTED_HEAD, **copy.deepcopy(head or {})
-        ),
+    """A ``SAMPromptedEncoderDecoder`` config on the tiny SAM 2 (SAM2Hiera + SAM2PromptedHead): the tiny
+    SAM's (:func:`tiny_prompted_cfg`, same input size) with the encoder and head swapped."""
+    assert TINY_SAM2_IMG == TINY_IMG
+    cfg = tiny_prompted_cfg(checkpoint)
+    cfg['backbone'] = dict(type='SAM2Hiera', arch=dict(TINY_SAM2_ARCH), **copy.deepcopy(backbone))
+    cfg['decode_head'] = dict(
+        type='SAM2PromptedHead', num_classes=2, **TINY_SAM2_PROMPTED_HEAD, **copy.deepcopy(head or {})
     )
+    return cfg
 
 
 class SAM2ImageModel(nn.Module):
