@@ -678,6 +678,11 @@ CASES = [
         ValueError,
         r'num_classes must be an int >= 2 .*got 1; for binary segmentation write num_classes=2, out_channels=1',
     ),
+    # prompted: COCO exports of labelling tools (CVAT, Label Studio, Roboflow)
+    # prompted: instance maps and prompt files
+    # prompted: tools/infer.py
+    # prompted: checkpoints
+    # prompted: pipelines, tools/train.py and tools/test.py
 ]
 
 
