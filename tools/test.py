@@ -6,8 +6,10 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
+from mmseg.registry import MODELS
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
+from mmseg_sam.apis.zero_shot import zero_shot_config
 from mmseg_sam.datasets.transforms import flip_tta_pipeline
 from mmseg_sam.engine import setup_distributed, teardown_distributed
 
@@ -17,11 +19,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('config', help='test config file path')
     parser.add_argument(
         'checkpoint',
-        help="checkpoint file, or 'none' to evaluate the model as the config builds it (its weights from "
-        'model.sam_checkpoint: SAM zero-shot, the baseline a fine-tuned checkpoint is compared with)',
+        help="checkpoint file, or 'none' for the zero-shot baseline: the model fine-tuning starts from, "
+        "model.sam_checkpoint's weights without the config's PEFT method (SAM itself, whatever the method's "
+        'initialisation), the baseline a fine-tuned checkpoint is compared with',
     )
     parser.add_argument('--work-dir', help='the directory to save the file containing evaluation metrics')
-    parser.add_argument('--out', type=str, help='directory to save the predicted label maps (PNG)')
+    parser.add_argument(
+        '--out',
+        type=str,
+        help='directory to save the predictions: label maps (PNG); prompted models also per-instance masks '
+        '(COCO RLE) and scores (JSON)',
+    )
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images will be saved')
     parser.add_argument('--wait-time', type=float, default=2, help='the interval of show (s)')
@@ -80,7 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
 
-    cfg.load_from = None if args.checkpoint.lower() == 'none' else args.checkpoint
+    zero_shot = args.checkpoint.lower() == 'none'
+    if zero_shot:
+        cfg, zero_shot_message = zero_shot_config(cfg)
+    cfg.load_from = None if zero_shot else args.checkpoint
     logger = cfg.get('default_hooks', {}).get('logger')
     if logger is not None and logger.get('type') in ('LoggerHook', 'mmengine.LoggerHook'):
         # mmengine's LoggerHook writes the test metrics' JSON from every rank into one file
@@ -88,12 +99,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
+        segmentor = MODELS.get(cfg.model.type)
+        if segmentor is not None and not getattr(segmentor, 'supports_tta', True):
+            raise ValueError(
+                f'--tta does not apply to {cfg.model.type}: its predictions follow per-instance prompts, which a '
+                'flipped image would need flipped too; evaluate without --tta'
+            )
         if 'tta_pipeline' not in cfg:  # horizontal flip at the test size (SAMSegTTAModel merges)
             cfg.tta_pipeline = flip_tta_pipeline(cfg.test_dataloader.dataset.pipeline)
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    if args.out is not None:  # every metric writes the predicted label maps (PNG) to args.out
+    if args.out is not None:  # every metric writes its predictions to args.out (prompted: per-instance JSON)
         metrics = (
             cfg.test_evaluator if isinstance(cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
         )
@@ -104,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     # gloo on hosts without a GPU; a DDP wrapper that handles CPU and Conv-LoRA's unused experts
     setup_distributed(cfg)
     runner = Runner.from_cfg(cfg)
+    if zero_shot:
+        runner.logger.info(zero_shot_message)
     runner.test()
     teardown_distributed()  # every rank done: the process group goes before the interpreter exits
 

@@ -12,6 +12,7 @@ from .inference import (
 )
 from .inferencer import SAMSegInferencer
 from .outputs import check_output_file
+from .zero_shot import zero_shot_config
 
 __all__ = [
     'IMG_EXTENSIONS',
@@ -24,4 +25,5 @@ __all__ = [
     'read_checkpoint',
     'resolve_dataset_meta',
     'save_index_mask',
+    'zero_shot_config',
 ]

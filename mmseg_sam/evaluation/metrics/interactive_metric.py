@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +13,7 @@ import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
 from mmseg.registry import METRICS
+from PIL import Image
 from prettytable import PrettyTable
 
 __all__ = ['InteractiveSegMetric', 'instance_scores']
@@ -62,23 +66,45 @@ class InteractiveSegMetric(BaseMetric):
     - ``instances``, ``images_without_instances``: what was scored; an image without
       instances is counted there, never scored as 0.
 
+    With ``output_dir`` (``tools/test.py --out DIR``) every image's predictions are
+    written: ``DIR/<image name>.json`` holds, per instance in the order of
+    ``gt_instances``, its ``label``, and under a box its mask (``box_mask``, COCO RLE
+    as ``pycocotools.mask.encode`` writes it, counts as text), predicted IoU
+    (``box_score``) and actual IoU (``box_iou``); along the clicks the K masks
+    (``click_masks``), the clicks (``click_points`` ``(x, y)`` pixel indices,
+    ``click_labels`` 1 / 0) and their IoU (``click_iou``). ``DIR/<image name>.png``
+    is the class-index map painted from the masks (``pred_sem_seg``). The masks are
+    in the frame of the packed ground truth, ``size`` ``[H, W]``.
+
     Args:
         ignore_index: the label of pixels that do not count.
         noc_thresholds: IoU thresholds of the NoC keys.
+        output_dir: folder for the predictions, or None.
+        keep_results: accepted for ``tools/test.py --out``, which sets it; the
+            predictions are written whenever ``output_dir`` is set.
         **kwargs: BaseMetric arguments (``collect_device``, ``prefix``).
     """
 
     default_prefix = ''
 
     def __init__(
-        self, ignore_index: int = 255, noc_thresholds: Sequence[float] = (0.85, 0.90), **kwargs: Any
+        self,
+        ignore_index: int = 255,
+        noc_thresholds: Sequence[float] = (0.85, 0.90),
+        output_dir: str | os.PathLike | None = None,
+        keep_results: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         for thr in noc_thresholds:
             if not 0 < thr <= 1:
                 raise ValueError(f'noc_thresholds must lie in (0, 1], got {thr!r}')
+        if output_dir is not None and Path(output_dir).exists() and not Path(output_dir).is_dir():
+            raise ValueError(f'output_dir {output_dir} is a file, expected a folder')
         self.ignore_index = ignore_index
         self.noc_thresholds = tuple(float(t) for t in noc_thresholds)
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.keep_results = bool(keep_results)
 
     def process(self, data_batch: Any, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
@@ -102,7 +128,48 @@ class InteractiveSegMetric(BaseMetric):
                 result['box'] = instance_scores(_numpy(pred['box_masks']).astype(bool), gt, valid)
             if 'click_masks' in pred:
                 result['click'] = instance_scores(_numpy(pred['click_masks']).astype(bool), gt, valid)
+            if self.output_dir is not None:
+                self.write_prediction(sample, result)
             self.results.append(result)
+
+    def write_prediction(self, sample: Any, result: dict[str, Any]) -> None:
+        """``output_dir/<name>.json`` (per-instance masks as COCO RLE, scores, clicks) and ``<name>.png``."""
+        from pycocotools import mask as mask_utils  # noqa: PLC0415  (COCO's RLE, a requirement)
+
+        def rle(mask: np.ndarray) -> dict[str, Any]:
+            encoded = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            return dict(size=[int(v) for v in encoded['size']], counts=encoded['counts'].decode('ascii'))
+
+        metainfo = sample.get('metainfo', sample)
+        path = metainfo.get('img_path') if isinstance(metainfo, dict) else None
+        name = Path(path or f'{len(self.results):06d}').stem
+        pred = sample['pred_instances']
+        labels = result['labels'].tolist()
+        instances: list[dict[str, Any]] = [dict(label=int(label)) for label in labels]
+        if 'box_masks' in pred:
+            masks = _numpy(pred['box_masks']).astype(bool)
+            scores = _numpy(pred['box_scores']).tolist() if 'box_scores' in pred else [None] * len(labels)
+            for j, entry in enumerate(instances):
+                entry.update(box_mask=rle(masks[j]), box_score=scores[j], box_iou=float(result['box'][0][j]))
+        if 'click_masks' in pred:
+            masks = _numpy(pred['click_masks']).astype(bool)  # (N, K, H, W)
+            points = _numpy(pred['click_points']).tolist() if 'click_points' in pred else None
+            clicked = _numpy(pred['click_labels']).tolist() if 'click_labels' in pred else None
+            for j, entry in enumerate(instances):
+                entry['click_masks'] = [rle(m) for m in masks[j]]
+                entry['click_iou'] = [float(v) for v in result['click'][0][j]]
+                if points is not None:
+                    entry['click_points'] = points[j]
+                if clicked is not None:
+                    entry['click_labels'] = clicked[j]
+        size = list(_numpy(sample['gt_instances']['masks']).shape[-2:])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        record = dict(img_path=path, size=size, instances=instances)
+        (self.output_dir / f'{name}.json').write_text(json.dumps(record))
+        if 'pred_sem_seg' in sample:
+            painted = _numpy(sample['pred_sem_seg']['data'])[0]
+            dtype = np.uint8 if painted.max(initial=0) < 256 else np.uint16
+            Image.fromarray(painted.astype(dtype)).save(self.output_dir / f'{name}.png')
 
     def compute_metrics(self, results: list) -> dict[str, float]:
         logger = MMLogger.get_current_instance()

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from mmengine.dist import all_reduce, get_world_size
 from mmengine.logging import MMLogger
 from mmengine.structures import InstanceData, PixelData
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
@@ -91,7 +92,11 @@ class SAMPromptedHead(BaseDecodeHead):
     round after the first gives the last round's low-resolution logits of its chosen
     mask (the highest predicted IoU) back as the mask prompt, detached, as SAM's
     recipe and micro-sam do. Every round's loss counts (mean over instances and
-    rounds); the image embedding gets the gradients of all rounds.
+    rounds); the image embedding gets the gradients of all rounds. Under distributed
+    training the divisor is the mean over processes of their instance-round counts
+    (mmdet's and Mask2Former's rule), so once DDP averages the gradients every
+    instance of the global batch weighs the same, however the instances are spread
+    over the processes.
 
     Evaluation (``test_prompting``): ``box=True`` segments every instance from its box
     (``pred_instances.box_masks``); ``clicks=K`` runs K simulated clicks per instance
@@ -331,7 +336,8 @@ class SAMPromptedHead(BaseDecodeHead):
                 f'no instance to prompt in this batch ({files}): train with GenerateInstances(on_empty="skip") '
                 'so that images without instances are replaced'
             )
-        return {name: value / count for name, value in total.items()}
+        divisor = mean_count_over_processes(count, embedding.device)
+        return {name: value / divisor for name, value in total.items()}
 
     def _first_prompt_groups(self, n: int, device: torch.device) -> list[tuple[Tensor | slice, str, int]]:
         """The instances whose first prompt is their box and those whose first prompt is their points.
@@ -524,6 +530,21 @@ class SAMPromptedHead(BaseDecodeHead):
 
 
 # ---------------------------------------------------------------------- helpers
+def mean_count_over_processes(count: int, device: torch.device) -> float | Tensor:
+    """``count`` averaged over the processes of a distributed run (itself without one).
+
+    DDP averages the gradients of the processes; dividing each process's summed loss by
+    this mean (not by its own count) makes the averaged gradient that of the loss summed
+    over the global batch divided by its total count.
+    """
+    world = get_world_size()
+    if world == 1:
+        return count
+    total = torch.tensor(float(count), device=device)
+    all_reduce(total)  # sum over the processes
+    return (total / world).clamp_min(1.0)
+
+
 def _options(name: str, given: Mapping[str, Any] | None, defaults: Mapping[str, Any]) -> dict[str, Any]:
     given = dict(given or {})
     unknown = sorted(set(given) - set(defaults))

@@ -2,7 +2,7 @@
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from mmengine.config import ConfigDict
@@ -42,7 +42,13 @@ class SAMEncoderDecoder(EncoderDecoder):
         decode_head: decode head config.
         sam_checkpoint: SAM checkpoint path (official or Hugging Face format).
         **kwargs: EncoderDecoder arguments.
+
+    Attributes:
+        supports_tta: whether ``tools/test.py --tta`` (flip test-time augmentation,
+            ``SAMSegTTAModel``) applies to this segmentor's predictions.
     """
+
+    supports_tta: ClassVar[bool] = True
 
     def __init__(
         self,

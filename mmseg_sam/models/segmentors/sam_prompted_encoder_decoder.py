@@ -36,6 +36,9 @@ class SAMPromptedEncoderDecoder(SAMEncoderDecoder):
         **kwargs: SAMEncoderDecoder arguments.
     """
 
+    # A flipped image needs flipped prompts, instance masks and clicks, which the TTA model does not move.
+    supports_tta = False
+
     def __init__(self, backbone: Mapping[str, Any], decode_head: Mapping[str, Any], **kwargs: Any) -> None:
         super().__init__(backbone=backbone, decode_head=decode_head, **kwargs)
         if not isinstance(self.decode_head, SAMPromptedHead):
