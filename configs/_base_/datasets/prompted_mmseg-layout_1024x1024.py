@@ -8,7 +8,7 @@ scale = (1024, 1024)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='SAMResizeLongestSide', long_side=scale[0]),  # SamPredictor's pixels (PIL bilinear)
     dict(type='RandomFlip', prob=0.5),
     # per image at most 16 instances of >= 16 pixels; an image without one is replaced
     dict(type='GenerateInstances', min_area=16, max_instances=16, on_empty='skip'),
@@ -17,7 +17,7 @@ train_pipeline = [
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=scale, keep_ratio=True),
+    dict(type='SAMResizeLongestSide', long_side=scale[0]),  # SamPredictor's pixels (PIL bilinear)
     # annotations after Resize: instances, prompts and scores at the original size
     dict(type='LoadAnnotations'),
     dict(type='GenerateInstances', min_area=16, on_empty='keep'),
@@ -31,7 +31,7 @@ train_dataloader = dict(
     batch_size=2,
     num_workers=4,
     persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=True),
+    sampler=dict(type='SeededDefaultSampler', shuffle=True),  # draws keyed by the sample's place in the run
     dataset=dict(
         dataset,
         data_prefix=dict(img_path='img_dir/train', seg_map_path='ann_dir/train'),

@@ -57,10 +57,10 @@ class SAMResizeLongestSide(Resize):
     ``SamPredictor.set_image`` scales the longer side to ``L`` (1024) with
     ``ResizeLongestSide``: PIL's bilinear filter, antialiased when shrinking. mmcv's
     ``Resize`` computes the same output size but interpolates with OpenCV's bilinear
-    filter, which does not antialias: on a 2400x1800 photograph scaled to 1024 the two
-    differ by 4.3 grey levels on average (99th percentile 16), so a model trained and
-    tested after mmcv's resize meets other pixels in ``SamPredictor`` than it was
-    trained on. This transform gives the image SAM's pixels (tested equal to
+    filter, which does not antialias: shrunk by 1024 / 2400, scikit-image's photographs
+    differ by 2.2 to 3.2 grey levels on average, 14 to 27 at the 99th percentile
+    (``tools/analysis_tools/resize_gap.py``), so a model trained and tested after
+    mmcv's resize meets other pixels in ``SamPredictor`` than it was trained on. This transform gives the image SAM's pixels (tested equal to
     ``ResizeLongestSide.apply_image``); segmentation maps are resized as ``Resize``
     resizes them (nearest neighbour, the instance ids encoded in them included), and
     ``img_shape``, ``scale`` and ``scale_factor`` are set as ``Resize`` sets them.
