@@ -6,7 +6,9 @@ predicts with whatever weights it was built with. Here every load goes through
 :func:`~mmseg_sam.engine.hooks.sam_checkpoint_hook.check_checkpoint_keys`: a key may
 be absent from the checkpoint only when it is a frozen weight restored from the
 config's ``model.sam_checkpoint`` (the trainable-only checkpoints SAMCheckpointHook
-saves); anything else fails and names the keys.
+saves); anything else fails and names the keys. Those frozen weights must be the ones
+the checkpoint was trained with (:func:`~mmseg_sam.engine.hooks.sam_checkpoint_hook.check_frozen_weights`):
+another SAM checkpoint is refused unless ``allow_other_sam_checkpoint=True`` says so.
 """
 
 import copy
@@ -27,7 +29,11 @@ from mmseg.registry import DATASETS, MODELS
 from PIL import Image
 from torch import nn
 
-from ..engine.hooks.sam_checkpoint_hook import check_checkpoint_keys
+from ..engine.hooks.sam_checkpoint_hook import (
+    allows_other_sam_checkpoint,
+    check_checkpoint_keys,
+    check_frozen_weights,
+)
 
 __all__ = [
     'IMG_EXTENSIONS',
@@ -72,12 +78,19 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return dict(saved)
 
 
-def load_checkpoint_to_model(model: nn.Module, checkpoint: Mapping[str, Any]) -> list[str]:
+def load_checkpoint_to_model(
+    model: nn.Module, checkpoint: Mapping[str, Any], allow_other_sam_checkpoint: bool | None = None
+) -> list[str]:
     """Load a checkpoint's state dict into ``model`` after a strict key check.
 
     Args:
         model: a segmentor built from the config the checkpoint was trained with.
         checkpoint: ``{'state_dict': ..., 'meta': ...}`` (a bare state dict also works).
+        allow_other_sam_checkpoint: run a trainable-only checkpoint on other frozen
+            weights than it was trained with (a warning) instead of raising. None
+            takes ``allow_other_sam_checkpoint`` of ``model.cfg`` (set by
+            :func:`init_model` and MMEngine's inferencers, so ``--cfg-options
+            allow_other_sam_checkpoint=True`` reaches it), else False.
 
     Returns:
         list[str]: keys the checkpoint does not hold; all of them frozen weights that
@@ -85,28 +98,35 @@ def load_checkpoint_to_model(model: nn.Module, checkpoint: Mapping[str, Any]) ->
 
     Raises:
         ValueError: an unexpected key, or a missing key that no SAM checkpoint
-            supplies (both named), or a shape mismatch.
+            supplies (both named), or a shape mismatch; or frozen weights other than
+            the ones the checkpoint was trained with (naming both SAM checkpoints).
     """
+    if allow_other_sam_checkpoint is None:
+        allow_other_sam_checkpoint = allows_other_sam_checkpoint(getattr(model, 'cfg', None))
+    elif not isinstance(allow_other_sam_checkpoint, bool):
+        raise TypeError(
+            f'allow_other_sam_checkpoint must be True, False or None, got {allow_other_sam_checkpoint!r}'
+        )
     state = checkpoint.get('state_dict', checkpoint)
     state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}
     missing = check_checkpoint_keys(model, state)
+    check_frozen_weights(
+        model, checkpoint, missing, MMLogger.get_current_instance(), allow_other_sam_checkpoint
+    )
     try:
         result = model.load_state_dict(state, strict=False)  # keys were checked above
     except RuntimeError as err:
         raise ValueError(f'the checkpoint does not fit the model built from the config: {err}') from err
     assert not result.unexpected_keys and set(result.missing_keys) == set(missing), result
-    if missing:
-        MMLogger.get_current_instance().info(
-            f'checkpoint holds no values for {len(missing)} frozen parameters: '
-            'they keep the weights loaded from the SAM checkpoint'
-        )
     return missing
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike, allow_other_sam_checkpoint: bool | None = None
+) -> dict[str, Any]:
     """:func:`read_checkpoint` then :func:`load_checkpoint_to_model`; returns the checkpoint."""
     checkpoint = read_checkpoint(path)
-    load_checkpoint_to_model(model, checkpoint)
+    load_checkpoint_to_model(model, checkpoint, allow_other_sam_checkpoint)
     return checkpoint
 
 
@@ -171,7 +191,9 @@ def init_model(
     Args:
         config: config file or object (its ``custom_imports`` register mmseg_sam).
         checkpoint: a checkpoint saved by training (trainable-only ones included: the
-            config's ``model.sam_checkpoint`` supplies the frozen weights).
+            config's ``model.sam_checkpoint`` supplies the frozen weights, and they must
+            be the ones it was trained with unless ``cfg_options`` sets
+            ``allow_other_sam_checkpoint=True``).
         device: ``'cpu'``, ``'cuda'``, ``'cuda:N'``.
         cfg_options: overrides merged into the config.
 
@@ -189,9 +211,9 @@ def init_model(
         cfg.merge_from_dict(dict(cfg_options))
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model)
+    model.cfg = cfg  # before the load, which reads allow_other_sam_checkpoint from it
     checkpoint_meta = load_checkpoint(model, checkpoint).get('meta', {}) if checkpoint is not None else {}
     model.dataset_meta = resolve_dataset_meta(model, cfg, checkpoint_meta)
-    model.cfg = cfg
     return model.to(device).eval()
 
 

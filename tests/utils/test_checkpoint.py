@@ -1,4 +1,6 @@
 import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,12 +9,14 @@ from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.decode_heads import SAMMaskDecoderHead
 from mmseg_sam.utils.checkpoint import (
     detect_format,
+    frozen_fingerprint,
     hf_to_sam_state_dict,
     load_sam_component,
     load_state_dict_file,
     to_sam_state_dict,
 )
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_, tiny_segmentor_cfg
+from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_, tiny_segmentor, tiny_segmentor_cfg
+from tests.models.sam2_fixtures import hf_sam2_model, official_checkpoint
 
 
 @pytest.fixture(scope='module')
@@ -167,3 +171,64 @@ def test_code_running_checkpoint_is_refused(tmp_path):
         pickle.dump({'image_encoder.pos_embed': _Exploit()}, f)
     with pytest.raises(ValueError, match='cannot read checkpoint .*evil.pth.*Unpickl'):
         load_state_dict_file(path)
+
+
+@pytest.fixture(scope='module')
+def sam2_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny SAM 2.1 checkpoint in the official layout, encoder only, and as a Hugging Face Sam2Model."""
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp('sam2')
+    state = official_checkpoint(root / 'sam2.1_hiera_tiny.pt')
+    encoder = {k[len('image_encoder.') :]: v for k, v in state.items() if k.startswith('image_encoder.')}
+    torch.save(encoder, root / 'sam2.1_encoder.pth')
+    hf = {k: v.clone().contiguous() for k, v in hf_sam2_model().state_dict().items()}
+    save_file(hf, str(root / 'sam2.1_hf.safetensors'))
+    return {p.name: p for p in root.iterdir()}
+
+
+@pytest.mark.parametrize('name', ['sam2.1_hiera_tiny.pt', 'sam2.1_encoder.pth', 'sam2.1_hf.safetensors'])
+@pytest.mark.parametrize('part', ['encoder', 'head', 'segmentor'])
+def test_a_sam2_checkpoint_for_a_sam_vit_config_is_named_as_one(sam2_files, name, part):
+    """SAM ViT parts refuse SAM 2 weights saying so and naming the family that reads them (SAM2Hiera
+    refuses SAM 1 weights the same way)."""
+    path = str(sam2_files[name])
+    build = {
+        'encoder': lambda: SAMViT(arch=TINY_ARCH, img_size=TINY_IMG, checkpoint=path),
+        'head': lambda: SAMMaskDecoderHead(
+            num_classes=2,
+            out_channels=1,
+            threshold=0.5,
+            checkpoint=path,
+            **TINY_HEAD,
+            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
+        ),
+        'segmentor': lambda: tiny_segmentor(path),
+    }[part]
+    with pytest.raises(
+        ValueError,
+        match=rf'checkpoint {re.escape(path)}: this looks like a SAM 2 checkpoint \(keys such as \[.*\]\), '
+        r'not a SAM 1 ViT one: use it with a SAM 2 config \(backbone SAM2Hiera with SAM2MaskDecoderHead',
+    ):
+        build()
+
+
+def test_frozen_fingerprint_sees_every_bit_name_shape_and_dtype():
+    gen = torch.Generator().manual_seed(0)
+    base = {'a.weight': torch.randn(3, 4, generator=gen), 'b.bias': torch.randn(4, generator=gen)}
+    fingerprint = frozen_fingerprint(base)
+    assert re.fullmatch(r'sha256:[0-9a-f]{64}', fingerprint)
+    assert frozen_fingerprint(dict(reversed(base.items()))) == fingerprint  # name order, not dict order
+    column_major = base['a.weight'].t().contiguous().t()  # the same values in another memory layout
+    assert frozen_fingerprint(dict(base, **{'a.weight': column_major})) == fingerprint
+    one_bit = base['a.weight'].clone()
+    one_bit.view(torch.int32)[2, 3] ^= 1  # the last bit of one float
+    variants = {
+        'one bit': dict(base, **{'a.weight': one_bit}),
+        'a name': {'a.weight2': base['a.weight'], 'b.bias': base['b.bias']},
+        'a shape': dict(base, **{'a.weight': base['a.weight'].reshape(4, 3)}),
+        'a dtype': dict(base, **{'b.bias': base['b.bias'].view(torch.int32)}),  # the same bytes
+        'a tensor less': {'a.weight': base['a.weight']},
+    }
+    assert all(frozen_fingerprint(v) != fingerprint for v in variants.values())
+    assert frozen_fingerprint({'m': torch.tensor([True, False]), 'h': torch.ones(2, dtype=torch.bfloat16)})
