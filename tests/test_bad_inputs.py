@@ -32,6 +32,7 @@ from mmseg_sam.datasets import CheckedSegDataset, generate_synthetic_dataset
 from mmseg_sam.engine import PortableAmpOptimWrapper
 from mmseg_sam.engine.hooks import SAMCheckpointHook, check_head_fits_dataset
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, load_tool
+from tests.tools.test_infer_prompted import folder_with_an_empty_image, infer_argv
 from tests.user_data import write_configs, write_user_data
 
 
@@ -681,6 +682,150 @@ CASES = [
     # prompted: COCO exports of labelling tools (CVAT, Label Studio, Roboflow)
     # prompted: instance maps and prompt files
     # prompted: tools/infer.py
+    (
+        'prompt file: a box of 3 numbers (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py', *infer_argv(ctx, '--boxes', {'{0}': [[4, 6, 40]], '{1}': [[1, 1, 9, 9]]})
+        ),
+        ToolFailed,
+        r"--boxes file .*boxes\.json, image '\d+\.png', box 0: a box is \[x0, y0, x1, y1\], 4 numbers; got 3 "
+        r'\(a list, \[4, 6, 40\]\)',
+    ),
+    (
+        'prompt file: a flat point list (tools/infer.py)',
+        lambda ctx: _tool('tools/infer.py', *infer_argv(ctx, '--points', {'{0}': [10, 12], '{1}': [[5, 5]]})),
+        ToolFailed,
+        r"--points file .*points\.json, image '\d+\.png': expected a list of points \[\[x, y\] or \[x, y, label\], "
+        r'\.\.\.\] .*got a flat list of numbers: one point is written \[\[10, 12\]\]',
+    ),
+    (
+        'prompt file: numbers as strings (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(ctx, '--boxes', {'{0}': [['4', '6', '40', '50']], '{1}': [[1, 1, 9, 9]]}),
+        ),
+        ToolFailed,
+        r"--boxes file .*boxes\.json, image '\d+\.png', box 0: expected a box \[x0, y0, x1, y1\] of numbers, got a "
+        r'string, "4"',
+    ),
+    (
+        'prompt file: an object where a list belongs (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(ctx, '--boxes', {'{0}': {'box': [4, 6, 40, 50]}, '{1}': [[1, 1, 9, 9]]}),
+        ),
+        ToolFailed,
+        r"--boxes file .*boxes\.json, image '\d+\.png': expected a list of boxes \[\[x0, y0, x1, y1\], \.\.\.\], got "
+        r'an object, \{"box": \[4, 6, 40, 50\]\}',
+    ),
+    (
+        'prompt file: a list, not an object of images (tools/infer.py)',
+        lambda ctx: _tool('tools/infer.py', *infer_argv(ctx, '--boxes', [[4, 6, 40, 50]])),
+        ToolFailed,
+        r'--boxes file .*boxes\.json must be a JSON object mapping image file names to prompts, \{"0001\.png": '
+        r'\.\.\.\}; got a list, \[\[4, 6, 40, 50\]\]',
+    ),
+    (
+        'prompt file: an empty list of boxes (tools/infer.py)',
+        lambda ctx: _tool('tools/infer.py', *infer_argv(ctx, '--boxes', {'{0}': [], '{1}': [[1, 1, 9, 9]]})),
+        ToolFailed,
+        r"--boxes file .*boxes\.json, image '\d+\.png': the list of boxes is empty; give at least one box",
+    ),
+    (
+        'prompt file: NaN in a box (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(ctx, '--boxes', {'{0}': [[4, float('nan'), 40, 50]], '{1}': [[1, 1, 9, 9]]}),
+        ),
+        ToolFailed,
+        r"--boxes file .*boxes\.json, image '\d+\.png', box 0: nan is not a finite number",
+    ),
+    (
+        'prompt file: point label 2 (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py', *infer_argv(ctx, '--points', {'{0}': [[10, 12, 2]], '{1}': [[5, 5]]})
+        ),
+        ToolFailed,
+        r"--points file .*points\.json, image '\d+\.png', point 0: point label 2\.0 must be 1 \(positive\) or 0 "
+        r'\(negative\)',
+    ),
+    (
+        'prompt files: boxes and point lists do not pair up (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(
+                ctx,
+                '--boxes',
+                {'{0}': [[4, 6, 40, 50], [30, 10, 78, 60]], '{1}': [[1, 1, 9, 9]]},
+                '--points',
+                {'{0}': [[10, 12]], '{1}': [[5, 5]]},
+            ),
+        ),
+        ToolFailed,
+        r"image '\d+\.png': 2 boxes \(--boxes file .*boxes\.json\) and 1 point lists \(--points file "
+        r'.*points\.json\); give one point list per box',
+    ),
+    (
+        'prompt file: an image not among the inputs (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(
+                ctx,
+                '--boxes',
+                {'{0}': [[4, 6, 40, 50]], '{1}': [[1, 1, 9, 9]], 'IMG_0042.png': [[1, 1, 9, 9]]},
+            ),
+        ),
+        ToolFailed,
+        r'--boxes file .*boxes\.json names 1 image\(s\) that are not among the 2 input images \(\d+\.png, '
+        r'\d+\.png\): "IMG_0042\.png"',
+    ),
+    (
+        'prompt file: image paths as keys (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(ctx, '--boxes', {'img_dir/val/{0}': [[4, 6, 40, 50]], '{1}': [[1, 1, 9, 9]]}),
+        ),
+        ToolFailed,
+        r'keys are file names, not paths: write "\d+\.png" for "img_dir/val/\d+\.png"',
+    ),
+    (
+        'prompt file: 65536 objects in an image (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *infer_argv(ctx, '--boxes', {'{0}': [[1, 1, 9, 9]] * 65536, '{1}': [[1, 1, 9, 9]]}),
+        ),
+        ToolFailed,
+        r"image '\d+\.png' \(--boxes file .*boxes\.json\): 65536 objects; at most 65535 fit the 16-bit label map",
+    ),
+    (
+        'box past the last pixel, x1 = W (tools/infer.py)',
+        lambda ctx: _tool('tools/infer.py', *infer_argv(ctx, '--boxes', '4,6,80,50')),
+        ToolFailed,
+        r"--boxes, image '\d+\.png', object 0: box \[4\.0, 6\.0, 80\.0, 50\.0\] does not fit the 80x64 \(WxH\) image: "
+        r'expected 0 <= x0 <= x1 <= 79 and 0 <= y0 <= y1 <= 63',
+    ),
+    (
+        'box starting with a minus sign (tools/infer.py)',
+        lambda ctx: _tool('tools/infer.py', *infer_argv(ctx, '--boxes', '-3,4,10,12')),
+        ToolFailed,
+        r'box \[-3\.0, 4\.0, 10\.0, 12\.0\] does not fit the 80x64 \(WxH\) image: expected 0 <= x0',
+    ),
+    (
+        'empty image file (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py', *infer_argv(ctx, '--boxes', '4,6,40,50', inputs=folder_with_an_empty_image(ctx))
+        ),
+        ToolFailed,
+        r'image file .*images/empty\.png is empty \(0 bytes\)',
+    ),
+    (
+        'a scores.json that is not JSON in --out-dir (tools/infer.py)',
+        lambda ctx: _tool(
+            'tools/infer.py', *infer_argv(ctx, '--boxes', '4,6,40,50', scores_json='{"a.png": [0.9],')
+        ),
+        ToolFailed,
+        r'out/scores\.json exists but is not JSON \(.*\); new scores would replace it: move it away',
+    ),
     # prompted: checkpoints
     # prompted: pipelines, tools/train.py and tools/test.py
 ]

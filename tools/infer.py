@@ -29,12 +29,21 @@ coordinates of each original image:
   (one object per list); with both files, object ``j`` of an image gets box ``j`` and
   point list ``j``.
 
+Coordinates are pixel indices of the original image, ``x1`` / ``y1`` inclusive (the
+project's tight boxes): ``0 <= x0 <= x1 <= W - 1``, ``0 <= y0 <= y1 <= H - 1``
+(``x0 == x1`` is a one-pixel-wide box), points ``0 <= x <= W - 1``, ``0 <= y <= H - 1``.
+
 A prompted model writes ``masks/<name>.png`` with 0 background and ``j + 1`` for object
-``j`` (where objects overlap, the higher predicted IoU on top), ``overlays/<name>.png``
-with each object in its own colour and the prompts drawn (boxes; positive points green,
-negative red), and ``scores.json``: each object's predicted IoU. A prompt file naming an
-image that is not among the inputs, an input without prompts, a box or point outside its
-image, or prompts given to a prompt-free model is an error naming them.
+``j`` (where objects overlap, the higher predicted IoU on top; an 8-bit PNG, 16-bit for
+an image of more than 255 objects), ``overlays/<name>.png`` with each object in its own
+colour and the prompts drawn (boxes; positive points green, negative red), and
+``scores.json``: ``{"<image file name>": [predicted IoU of each object]}``. Runs into one
+``DIR`` add to ``scores.json`` (an image segmented again replaces its entry, and the tool
+says which; the file is replaced atomically). Every prompt is checked against every image
+before the first output is written: a malformed value (naming the file, the image and the
+value), a prompt file naming an image that is not among the inputs, an input without
+prompts, a box or point outside its image, an empty or unreadable image file, or prompts
+given to a prompt-free model is an error.
 
 CHECKPOINT may be trainable-only (SAMCheckpointHook's default): the frozen weights
 come from the config's ``model.sam_checkpoint``. The checkpoint keys are checked
@@ -43,7 +52,7 @@ the checkpoint's ``dataset_meta``, else from the config's test dataset.
 """
 
 import argparse
-import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,12 +60,32 @@ from typing import Any
 import numpy as np
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.structures import InstanceData
 from mmengine.utils import ProgressBar
 from PIL import Image
 
 import mmseg_sam  # noqa: F401  (registers SAM models; allow-lists checkpoint classes)
 from mmseg_sam.apis import SAMSegInferencer, list_images, save_index_mask
+from mmseg_sam.apis.instance_outputs import read_scores, save_instance_map, write_scores
+from mmseg_sam.apis.user_prompts import ImagePrompts, parse_prompts, read_image_size
+
+_NEGATIVE_LIST = re.compile(r'^-\.?\d[^,]*(,[^,]*)+$')  # '-3,4,10,12': numbers, not an option
+
+
+def keep_negative_values(argv: list[str]) -> list[str]:
+    """Mark ``--boxes`` / ``--points`` values that start with a minus sign as values.
+
+    argparse takes any word starting with ``-`` for an option (``--boxes -3,4,10,12``
+    would end the option's values); a leading space makes it a value again, and the
+    coordinate check then names it. ``--boxes=-3,4,10,12`` needs no help.
+    """
+    out, option = [], None
+    for word in argv:
+        if word.startswith('--'):
+            option = word.split('=', 1)[0]
+        elif option in ('--boxes', '--points') and _NEGATIVE_LIST.match(word):
+            word = f' {word}'
+        out.append(word)
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs='+',
         help='prompted models: x,y[,label] points (one object) or a JSON file per image',
     )
-    return parser.parse_args(argv)
+    return parser.parse_args(keep_negative_values(sys.argv[1:] if argv is None else list(argv)))
 
 
 def check_args(args: argparse.Namespace) -> str:
@@ -117,10 +146,15 @@ def output_names(paths: list[Path]) -> list[str]:
 
 
 def infer(args: argparse.Namespace) -> int:
-    """Run the model on every input and write the outputs; returns the image count."""
+    """Run the model on every input and write the outputs; returns the image count.
+
+    Every input is checked before the first output is written: the images can be read,
+    and with a prompted model every prompt parses and lies inside its image.
+    """
     device = check_args(args)
     paths = list_images(args.inputs)
     names = output_names(paths)
+    sizes = {path: read_image_size(path) for path in paths}  # (H, W); refuses empty and unreadable files
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -133,14 +167,17 @@ def infer(args: argparse.Namespace) -> int:
     if prompted:
         if not (args.boxes or args.points):
             raise ValueError(f'{args.config} is a prompted model: give --boxes and / or --points')
-        prompts = read_prompts(args.boxes, args.points, paths)
+        prompts = parse_prompts(args.boxes, args.points, [p.name for p in paths])
+        for path in paths:
+            prompts[path.name].check_inside(*sizes[path])
+        earlier = read_scores(Path(args.out_dir) / 'scores.json')
         pipeline = cfg.test_dataloader.dataset.pipeline  # no instances at inference: pack the image only
         cfg.test_dataloader.dataset.pipeline = [
             dict(step, type='PackSegInputs') if step.get('type') == 'PackPromptedSegInputs' else step
             for step in pipeline
         ]
         inferencer = SAMSegInferencer(model=cfg, weights=args.checkpoint, device=device)
-        return infer_prompted(inferencer, paths, names, prompts, args)
+        return infer_prompted(inferencer, paths, names, prompts, sizes, earlier, args)
     inferencer = SAMSegInferencer(model=cfg, weights=args.checkpoint, device=device)
     meta = inferencer.model.dataset_meta
     visualizer = inferencer.visualizer
@@ -172,180 +209,67 @@ def infer(args: argparse.Namespace) -> int:
     return done
 
 
-def _numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(',')]
-    except ValueError:
-        values = []
-    if len(values) not in count:
-        raise ValueError(
-            f'{what} {text!r} is neither a file nor {" or ".join(str(c) for c in count)} numbers'
-        )
-    return values
-
-
-def _read_json(path: str, what: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f'{what} file {path} is not JSON: {err}') from err
-    if not isinstance(data, dict):
-        raise ValueError(
-            f'{what} file {path} must map image file names to prompts, got {type(data).__name__}'
-        )
-    return data
-
-
-def _point_objects(value: Any, where: str) -> list[list[list[float]]]:
-    """A point entry as objects: ``[[x, y, l], ...]`` is one object, ``[[[x, y, l], ...], ...]`` several."""
-    if not isinstance(value, list) or not value:
-        raise ValueError(
-            f'{where}: expected a list of [x, y, label] points (or of such lists), got {value!r}'
-        )
-    objects = value if isinstance(value[0], list) and value[0] and isinstance(value[0][0], list) else [value]
-    for points in objects:
-        for point in points:
-            if not isinstance(point, list) or len(point) not in (2, 3):
-                raise ValueError(f'{where}: a point is [x, y] or [x, y, label], got {point!r}')
-    return [[[*p[:2], p[2] if len(p) == 3 else 1] for p in points] for points in objects]
-
-
-def read_prompts(
-    boxes: list[str] | None, points: list[str] | None, paths: list[Path]
-) -> dict[str, list[dict[str, Any]]]:
-    """Objects per input file name from ``--boxes`` / ``--points`` (see the module docstring).
-
-    Returns:
-        dict: file name -> objects, each ``{'box': [x0, y0, x1, y1]}`` and / or
-        ``{'points': [[x, y, label], ...]}``.
-
-    Raises:
-        ValueError: a malformed value, a file naming an image that is not an input, an input
-            without prompts, or box and point lists that do not pair up.
-    """
-    files = {p.name for p in paths}
-
-    def per_image(values: list[str] | None, what: str, literal: Any) -> dict[str, list] | None:
-        if not values:
-            return None
-        if len(values) == 1 and Path(values[0]).is_file():
-            data = _read_json(values[0], what)
-            unknown = sorted(set(data) - files)
-            if unknown:
-                raise ValueError(
-                    f'{what} file {values[0]} names {unknown}, which are not among the {len(files)} input images'
-                )
-            return data
-        if any(Path(v).suffix == '.json' for v in values):
-            missing = [v for v in values if Path(v).suffix == '.json' and not Path(v).is_file()]
-            raise FileNotFoundError(f'{what} file not found: {missing}')
-        return {name: literal(values) for name in files}
-
-    box_lists = per_image(boxes, '--boxes', lambda vs: [_numbers(v, (4,), 'box') for v in vs])
-    point_lists = per_image(
-        points, '--points', lambda vs: [[[*_numbers(v, (2, 3), 'point'), 1][:3] for v in vs]]
-    )
-    out: dict[str, list[dict[str, Any]]] = {}
-    for name in sorted(files):
-        objects: list[dict[str, Any]] = []
-        name_boxes = None if box_lists is None else box_lists.get(name)
-        name_points = None if point_lists is None else point_lists.get(name)
-        if name_points is not None:
-            name_points = _point_objects(name_points, f'--points for {name}')
-        if name_boxes is not None and name_points is not None:
-            if len(name_boxes) != len(name_points):
-                raise ValueError(
-                    f'{name}: {len(name_boxes)} boxes and {len(name_points)} point lists; give one point list per '
-                    'box (object j gets box j and point list j)'
-                )
-            objects = [dict(box=b, points=p) for b, p in zip(name_boxes, name_points)]
-        elif name_boxes is not None:
-            objects = [dict(box=b) for b in name_boxes]
-        elif name_points is not None:
-            objects = [dict(points=p) for p in name_points]
-        if not objects:
-            raise ValueError(f'no prompt for input image {name}: every input needs its boxes or points')
-        out[name] = objects
-    return out
-
-
-def check_prompts(objects: list[dict[str, Any]], name: str, height: int, width: int) -> None:
-    """Refuse boxes and points outside the image (``width`` x ``height`` pixels) and bad labels."""
-    for j, obj in enumerate(objects):
-        if 'box' in obj:
-            if len(obj['box']) != 4:
-                raise ValueError(f'{name}, object {j}: a box is [x0, y0, x1, y1], got {obj["box"]}')
-            x0, y0, x1, y1 = obj['box']
-            if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-                raise ValueError(
-                    f'{name}, object {j}: box {obj["box"]} is not inside the {width}x{height} image with x0 < x1, '
-                    'y0 < y1 (pixel coordinates of the original image)'
-                )
-        for x, y, label in obj.get('points', []):
-            if not (0 <= x < width and 0 <= y < height):
-                raise ValueError(
-                    f'{name}, object {j}: point ({x}, {y}) is outside the {width}x{height} image'
-                )
-            if label not in (0, 1):
-                raise ValueError(
-                    f'{name}, object {j}: point label {label!r} must be 1 (positive) or 0 (negative)'
-                )
-
-
-def _prompt_data(objects: list[dict[str, Any]]) -> InstanceData:
-    """The objects as ``predict_with_prompts`` takes them (points padded with SAM's label -1)."""
-    data = InstanceData()
-    if all('box' in obj for obj in objects):
-        data.boxes = torch.tensor([obj['box'] for obj in objects], dtype=torch.float32)
-    elif any('box' in obj for obj in objects):
-        raise ValueError('give every object of an image a box, or none')
-    if any('points' in obj for obj in objects):
-        k = max(len(obj.get('points', [])) for obj in objects)
-        coords = torch.zeros(len(objects), k, 2)
-        labels = torch.full((len(objects), k), -1, dtype=torch.long)
-        for j, obj in enumerate(objects):
-            for i, (x, y, label) in enumerate(obj.get('points', [])):
-                coords[j, i] = torch.tensor([x, y])
-                labels[j, i] = int(label)
-        data.points, data.point_labels = coords, labels
-    return data
-
-
 def infer_prompted(
     inferencer: SAMSegInferencer,
     paths: list[Path],
     names: list[str],
-    prompts: dict[str, list[dict[str, Any]]],
+    prompts: dict[str, ImagePrompts],
+    sizes: dict[Path, tuple[int, int]],
+    earlier: dict[str, list[float]],
     args: argparse.Namespace,
 ) -> int:
-    """Segment each image's prompted objects; write masks, overlays (prompts drawn) and scores."""
+    """Segment each image's prompted objects; write masks, overlays (prompts drawn) and scores.
+
+    The scores of the images done are merged into ``scores.json`` also when a later image
+    fails (the error is raised after).
+    """
     model = inferencer.model
     out_dir = Path(args.out_dir)
+    scores_file = out_dir / 'scores.json'
     visualizer = inferencer.visualizer
-    scores_out: dict[str, list[float]] = {}
+    scores: dict[str, list[float]] = {}
+    deep: list[str] = []
     progress = ProgressBar(len(paths))
-    for path, name in zip(paths, names):
-        [batch] = list(inferencer.preprocess([str(path)], batch_size=1))
-        data = model.data_preprocessor(batch, False)
-        [sample] = data['data_samples']
-        height, width = sample.metainfo['ori_shape'][:2]
-        objects = prompts[path.name]
-        check_prompts(objects, path.name, height, width)
-        sample.prompts = _prompt_data(objects).to(data['inputs'].device)
-        [pred] = model.predict_with_prompts(data['inputs'], [sample])
-        save_index_mask(pred.pred_sem_seg.data, out_dir / 'masks' / name)
-        scores_out[path.name] = [round(float(s), 4) for s in pred.pred_instances.scores]
-        if not args.no_overlay:
-            draw_prompted(
-                visualizer,
-                inferencer.read_image(str(path)),
-                pred,
-                objects,
-                args.opacity,
-                out_dir / 'overlays' / name,
+    try:
+        for path, name in zip(paths, names):
+            [batch] = list(inferencer.preprocess([str(path)], batch_size=1))
+            data = model.data_preprocessor(batch, False)
+            [sample] = data['data_samples']
+            image_prompts = prompts[path.name]
+            shape = tuple(sample.metainfo['ori_shape'][:2])
+            if shape != sizes[path]:  # the loader turned the image otherwise than its header says
+                image_prompts.check_inside(*shape)
+            sample.prompts = image_prompts.instances().to(data['inputs'].device)
+            [pred] = model.predict_with_prompts(data['inputs'], [sample])
+            bits = save_instance_map(
+                pred.pred_sem_seg.data, len(image_prompts.objects), out_dir / 'masks' / name
             )
-        progress.update()
-    (out_dir / 'scores.json').write_text(json.dumps(scores_out, indent=1))
+            if bits == 16:
+                deep.append(name)
+            scores[path.name] = [round(float(s), 4) for s in pred.pred_instances.scores]
+            if not args.no_overlay:
+                draw_prompted(
+                    visualizer,
+                    inferencer.read_image(str(path)),
+                    pred,
+                    image_prompts.objects,
+                    args.opacity,
+                    out_dir / 'overlays' / name,
+                )
+            progress.update()
+    except BaseException:
+        if scores:
+            write_scores(scores_file, earlier, scores)
+            print(f'\nstopped after {len(scores)} of {len(paths)} images; their scores are in {scores_file}')
+        raise
+    replaced, kept = write_scores(scores_file, earlier, scores)
+    print(f'\n{scores_file}: {len(scores)} images written', end='')
+    if replaced:
+        shown = ', '.join(replaced[:10]) + (', ...' if len(replaced) > 10 else '')
+        print(f', replacing the scores and masks of {len(replaced)} from an earlier run ({shown})', end='')
+    print(f', {kept} kept from earlier runs' if kept else '')
+    if deep:
+        print(f'{len(deep)} masks hold more than 255 objects and are 16-bit PNGs: {", ".join(deep[:10])}')
     return len(paths)
 
 

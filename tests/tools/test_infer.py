@@ -268,6 +268,25 @@ def test_two_inputs_with_one_output_name_are_refused(multiclass_run, images, tmp
     assert f'would both be written as {Path(first).stem}.png' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    'content, message',
+    [
+        (b'', 'image file {} is empty (0 bytes)'),
+        (b'\x89PNG\r\n', 'cannot read image file {}: neither Pillow nor'),
+    ],
+)
+def test_an_unreadable_image_is_named_before_any_output(
+    multiclass_run, images, tmp_path, capsys, content, message
+):
+    folder = Path(next(iter(images))).parent
+    (folder / 'zz_broken.png').write_bytes(content)  # sorted last: found after the others would be written
+    out = tmp_path / 'out'
+    argv = [str(multiclass_run.cfg), str(multiclass_run.checkpoint), str(folder), '--out-dir', str(out)]
+    assert tool.main([*argv, '--device', 'cpu']) == 1
+    assert message.format(folder / 'zz_broken.png') in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['binary', 'multiclass'])
 def test_test_tool_show_dir_draws_every_image(trained_run, multiclass_run, tmp_path, kind):
