@@ -827,6 +827,77 @@ CASES = [
         r'out/scores\.json exists but is not JSON \(.*\); new scores would replace it: move it away',
     ),
     # prompted: checkpoints
+    (
+        'tools/test.py on the frozen weights of another SAM',
+        lambda ctx: _tool(
+            'tools/test.py',
+            *_trained(ctx)[::2],
+            '--work-dir',
+            ctx.tmp / 'test_medsam',
+            '--cfg-options',
+            f'model.sam_checkpoint={_sam_variant(ctx, "medsam_tiny.pth", lambda s: [v.add_(0.01) for v in s.values()])}',
+        ),
+        ValueError,
+        r"(?s)frozen weights differ .*SAM checkpoint \['.*sam_tiny\.pth'\] \(sha256:.*model\.sam_checkpoint "
+        r"\['.*medsam_tiny\.pth'\] .*--cfg-options allow_other_sam_checkpoint=True",
+    ),
+    (
+        'tools/infer.py on the frozen weights of another SAM',
+        lambda ctx: _tool(
+            'tools/infer.py',
+            *_trained(ctx)[::2],
+            _trained(ctx)[1] / 'images/val',
+            '--out-dir',
+            ctx.tmp / 'infer_medsam',
+            '--cfg-options',
+            f'model.sam_checkpoint={_sam_variant(ctx, "medsam_tiny.pth", lambda s: [v.add_(0.01) for v in s.values()])}',
+        ),
+        ToolFailed,
+        r"(?s)error: the frozen weights differ .*\['.*sam_tiny\.pth'\] .*\['.*medsam_tiny\.pth'\] "
+        r'.*allow_other_sam_checkpoint=True',
+    ),
+    (
+        'load_from on the frozen weights of another SAM (tools/train.py)',
+        lambda ctx: _tool(
+            'tools/train.py',
+            _trained(ctx)[0],
+            '--work-dir',
+            ctx.tmp / 'load_medsam',
+            '--cfg-options',
+            f'load_from={_trained(ctx)[2]}',
+            f'model.sam_checkpoint={_sam_variant(ctx, "medsam_tiny.pth", lambda s: [v.add_(0.01) for v in s.values()])}',
+        ),
+        ValueError,
+        r"(?s)frozen weights differ .*\['.*sam_tiny\.pth'\] .*\['.*medsam_tiny\.pth'\] .*allow_other_sam_checkpoint",
+    ),
+    (
+        '--resume on the frozen weights of another SAM (tools/train.py)',
+        lambda ctx: _tool(
+            'tools/train.py',
+            _trained(ctx)[0],
+            '--work-dir',
+            ctx.tmp / 'resume_medsam',
+            '--resume',
+            '--cfg-options',
+            f'load_from={_trained(ctx)[2]}',
+            f'model.sam_checkpoint={_sam_variant(ctx, "medsam_tiny.pth", lambda s: [v.add_(0.01) for v in s.values()])}',
+        ),
+        ValueError,
+        r"(?s)frozen weights differ .*\['.*sam_tiny\.pth'\] .*\['.*medsam_tiny\.pth'\] .*allow_other_sam_checkpoint",
+    ),
+    (
+        'allow_other_sam_checkpoint not a bool (tools/test.py)',
+        lambda ctx: _tool(
+            'tools/test.py',
+            *_trained(ctx)[::2],
+            '--work-dir',
+            ctx.tmp / 'test_allow_yes',
+            '--cfg-options',
+            'allow_other_sam_checkpoint=yes',
+        ),
+        TypeError,
+        r"allow_other_sam_checkpoint must be True or False, got 'yes'",
+    ),
     # prompted: pipelines, tools/train.py and tools/test.py
 ]
 
