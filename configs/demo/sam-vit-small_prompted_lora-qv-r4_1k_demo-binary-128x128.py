@@ -55,7 +55,9 @@ test_pipeline = [
     dict(type='SamplePrompts', box_jitter='none', num_pos_points=1, seed=0),
     dict(type='PackPromptedSegInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+train_dataloader = dict(
+    sampler=dict(type='SeededInfiniteSampler', shuffle=True), dataset=dict(pipeline=train_pipeline)
+)
 val_dataloader = test_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 val_evaluator = test_evaluator = dict(_delete_=True, type='InteractiveSegMetric')
 optim_wrapper = dict(optimizer=dict(lr=1e-3))

@@ -18,6 +18,7 @@ from .instance_ids import LoadInstanceIdAnnotations
 from .instances import GenerateInstances, image_rng, masks_to_boxes
 from .packing import PackPromptedSegInputs
 from .prompts import SamplePrompts
+from .seeded import DrawKeyedDatasetMixin, DrawKeyedIndex, SeededDefaultSampler, SeededInfiniteSampler
 from .synthetic import generate_synthetic_dataset
 from .trans10k import Trans10KV1Dataset, Trans10KV2Dataset
 from .transforms import CheckSegSample
@@ -47,6 +48,10 @@ __all__ = [
     'GenerateInstances',
     'SamplePrompts',
     'PackPromptedSegInputs',
+    'DrawKeyedDatasetMixin',
+    'DrawKeyedIndex',
+    'SeededDefaultSampler',
+    'SeededInfiniteSampler',
     'image_rng',
     'masks_to_boxes',
 ]

@@ -9,6 +9,7 @@ from mmcv.transforms import Compose
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
+from .seeded import DrawKeyedDatasetMixin
 from .transforms import CheckSegSample, check_8_bit, reads_8_bit_only
 from .transforms.roles import is_annotation_step
 
@@ -44,7 +45,7 @@ def guard_pipeline(pipeline: Compose) -> bool:
 
 
 @DATASETS.register_module()
-class CheckedSegDataset(BaseSegDataset):
+class CheckedSegDataset(DrawKeyedDatasetMixin, BaseSegDataset):
     """:class:`~mmseg.datasets.BaseSegDataset` that checks its folders and every sample it loads.
 
     Use it as ``type='CheckedSegDataset'`` (with ``metainfo``) for your own

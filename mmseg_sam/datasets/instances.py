@@ -45,12 +45,14 @@ def check_seed(seed: object) -> None:
 def image_rng(seed: int | None, results: dict[str, Any]) -> np.random.Generator:
     """The random generator of one sample, by the project's seed rule.
 
-    - ``seed=None``: a generator seeded by one draw from numpy's global RNG.
-      MMEngine seeds that RNG in the main process and in every dataloader worker
-      (``randomness=dict(seed=...)``; its ``worker_init_fn`` seeds worker ``i``
-      of rank ``r`` with ``seed + num_workers * r + i``), so a training run is
-      reproducible under a fixed seed and workers, epochs and samples all draw
-      differently.
+    - ``seed=None``: a generator seeded by one draw from numpy's global RNG. Under
+      :class:`~mmseg_sam.datasets.SeededDefaultSampler` or
+      :class:`~mmseg_sam.datasets.SeededInfiniteSampler` (the prompted configs'
+      training samplers) the dataset seeds that RNG from the sample's draw key (the
+      seed, the epoch or pass, the sample's position in it) while it loads the
+      sample, so the draws are the same whatever the number of workers and after a
+      resume, and differ between epochs. Under MMEngine's samplers they come from
+      the RNG MMEngine seeds once per worker (``seed + num_workers * rank + i``).
     - ``seed=int``: ``np.random.default_rng([seed, zlib.crc32(name)])`` where
       ``name`` is the image's file name (the last component of ``img_path``, or of
       ``seg_map_path`` where there is no image path). The draws then depend only on

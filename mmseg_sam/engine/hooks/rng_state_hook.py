@@ -9,6 +9,7 @@ import torch
 from mmengine.dist import all_gather_object, get_rank, get_world_size
 from mmengine.hooks import CheckpointHook, Hook
 from mmseg.registry import HOOKS
+from torch.utils.data import DataLoader
 
 __all__ = ['RNGStateHook', 'capture_rng_states', 'restore_rng_states']
 
@@ -104,12 +105,30 @@ class RNGStateHook(Hook):
     - keeps validation from consuming the training streams (states are saved before
       and restored after each validation), so that the training's random numbers do
       not depend on when it is validated, and a resumed run, which does not repeat
-      the validation that followed the checkpoint, stays in step.
+      the validation that followed the checkpoint, stays in step;
+    - gives the training dataloader a generator of its own (seeded from the run's
+      seed and the rank) for the base seed that PyTorch draws each time an iterator
+      over it is created: otherwise that draw comes from the main process's torch
+      stream once per epoch with ``num_workers=0`` or non-persistent workers, once
+      per run with persistent ones, and once more in a resumed epoch-based run, so the
+      model's random numbers would depend on the worker settings and on the resume.
 
-    With a fixed seed on CPU, a run killed and resumed ends with the same parameters
-    as an uninterrupted one. Loading a checkpoint with ``load_from`` (without resume)
-    leaves the generators as seeded. A resume with another number of processes keeps
-    the seeded states, with a warning.
+    These are the main process's streams. Random transforms in dataloader workers
+    (``num_workers > 0``) draw from the workers' streams, which no checkpoint holds.
+    An ``IterBasedTrainLoop``'s replay loads the trained batches again through the
+    workers in the same order, which brings those streams back to where they were. An
+    ``EpochBasedTrainLoop`` resumes with fresh workers: their draws follow the run only
+    with a sampler that keys each sample's draws (:class:`~mmseg_sam.datasets.SeededDefaultSampler`,
+    :class:`~mmseg_sam.datasets.SeededInfiniteSampler`), and the hook warns on such a
+    resume with another sampler. The seeded samplers also make the draws independent
+    of the number of workers.
+
+    With a fixed ``randomness.seed`` on CPU, a run killed and resumed ends with the
+    same parameters as an uninterrupted one (a resume without a fixed seed is warned
+    about: MMEngine builds the dataloader with a new seed before it reads the
+    checkpoint's). Loading a checkpoint with ``load_from`` (without resume) leaves the
+    generators as seeded. A resume with another number of processes keeps the seeded
+    states, with a warning.
     """
 
     priority = 'LOW'  # after_train_iter runs before CheckpointHook's (VERY_LOW)
@@ -183,8 +202,12 @@ class RNGStateHook(Hook):
         self._pending = dict(saved, iter=checkpoint.get('meta', {}).get('iter'))
 
     def before_train(self, runner) -> None:
-        pending, self._pending = self._pending, None
         loop = runner.train_loop
+        loader = getattr(loop, 'dataloader', None)
+        if isinstance(loader, DataLoader) and loader.generator is None:
+            # the iterators' base seeds: not from the main process's stream (see the class docstring)
+            loader.generator = torch.Generator().manual_seed(int(runner.seed) + get_rank())
+        pending, self._pending = self._pending, None
         if pending is None or not loop.iter or pending['iter'] != loop.iter:
             return  # not a resume (load_from, or a checkpoint without RNG states)
         world_size = get_world_size()
@@ -195,12 +218,34 @@ class RNGStateHook(Hook):
             )
             return
         states = pending['states'][get_rank()]
+        cfg = getattr(runner, 'cfg', None)
+        if cfg is not None and (cfg.get('randomness') or {}).get('seed') is None:
+            runner.logger.warning(
+                'RNGStateHook: the config sets no randomness.seed: MMEngine built the training dataloader '
+                "with this run's new random seed before it read the checkpoint's, so the resumed run "
+                "shuffles (and keys the samples' draws) differently from the interrupted one. Set "
+                'randomness=dict(seed=...) for a resume equal to an uninterrupted run'
+            )
 
         def restore() -> None:
             restore_rng_states(states)
-            runner.logger.info(f'RNGStateHook: restored the RNG states of iteration {loop.iter}')
+            runner.logger.info(
+                f"RNGStateHook: restored the RNG states of iteration {loop.iter} (the main process's)"
+            )
 
         if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop: after its replay of loop.iter batches
+            # the replay loads the trained batches again, through the workers in the same order, so the
+            # workers' streams too end where the interrupted run's were
             loop.dataloader_iterator = _RestoreAfter(loop, loop.dataloader_iterator, loop.iter, restore)
-        else:
-            restore()
+            return
+        restore()
+        if isinstance(loader, DataLoader) and loader.num_workers > 0:
+            sampler = getattr(loader.batch_sampler, 'sampler', loader.sampler)
+            if not getattr(sampler, 'keys_draws', False):
+                runner.logger.warning(
+                    f'RNGStateHook: the random transforms run in {loader.num_workers} dataloader workers, which '
+                    'start afresh in the resumed epoch (no checkpoint holds their streams), and the sampler '
+                    f"{type(sampler).__name__} does not key the samples' draws: the resumed run draws other "
+                    'flips, crops and prompts than the interrupted one would have. Use SeededDefaultSampler '
+                    '(mmseg_sam.datasets) for a resume equal to an uninterrupted run'
+                )
