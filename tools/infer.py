@@ -37,7 +37,7 @@ A prompted model writes ``masks/<name>.png`` with 0 background and ``j + 1`` for
 ``j`` (where objects overlap, the higher predicted IoU on top; an 8-bit PNG, 16-bit for
 an image of more than 255 objects), ``overlays/<name>.png`` with each object in its own
 colour and the prompts drawn (boxes; positive points green, negative red), and
-``scores.json``: ``{"<image file name>": [predicted IoU of each object]}``. Runs into one
+``scores.json``: ``{"<image file name>": [predicted IoU of each object]}``. Runs into the same
 ``DIR`` add to ``scores.json`` (an image segmented again replaces its entry, and the tool
 says which; the file is replaced atomically). Every prompt is checked against every image
 before the first output is written: a malformed value (naming the file, the image and the

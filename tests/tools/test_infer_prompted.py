@@ -15,6 +15,7 @@ from mmseg.structures import SegDataSample
 from PIL import Image
 
 from mmseg_sam.apis import load_checkpoint
+from mmseg_sam.apis.instance_outputs import read_scores, write_scores
 from mmseg_sam.datasets import generate_synthetic_dataset
 from tests.conftest import run_tool, tiny_segmentor_cfg
 from tests.tools.test_prompted_tools import prompted_config
@@ -283,3 +284,34 @@ def test_a_box_with_a_minus_sign_is_named(tmp_path, trained, capsys, options):
     assert 'box [-3.0, 4.0, 10.0, 12.0] does not fit the 80x64 (WxH) image: expected 0 <= x0' in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.slow
+def test_prompts_are_checked_against_the_image_as_loaded_exif_turned(tmp_path, trained, capsys):
+    """A phone photo stored 80 x 64 with EXIF orientation 6 is loaded turned, 64 wide and 80 high."""
+    cfg, ckpt, _ = trained
+    photo = tmp_path / 'photo.jpg'
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(
+        photo, exif=exif
+    )
+    assert _infer(cfg, ckpt, [photo], tmp_path / 'out', '--boxes', '2,3,60,75') == 0
+    assert np.array(Image.open(tmp_path / 'out/masks/photo.png')).shape == (80, 64)
+    assert _infer(cfg, ckpt, [photo], tmp_path / 'raw', '--boxes', '2,3,75,60') == 1
+    assert 'does not fit the 64x80 (WxH) image' in capsys.readouterr().err
+    assert not (tmp_path / 'raw').exists()
+
+
+def test_scores_merge_by_mask_and_leave_no_temporary_file(tmp_path):
+    scores = tmp_path / 'scores.json'
+    scores.write_text(json.dumps({'a.png': [0.5], 'b.png': [0.6]}))
+    replaced, kept = write_scores(
+        scores, read_scores(scores), {'a.jpg': [0.7, 0.8]}
+    )  # writes masks/a.png again
+    assert (replaced, kept) == (['a.png'], 1)
+    assert json.loads(scores.read_text()) == {'a.jpg': [0.7, 0.8], 'b.png': [0.6]}
+    assert [p.name for p in tmp_path.iterdir()] == ['scores.json']
+    scores.write_text('[0.5]')
+    with pytest.raises(ValueError, match=r'scores\.json exists but is not a scores file'):
+        read_scores(scores)
