@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmseg.registry import MODELS
 
 from mmseg_sam.models.backbones import SAMViT
 from mmseg_sam.models.decode_heads import SAMMaskDecoderHead
@@ -15,7 +16,15 @@ from mmseg_sam.utils.checkpoint import (
     load_state_dict_file,
     to_sam_state_dict,
 )
-from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, perturb_, tiny_segmentor, tiny_segmentor_cfg
+from tests.conftest import (
+    TINY_ARCH,
+    TINY_HEAD,
+    TINY_IMG,
+    perturb_,
+    tiny_prompted_cfg,
+    tiny_segmentor,
+    tiny_segmentor_cfg,
+)
 from tests.models.sam2_fixtures import hf_sam2_model, official_checkpoint
 
 
@@ -188,7 +197,7 @@ def sam2_files(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize('name', ['sam2.1_hiera_tiny.pt', 'sam2.1_encoder.pth', 'sam2.1_hf.safetensors'])
-@pytest.mark.parametrize('part', ['encoder', 'head', 'segmentor'])
+@pytest.mark.parametrize('part', ['encoder', 'head', 'segmentor', 'prompted segmentor'])
 def test_a_sam2_checkpoint_for_a_sam_vit_config_is_named_as_one(sam2_files, name, part):
     """SAM ViT parts refuse SAM 2 weights saying so and naming the family that reads them (SAM2Hiera
     refuses SAM 1 weights the same way)."""
@@ -204,6 +213,7 @@ def test_a_sam2_checkpoint_for_a_sam_vit_config_is_named_as_one(sam2_files, name
             loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=True),
         ),
         'segmentor': lambda: tiny_segmentor(path),
+        'prompted segmentor': lambda: MODELS.build(tiny_prompted_cfg(path)),
     }[part]
     with pytest.raises(
         ValueError,
