@@ -32,6 +32,7 @@ from mmseg_sam.datasets import CheckedSegDataset, generate_synthetic_dataset
 from mmseg_sam.engine import PortableAmpOptimWrapper
 from mmseg_sam.engine.hooks import SAMCheckpointHook, check_head_fits_dataset
 from tests.conftest import TINY_ARCH, TINY_HEAD, TINY_IMG, load_tool
+from tests.datasets import bad_prompted_data as prompted_data
 from tests.tools.test_infer_prompted import folder_with_an_empty_image, infer_argv
 from tests.user_data import write_configs, write_user_data
 
@@ -680,7 +681,88 @@ CASES = [
         r'num_classes must be an int >= 2 .*got 1; for binary segmentation write num_classes=2, out_channels=1',
     ),
     # prompted: COCO exports of labelling tools (CVAT, Label Studio, Roboflow)
+    (
+        'CVAT rectangle: segmentation [] with a bbox',
+        prompted_data.cvat_rectangle,
+        ValueError,
+        r'(?s)1 of 5 annotations of .*instances_default\.json have an empty segmentation.*annotation 5 '
+        r"\(image .*images/scan_grey\.png, bbox \[18\.0, 2\.0, 9\.0, 6\.0\]\).*empty_segmentation='drop'",
+    ),
+    (
+        'CVAT project drawn with the brush only (iscrowd=1)',
+        prompted_data.cvat_brush_only,
+        ValueError,
+        r'of the 4 annotations of .*instances_default\.json, none gives an instance to train or score: 4 are '
+        r"crowd \(iscrowd=1\).*LoadCOCOInstances\(crowd='instance'\) makes each an instance",
+    ),
+    (
+        'Label Studio rectangle: segmentation []',
+        prompted_data.label_studio_rectangle,
+        ValueError,
+        r'(?s)annotations of .*result\.json have an empty segmentation.*annotation 3 \(image .*images/scan_grey\.png',
+    ),
+    (
+        'COCO image without height / width, its file unreadable',
+        prompted_data.coco_image_without_size_unreadable,
+        ValueError,
+        r'image 1 of .*instances_default\.json has no "height" and "width", and its file .*images/street\.jpg '
+        r'cannot be read',
+    ),
+    (
+        'COCO image file of 0 bytes',
+        prompted_data.coco_empty_image_file,
+        ValueError,
+        r'1 of 4 images of .*instances_default\.json are empty files \(0 bytes\): .*images/logo_rgba\.png',
+    ),
+    (
+        'COCO image without file_name',
+        prompted_data.coco_image_without_file_name,
+        ValueError,
+        r'annotations/instances\.json: images 2 have no "file_name"',
+    ),
+    (
+        'COCO JSON of 3 categories on a 2-class prompted head',
+        prompted_data.coco_categories_vs_prompted_head,
+        ValueError,
+        r'(?s)^(?!.*out_channels)model\.decode_head\.num_classes=2 but the train dataset has 4 classes '
+        r"\('background', 'cat', 'dog', 'bird'\) \(COCOInstanceSegDataset.*instances_default\.json.*"
+        r'model\.decode_head\.num_classes=4',
+    ),
+    (
+        'COCO empty_segmentation misspelt',
+        prompted_data.coco_empty_segmentation_option,
+        ValueError,
+        r"empty_segmentation must be one of \('error', 'drop'\), got 'skip'",
+    ),
     # prompted: instance maps and prompt files
+    (
+        'instance-id map painted in colours',
+        prompted_data.colour_instance_map,
+        ValueError,
+        r'ann/cell_007_instances\.png: an instance-id map must be a single-channel 8- or 16-bit image .*got '
+        r'uint8 of shape \(4, 6, 3\)',
+    ),
+    (
+        'RandomFlip after GenerateInstances',
+        prompted_data.flip_after_generate_instances,
+        ValueError,
+        r'(?s)mask .*ann_dir/train/00000\.png \(image .*img_dir/train/00000\.png\): a pipeline step after '
+        r'GenerateInstances moved the image and gt_seg_map but not the instance masks.*flip None -> True',
+    ),
+    (
+        'no instance in any training image (min_area)',
+        prompted_data.no_instance_in_any_training_image,
+        ValueError,
+        r'(?s)dropped \(returned None for\) 21 samples in a row, 2 distinct images of 2 \(.*img_dir/train/0000'
+        r"[01]\.png.*GenerateInstances\(on_empty='skip'\) drops every image without an instance of at least "
+        r'min_area=1000000 pixels',
+    ),
+    (
+        'image file of 0 bytes in an mmseg-layout dataset',
+        prompted_data.empty_image_file_in_a_prompted_dataset,
+        ValueError,
+        r'1 image or mask files of 2 samples are empty \(0 bytes\): .*img_dir/train/00001\.png',
+    ),
     # prompted: tools/infer.py
     (
         'prompt file: a box of 3 numbers (tools/infer.py)',

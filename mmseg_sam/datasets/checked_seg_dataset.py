@@ -57,6 +57,7 @@ class CheckedSegDataset(DrawKeyedDatasetMixin, BaseSegDataset):
 
     - the image folder does not exist, or holds no file ending in ``img_suffix``;
     - an image has no mask ``<name><seg_map_suffix>`` in the mask folder;
+    - an image or mask file is empty (0 bytes, e.g. an interrupted copy);
 
     and when a sample is loaded:
 
@@ -82,6 +83,7 @@ class CheckedSegDataset(DrawKeyedDatasetMixin, BaseSegDataset):
 
     def __init__(self, check_masks: bool = True, **kwargs: Any) -> None:
         self.check_masks = check_masks  # read by load_data_list, which BaseSegDataset.__init__ calls
+        self._dropped: set[int] = set()  # indices the pipeline returned None for, in one __getitem__
         super().__init__(**kwargs)
         self._reads_8bit_only = guard_pipeline(self.pipeline)
 
@@ -119,6 +121,20 @@ class CheckedSegDataset(DrawKeyedDatasetMixin, BaseSegDataset):
                 f'{name}: no image ending in {self.img_suffix!r} found in {source} ({self._where()}); '
                 f'check img_suffix or convert the dataset first (tools/dataset_converters/)'
             )
+        if local:
+            empty = [
+                path
+                for d in data_list
+                for path in (d['img_path'], d.get('seg_map_path'))
+                if path and osp.isfile(path) and osp.getsize(path) == 0
+            ]
+            if empty:
+                listed = ', '.join(empty[:_MAX_LISTED])
+                more = f' and {len(empty) - _MAX_LISTED} more' if len(empty) > _MAX_LISTED else ''
+                raise ValueError(
+                    f'{name}: {len(empty)} image or mask files of {len(data_list)} samples are empty (0 bytes): '
+                    f'{listed}{more}; copy them again or remove them'
+                )
         if local and self.check_masks and ann_dir:
             missing = [d for d in data_list if not osp.isfile(d['seg_map_path'])]
             if missing:
@@ -132,6 +148,45 @@ class CheckedSegDataset(DrawKeyedDatasetMixin, BaseSegDataset):
                 )
         return data_list
 
+    def drop_hint(self) -> str:
+        """What of this dataset's annotations gives no instance, for the message of :meth:`__getitem__`."""
+        return ''
+
+    def __getitem__(self, idx: int) -> Any:
+        """MMEngine's ``__getitem__``; where the pipeline drops every sample it draws, an error naming why.
+
+        In training MMEngine draws another sample when the pipeline returns None, and
+        after ``max_refetch`` draws raises "Cannot find valid image ... check your image
+        path", which names neither the images nor the step that dropped them.
+
+        Raises:
+            ValueError: naming the images dropped, the steps that drop samples and their
+                options (``GenerateInstances``'s ``min_area``, ``classes``; COCO's crowd
+                annotations).
+        """
+        self._dropped.clear()
+        try:
+            return super().__getitem__(idx)
+        except Exception as error:
+            if type(error) is not Exception or not str(error).startswith('Cannot find valid image'):
+                raise
+            steps = getattr(self.pipeline, 'transforms', ())
+            rules = [rule for step in steps if (rule := getattr(step, 'drop_rule', lambda: None)())]
+            cause = (
+                '; '.join(rules)
+                + f'. {self.drop_hint()}Lower min_area, check classes and background, or fix '
+                "the annotations; GenerateInstances(on_empty='keep') keeps such images with no instance"
+                if rules
+                else 'a pipeline step returns None for them (mmcv: LoadImageFromFile(ignore_empty=True) on '
+                'missing or empty files)'
+            )
+            files = [str(self.get_data_info(i)['img_path']) for i in sorted(self._dropped)[:_MAX_LISTED]]
+            raise ValueError(
+                f'{type(self).__name__}: the pipeline dropped (returned None for) {self.max_refetch + 1} samples '
+                f'in a row, {len(self._dropped)} distinct images of {len(self)} ({", ".join(files)}'
+                f'{" ..." if len(self._dropped) > _MAX_LISTED else ""}; {self._where()}): {cause}'
+            ) from error
+
     def prepare_data(self, idx: int) -> Any:
         """Run the pipeline on sample ``idx``; a failure names the sample's files.
 
@@ -144,7 +199,10 @@ class CheckedSegDataset(DrawKeyedDatasetMixin, BaseSegDataset):
         try:
             if self._reads_8bit_only and self.backend_args is None:
                 check_8_bit(self.get_data_info(idx)['img_path'])
-            return super().prepare_data(idx)
+            data = super().prepare_data(idx)
+            if data is None:
+                self._dropped.add(idx)
+            return data
         except Exception as error:
             info = self.get_data_info(idx)
             raise ValueError(

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 from mmcv.transforms import BaseTransform
+from mmengine.logging import MMLogger
 from mmseg.registry import DATASETS, TRANSFORMS
+from PIL import Image
 
 from .checked_seg_dataset import CheckedSegDataset
 from .instances import ENCODED_IDS, encode_instance_ids, sample_files
@@ -21,6 +23,27 @@ _MAX_LISTED = 5
 #: Labels 0 .. 254 fit the uint8 mask next to the ignore label 255.
 _MAX_CATEGORIES = 254
 _CROWD = ('ignore', 'instance', 'background')
+_EMPTY = ('error', 'drop')
+
+
+def _is_empty(segmentation: list | dict) -> bool:
+    """Whether a segmentation holds no pixel: no polygon point, or an RLE without a foreground run.
+
+    CVAT and Label Studio write rectangles (boxes) as ``segmentation: []``. A compressed
+    RLE (a string) counts as empty only when its string is; a malformed one is
+    reported, naming it, when the sample loads.
+    """
+    if isinstance(segmentation, list):
+        return all(isinstance(p, list) and not p for p in segmentation)
+    counts = segmentation.get('counts')
+    if isinstance(counts, list):  # uncompressed: background and foreground runs alternate
+        return not any(counts[1::2])
+    return not counts
+
+
+def _has_box(ann: dict) -> bool:
+    box = ann.get('bbox')
+    return isinstance(box, (list, tuple)) and len(box) == 4 and box[2] > 0 and box[3] > 0
 
 
 def _listed(items: Sequence[Any]) -> str:
@@ -32,9 +55,10 @@ def read_coco_json(path: str) -> dict[str, Any]:
     """Read and check a COCO instance JSON.
 
     Checked: the keys ``images``, ``annotations``, ``categories``; unique image and
-    category ids; every annotation's ``image_id`` among the images and
-    ``category_id`` among the categories; every ``segmentation`` a polygon list or
-    an RLE dict.
+    category ids; a ``file_name`` for every image; every annotation's ``image_id``
+    among the images and ``category_id`` among the categories; every
+    ``segmentation`` a polygon list or an RLE dict (a missing one counts as empty:
+    a box without a mask, see :class:`COCOInstanceSegDataset`).
 
     Args:
         path: the JSON file.
@@ -70,6 +94,9 @@ def read_coco_json(path: str) -> dict[str, Any]:
             f'{path} has {len(coco["categories"])} categories; at most {_MAX_CATEGORIES} fit a uint8 mask '
             'beside the background (0) and the ignore label (255)'
         )
+    unnamed = [image.get('id') for image in coco['images'] if not isinstance(image.get('file_name'), str)]
+    if unnamed:
+        raise ValueError(f'{path}: images {_listed(unnamed)} have no "file_name"')
     image_ids = {image['id'] for image in coco['images']}
     category_ids = [category['id'] for category in coco['categories']]
     no_image = [
@@ -89,10 +116,12 @@ def read_coco_json(path: str) -> dict[str, Any]:
             f'{path}: annotations with unknown category ids (categories: {category_ids}): '
             f'{_listed([f"annotation {a} -> category_id {c}" for a, c in unknown])}'
         )
-    bad = [a.get('id') for a in coco['annotations'] if not isinstance(a.get('segmentation'), (list, dict))]
+    bad = [
+        a.get('id') for a in coco['annotations'] if not isinstance(a.get('segmentation', []), (list, dict))
+    ]
     if bad:
         raise ValueError(
-            f'{path}: annotations {_listed(bad)} have no "segmentation" (a list of polygons or an RLE dict)'
+            f'{path}: the "segmentation" of annotations {_listed(bad)} is neither a list of polygons nor an RLE dict'
         )
     return coco
 
@@ -111,16 +140,31 @@ class COCOInstanceSegDataset(CheckedSegDataset):
     ``categories``: category ``categories[i]['id']`` has class index ``i + 1``, 0 is
     the background. Each entry of the data list carries its image's annotations
     (``instances``: ``ann_id``, ``label``, ``segmentation``, ``iscrowd``), the
-    image's ``height`` and ``width`` from the JSON, and no mask file
-    (``seg_map_path`` None); :class:`LoadCOCOInstances` turns them into the
-    semantic mask and instance ids, :class:`~mmseg_sam.datasets.GenerateInstances`
-    into instances. Images without annotations stay in the list (see
-    ``GenerateInstances``'s ``on_empty``).
+    image's ``height`` and ``width`` (from the JSON, or read from the image file's
+    header where the JSON has none), and no mask file (``seg_map_path`` None);
+    :class:`LoadCOCOInstances` turns them into the semantic mask and instance ids,
+    :class:`~mmseg_sam.datasets.GenerateInstances` into instances. Images without
+    annotations stay in the list (see ``GenerateInstances``'s ``on_empty``).
+
+    What the labelling tools write, and what becomes of it:
+
+    - crowd annotations (``iscrowd=1``; CVAT writes every brush and mask shape so, as
+      uncompressed RLE) follow ``LoadCOCOInstances(crowd=...)``: with the default
+      ``'ignore'`` they are ignore pixels, not instances. When the dataset is built,
+      a WARNING in the log counts them and names ``crowd='instance'``.
+    - an annotation with an empty segmentation (CVAT writes rectangles as
+      ``segmentation: []``: a box without a mask) has no mask to train or score:
+      ``empty_segmentation='error'`` (default) refuses the dataset naming the
+      annotations, their images and the JSON; ``'drop'`` leaves them out, counted in
+      the WARNING.
+    - when, by these rules, no annotation of the JSON gives an instance, building
+      the dataset fails, naming the counts and the options.
 
     Raises, when built: the JSON missing or malformed, an annotation whose image
     is missing from the JSON's ``images`` or whose category is unknown, an image
-    file missing on disk (all named); ``metainfo`` classes that differ from the
-    JSON's.
+    file missing on disk or empty (0 bytes), an image without ``height`` /
+    ``width`` that cannot be read (all named); ``metainfo`` classes that differ from
+    the JSON's; empty segmentations (above); no instance at all (above).
 
     Args:
         ann_file: the COCO JSON, relative to ``data_root``.
@@ -129,6 +173,8 @@ class COCOInstanceSegDataset(CheckedSegDataset):
         metainfo: optional ``palette``; ``classes``, if given, must be
             ``('background', *category names)``.
         reduce_zero_label: must be False (0 is the background).
+        empty_segmentation: ``'error'`` or ``'drop'``, for annotations whose
+            segmentation holds no pixel (above).
         **kwargs: arguments of :class:`~mmseg_sam.datasets.CheckedSegDataset`.
     """
 
@@ -138,12 +184,16 @@ class COCOInstanceSegDataset(CheckedSegDataset):
         data_prefix: dict | None = None,
         metainfo: dict | None = None,
         reduce_zero_label: bool = False,
+        empty_segmentation: str = 'error',
         **kwargs: Any,
     ) -> None:
         if reduce_zero_label:
             raise ValueError(
                 'COCOInstanceSegDataset: reduce_zero_label must be False (0 is the background class)'
             )
+        if empty_segmentation not in _EMPTY:
+            raise ValueError(f'empty_segmentation must be one of {_EMPTY}, got {empty_segmentation!r}')
+        self.empty_segmentation = empty_segmentation
         data_root = kwargs.get('data_root')
         path = ann_file if data_root is None or osp.isabs(ann_file) else osp.join(data_root, ann_file)
         self.coco = read_coco_json(path)
@@ -164,17 +214,44 @@ class COCOInstanceSegDataset(CheckedSegDataset):
             **kwargs,
         )
 
-    def load_data_list(self) -> list[dict]:
-        """One entry per image of the JSON, with its annotations.
+    def _loader(self) -> LoadCOCOInstances | None:
+        """The pipeline's LoadCOCOInstances, None when the pipeline loads no annotation (inference)."""
+        steps = getattr(getattr(self, 'pipeline', None), 'transforms', ())
+        return next((step for step in steps if isinstance(step, LoadCOCOInstances)), None)
 
-        Raises:
-            FileNotFoundError: when image files named by the JSON are missing.
-            ValueError: when the JSON lists no image.
+    def _image_size(self, image: dict, img_path: str) -> tuple[int, int]:
+        """``(height, width)`` of a JSON image: its own entries, else the image file's header."""
+        if image.get('height') is not None and image.get('width') is not None:
+            return int(image['height']), int(image['width'])
+        if self.backend_args is not None:
+            raise ValueError(
+                f'COCOInstanceSegDataset: image {image.get("id")} ({img_path}) of {self.ann_file} has no '
+                '"height" and "width", and its file is read through a file backend: add both to the JSON'
+            )
+        try:
+            with Image.open(img_path) as img:
+                width, height = img.size
+        except (OSError, SyntaxError) as error:
+            raise ValueError(
+                f'COCOInstanceSegDataset: image {image.get("id")} of {self.ann_file} has no "height" and '
+                f'"width", and its file {img_path} cannot be read to find them: {error}'
+            ) from error
+        return height, width
+
+    def _split_annotations(self, files: dict[Any, str]) -> dict[Any, list[dict]]:
+        """Each image's annotations as data-list instances; empty segmentations refused or dropped, counted.
+
+        Sets ``self.annotation_counts``: ``total``, ``crowd``, ``empty`` (dropped), ``instances``
+        (what gives an instance under the pipeline's ``crowd`` rule, None without a loader).
         """
-        img_dir = self.data_prefix.get('img_path', '') or ''
         label_of = {c['id']: i for i, c in enumerate(self.coco['categories'], start=1)}
         by_image: dict[Any, list[dict]] = {image['id']: [] for image in self.coco['images']}
+        empty, crowd = [], 0
         for ann in self.coco['annotations']:
+            if _is_empty(ann.get('segmentation', [])):
+                empty.append(ann)
+                continue
+            crowd += bool(ann.get('iscrowd', 0))
             by_image[ann['image_id']].append(
                 dict(
                     ann_id=ann.get('id'),
@@ -183,31 +260,116 @@ class COCOInstanceSegDataset(CheckedSegDataset):
                     iscrowd=int(ann.get('iscrowd', 0)),
                 )
             )
+        if empty and self.empty_segmentation == 'error':
+            boxes = sum(_has_box(a) for a in empty)
+            listed = _listed(
+                [
+                    f'annotation {a.get("id")} (image {files[a["image_id"]]}'
+                    + (f', bbox {a["bbox"]})' if _has_box(a) else ', no bbox)')
+                    for a in empty
+                ]
+            )
+            raise ValueError(
+                f'COCOInstanceSegDataset: {len(empty)} of {len(self.coco["annotations"])} annotations of '
+                f'{self.ann_file} have an empty segmentation, {boxes} of them with a bbox only (CVAT writes '
+                f'rectangles so): {listed}. Prompted training and scoring need a mask per instance: draw them '
+                "as polygons or masks, or set COCOInstanceSegDataset(empty_segmentation='drop') to leave them out"
+            )
+        loader = self._loader()
+        instances = None
+        if loader is not None:
+            total = sum(len(anns) for anns in by_image.values())
+            instances = total if loader.crowd == 'instance' else total - crowd
+        self.annotation_counts = dict(
+            total=len(self.coco['annotations']), crowd=crowd, empty=len(empty), instances=instances
+        )
+        return by_image
+
+    def _report_annotations(self) -> None:
+        """Warn about the annotations that give no instance; raise when none gives one."""
+        counts = self.annotation_counts
+        loader = self._loader()
+        lost = []
+        if loader is not None and counts['crowd'] and loader.crowd != 'instance':
+            becomes = 'ignore pixels' if loader.crowd == 'ignore' else 'background'
+            lost.append(
+                f'{counts["crowd"]} are crowd (iscrowd=1) and become {becomes} under '
+                f'LoadCOCOInstances(crowd={loader.crowd!r}), not instances (CVAT exports brush and mask shapes '
+                "as crowd: LoadCOCOInstances(crowd='instance') makes each an instance)"
+            )
+        if counts['empty']:
+            lost.append(
+                f'{counts["empty"]} have an empty segmentation (a box or nothing, no mask) and are dropped '
+                "(empty_segmentation='drop')"
+            )
+        head = f'COCOInstanceSegDataset: of the {counts["total"]} annotations of {self.ann_file}, '
+        if counts['instances'] == 0:
+            raise ValueError(
+                f'{head}none gives an instance to train or score: '
+                + ('; '.join(lost) if lost else 'the JSON has no annotation')
+            )
+        if lost:
+            MMLogger.get_current_instance().warning(
+                f'{head}{"; ".join(lost)}; {counts["instances"]} give instances'
+            )
+
+    def drop_hint(self) -> str:
+        """The crowd annotations that give no instance, for the message of a dataset that drops every sample."""
+        counts, loader = self.annotation_counts, self._loader()
+        if loader is None or not counts['crowd'] or loader.crowd == 'instance':
+            return ''
+        return (
+            f'{counts["crowd"]} of the {counts["total"]} annotations of {self.ann_file} are crowd (iscrowd=1), '
+            f"which LoadCOCOInstances(crowd={loader.crowd!r}) makes no instance: crowd='instance' makes each an "
+            'instance (CVAT brush masks). '
+        )
+
+    def load_data_list(self) -> list[dict]:
+        """One entry per image of the JSON, with its annotations.
+
+        Raises:
+            FileNotFoundError: when image files named by the JSON are missing.
+            ValueError: when the JSON lists no image, an image file is empty or has
+                no size, an annotation has an empty segmentation (with
+                ``empty_segmentation='error'``), or no annotation gives an instance.
+        """
+        img_dir = self.data_prefix.get('img_path', '') or ''
+        files = {image['id']: osp.join(img_dir, image['file_name']) for image in self.coco['images']}
+        if not files:
+            raise ValueError(f'COCOInstanceSegDataset: {self.ann_file} lists no image')
+        if self.backend_args is None:
+            missing = [p for p in files.values() if not osp.isfile(p)]
+            if missing:
+                raise FileNotFoundError(
+                    f'COCOInstanceSegDataset: {len(missing)} of {len(files)} images of {self.ann_file} are '
+                    f'not in {img_dir!r} (data_prefix img_path): {_listed(missing)}'
+                )
+            empty_files = [p for p in files.values() if osp.getsize(p) == 0]
+            if empty_files:
+                raise ValueError(
+                    f'COCOInstanceSegDataset: {len(empty_files)} of {len(files)} images of {self.ann_file} are '
+                    f'empty files (0 bytes): {_listed(empty_files)}; copy them again or remove them from the JSON'
+                )
+        by_image = self._split_annotations(files)
+        self._report_annotations()
         data_list = []
         for image in self.coco['images']:
+            img_path = files[image['id']]
+            height, width = self._image_size(image, img_path)
             data_list.append(
                 dict(
-                    img_path=osp.join(img_dir, image['file_name']),
+                    img_path=img_path,
                     seg_map_path=None,
                     ann_file=self.ann_file,
                     coco_image_id=image['id'],
-                    height=int(image['height']),
-                    width=int(image['width']),
+                    height=height,
+                    width=width,
                     instances=by_image[image['id']],
                     label_map=None,
                     reduce_zero_label=False,
                     seg_fields=[],
                 )
             )
-        if not data_list:
-            raise ValueError(f'COCOInstanceSegDataset: {self.ann_file} lists no image')
-        if self.backend_args is None:
-            missing = [d['img_path'] for d in data_list if not osp.isfile(d['img_path'])]
-            if missing:
-                raise FileNotFoundError(
-                    f'COCOInstanceSegDataset: {len(missing)} of {len(data_list)} images of {self.ann_file} are '
-                    f'not in {img_dir!r} (data_prefix img_path): {_listed(missing)}'
-                )
         return data_list
 
 

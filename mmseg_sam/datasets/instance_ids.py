@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os.path as osp
 from typing import Any
 
@@ -10,10 +11,29 @@ import mmengine.fileio as fileio
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmseg.registry import TRANSFORMS
+from PIL import Image
 
 from .instances import ENCODED_IDS, ID_STRIDE, encode_instance_ids, sample_files
 
 __all__ = ['LoadInstanceIdAnnotations']
+
+#: Pascal VOC's label for object boundaries and void pixels in its palette PNGs.
+_VOC_VOID = 255
+
+
+def _palette_indices(data: bytes) -> np.ndarray | None:
+    """The indices of a palette (``P`` mode) PNG as uint8 ``(H, W)``; None for any other image.
+
+    OpenCV decodes a palette PNG to its colours (three channels); the ids are the
+    indices, as mmseg's ``LoadAnnotations`` (Pillow) reads Pascal VOC's masks.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.mode != 'P':
+                return None
+            return np.array(img, dtype=np.uint8)
+    except (OSError, SyntaxError):
+        return None
 
 
 @TRANSFORMS.register_module()
@@ -27,6 +47,11 @@ class LoadInstanceIdAnnotations(BaseTransform):
     ``seg_map_path`` is replaced by ``suffix``::
 
         masks/train/0001.png  ->  masks/train/0001_instances.png   (suffix='_instances.png')
+
+    A palette PNG (Pascal VOC's ``SegmentationObject`` layout: index ``i`` is object
+    ``i``, 0 the background, 255 the object boundaries and void) is read as its
+    indices, as mmseg's ``LoadAnnotations`` reads VOC's class masks; index 255 is no
+    instance (VOC's ``SegmentationClass`` marks those pixels 255, ignored, too).
 
     Place it right after ``LoadAnnotations`` (or ``LoadBinaryAnnotations``). The ids
     are stored in ``gt_seg_map`` itself, as ``class + 256 * id`` (int32, see
@@ -88,13 +113,17 @@ class LoadInstanceIdAnnotations(BaseTransform):
                 f'{path}: no instance-id map for the mask {seg_map_path} (expected its path with the '
                 f'extension replaced by suffix={self.suffix!r})'
             ) from error
-        ids = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        ids = _palette_indices(data)
+        if ids is not None:
+            ids[ids == _VOC_VOID] = 0  # VOC's boundary / void: no instance
+        else:
+            ids = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if ids is None:
             raise ValueError(f'{path}: cannot decode the instance-id map')
         if ids.ndim != 2 or ids.dtype not in (np.uint8, np.uint16):
             raise ValueError(
-                f'{path}: an instance-id map must be a single-channel 8- or 16-bit image, got '
-                f'{ids.dtype} of shape {ids.shape}'
+                f'{path}: an instance-id map must be a single-channel 8- or 16-bit image (ids as grey values, '
+                f'or the indices of a palette PNG), got {ids.dtype} of shape {ids.shape}'
             )
         seg = results.get('gt_seg_map')
         if seg is None or results.get(ENCODED_IDS):

@@ -16,7 +16,10 @@ __all__ = [
     'ENCODED_IDS',
     'GenerateInstances',
     'ID_STRIDE',
+    'INSTANCES_FRAME',
     'encode_instance_ids',
+    'frame_changes',
+    'instances_frame',
     'image_rng',
     'masks_to_boxes',
     'sample_files',
@@ -27,6 +30,8 @@ _ON_EMPTY = ('skip', 'keep', 'error')
 ID_STRIDE = 256
 #: ... and set this results key, which GenerateInstances reads and removes.
 ENCODED_IDS = 'seg_map_holds_instance_ids'
+#: GenerateInstances records here the frame its instances are in (:func:`instances_frame`).
+INSTANCES_FRAME = 'instances_frame'
 
 
 def sample_files(results: dict[str, Any]) -> str:
@@ -80,6 +85,42 @@ def image_rng(seed: int | None, results: dict[str, Any]) -> np.random.Generator:
         )
     name = osp.basename(str(path))
     return np.random.default_rng([seed, zlib.crc32(name.encode('utf-8'))])
+
+
+def instances_frame(results: dict[str, Any]) -> dict[str, Any]:
+    """A fingerprint of the pixel frame of a sample: what a geometric transform changes.
+
+    ``gt_seg_map``'s shape and the CRC-32 of its bytes (``Resize``, ``RandomCrop``,
+    ``RandomRotate``, ``Pad``, ``RandomFlip`` all change one or the other), ``img_shape``,
+    and mmcv's ``flip`` / ``flip_direction`` (set by ``RandomFlip`` even where it draws
+    no flip). Compared by :func:`frame_changes`.
+    """
+    seg = np.ascontiguousarray(results['gt_seg_map'])
+    return dict(
+        gt_seg_map=(tuple(seg.shape), str(seg.dtype), zlib.crc32(seg.view(np.uint8).ravel())),
+        img_shape=tuple(results['img_shape'][:2]) if 'img_shape' in results else None,
+        flip=results.get('flip'),
+        flip_direction=results.get('flip_direction'),
+    )
+
+
+def frame_changes(recorded: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """What differs between a recorded :func:`instances_frame` and the sample's frame now, in words."""
+    now = instances_frame(results)
+    changes = []
+    for key, before in recorded.items():
+        after = now[key]
+        if key == 'gt_seg_map' and before != after:
+            (shape0, dtype0, _), (shape1, dtype1, _) = before, after
+            what = (
+                'its values'
+                if (shape0, dtype0) == (shape1, dtype1)
+                else f'{shape0} {dtype0} -> {shape1} {dtype1}'
+            )
+            changes.append(f'gt_seg_map changed ({what})')
+        elif before != after:
+            changes.append(f'{key} {before!r} -> {after!r}')
+    return changes
 
 
 def encode_instance_ids(seg: np.ndarray, ids: np.ndarray, ignore_index: int) -> np.ndarray:
@@ -165,9 +206,12 @@ class GenerateInstances(BaseTransform):
     pixel); by id for instance ids.
 
     Place it after the geometric transforms (``Resize``, ``RandomCrop``,
-    ``RandomFlip``, ``Pad``): they move ``gt_seg_map`` (with the ids stored in it),
-    not the per-instance masks, so what it adds is in the pixel frame of the mask
-    at this step.
+    ``RandomFlip``, ``Pad``, ``RandomRotate``): they move ``gt_seg_map`` (with the
+    ids stored in it), not the per-instance masks, so what it adds is in the pixel
+    frame of the mask at this step. It records that frame
+    (``results['instances_frame']``, :func:`instances_frame`), and
+    :class:`~mmseg_sam.datasets.PackPromptedSegInputs` refuses a sample whose frame
+    changed after this step.
 
     Binary masks: ``LoadBinaryAnnotations`` (0/255 on disk) and ``LoadAnnotations``
     on 0/1 masks give 0/1 maps whose connected foreground regions become the
@@ -186,7 +230,7 @@ class GenerateInstances(BaseTransform):
     Added keys: ``gt_instance_masks`` (bool ``(N, H, W)``), ``gt_instance_labels``
     (int64 ``(N,)``, class indices), ``gt_instance_bboxes`` (float32 ``(N, 4)``,
     tight ``(x0, y0, x1, y1)`` of inclusive pixel indices, see
-    :func:`masks_to_boxes`).
+    :func:`masks_to_boxes`), ``instances_frame`` (:func:`instances_frame`).
 
     Args:
         classes: the label values that are instances; None takes every value
@@ -255,6 +299,16 @@ class GenerateInstances(BaseTransform):
         self.on_empty = on_empty
         # 3x3 structure: 8-connectivity; the cross: 4-connectivity
         self._structure = ndimage.generate_binary_structure(2, 2 if connectivity == 8 else 1)
+
+    def drop_rule(self) -> str | None:
+        """When this step drops a sample (returns None), in words; None when it never does."""
+        if self.on_empty != 'skip':
+            return None
+        return (
+            f"GenerateInstances(on_empty='skip') drops every image without an instance of at least "
+            f'min_area={self.min_area} pixels (counted at its step of the pipeline) among classes={self.classes} '
+            f'(background={self.background}, ignore_index={self.ignore_index} excluded)'
+        )
 
     def _is_instance_class(self, value: int) -> bool:
         if self.classes is not None:
@@ -351,6 +405,7 @@ class GenerateInstances(BaseTransform):
         results['gt_instance_masks'] = masks
         results['gt_instance_labels'] = np.asarray([labels[i - 1] for i in kept], np.int64)
         results['gt_instance_bboxes'] = masks_to_boxes(masks)
+        results[INSTANCES_FRAME] = instances_frame(results)
         return results
 
     def __repr__(self) -> str:

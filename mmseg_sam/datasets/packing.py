@@ -10,7 +10,7 @@ from mmengine.structures import InstanceData
 from mmseg.datasets.transforms import PackSegInputs
 from mmseg.registry import TRANSFORMS
 
-from .instances import sample_files
+from .instances import INSTANCES_FRAME, frame_changes, sample_files
 
 __all__ = ['PackPromptedSegInputs']
 
@@ -42,7 +42,11 @@ class PackPromptedSegInputs(PackSegInputs):
       padding).
 
     All are in the pixel frame of ``gt_seg_map`` at the end of the pipeline (the
-    image's frame when the annotations are loaded before ``Resize``).
+    image's frame when the annotations are loaded before ``Resize``). A geometric
+    step between ``GenerateInstances`` and this one would move the image and
+    ``gt_seg_map`` and not the instances: the frame that ``GenerateInstances``
+    recorded (``instances_frame``: ``gt_seg_map``'s shape and checksum,
+    ``img_shape``, ``flip``) must be the sample's frame here, else it is refused.
     ``gt_sem_seg``, the inputs and the meta keys are packed as ``PackSegInputs``
     does.
 
@@ -51,7 +55,9 @@ class PackPromptedSegInputs(PackSegInputs):
 
     Raises:
         ValueError: when the instance keys are missing or their shapes disagree
-            with each other or with ``gt_seg_map``, naming the sample's files.
+            with each other or with ``gt_seg_map``, or a step after
+            ``GenerateInstances`` moved the sample (``RandomFlip``, ``Resize``,
+            ``RandomCrop``, ``Pad``, ``RandomRotate``), naming the sample's files.
     """
 
     def transform(self, results: dict[str, Any]) -> dict[str, Any]:
@@ -71,9 +77,18 @@ class PackPromptedSegInputs(PackSegInputs):
         if seg is not None and seg.shape[:2] != (h, w):
             raise ValueError(
                 f'{sample_files(results)}: gt_instance_masks {masks.shape} are not in the frame of '
-                f'gt_seg_map {seg.shape}: put GenerateInstances after the transforms that move the mask '
-                '(Resize, RandomCrop, RandomFlip, Pad)'
+                f'gt_seg_map {seg.shape}: put GenerateInstances after every transform that moves the image '
+                'or the mask (Resize, RandomCrop, RandomFlip, Pad, RandomRotate)'
             )
+        if INSTANCES_FRAME in results and seg is not None:
+            changes = frame_changes(results[INSTANCES_FRAME], results)
+            if changes:
+                raise ValueError(
+                    f'{sample_files(results)}: a pipeline step after GenerateInstances moved the image and '
+                    f'gt_seg_map but not the instance masks and prompts ({"; ".join(changes)}): put '
+                    'GenerateInstances (and SamplePrompts) after every transform that moves the image or the '
+                    'mask (Resize, RandomCrop, RandomFlip, Pad, RandomRotate)'
+                )
         packed = super().transform(results)
         instances = InstanceData()
         for key, (field, dtype, tail) in _FIELDS.items():

@@ -480,7 +480,8 @@ def test_coco_errors_when_loading(tmp_path):
     ):
         dataset[0]
     wrong_size = [dict(id=1, file_name='a.png', height=9, width=10)]
-    dataset = _coco_dataset(tmp_path, annotations=[], images=wrong_size)
+    polygon = [dict(id=1, image_id=1, category_id=7, iscrowd=0, segmentation=[[2, 1, 6, 1, 6, 4, 2, 4]])]
+    dataset = _coco_dataset(tmp_path, annotations=polygon, images=wrong_size)
     with pytest.raises(
         ValueError, match=r'image .*a\.png \(annotations in .*train\.json\): the image is 8x10'
     ):
@@ -530,3 +531,130 @@ def test_instance_ids_need_the_class_map_loaded_first(tmp_path):
         match=r'a_instances\.png: LoadInstanceIdAnnotations needs the class map .*loaded just before it',
     ):
         Compose([dict(type='LoadInstanceIdAnnotations')])(sample)
+
+
+def test_a_palette_png_of_instance_ids_is_read_as_its_indices(tmp_path):
+    """Pascal VOC's SegmentationObject layout: index i is object i, 255 the boundary (no instance)."""
+    from PIL import Image
+
+    seg = np.array([[1, 1, 0, 2], [1, 1, 0, 2], [255, 255, 255, 255]])
+    ids = np.array([[1, 1, 0, 2], [1, 255, 0, 2], [255, 255, 255, 255]], np.uint8)
+    sample = _write_pair(tmp_path, seg, None)
+    palette = Image.fromarray(ids, mode='P')
+    palette.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0, 0, 0] * 252 + [224, 224, 192])  # VOC's colours
+    palette.save(tmp_path / 'ann/a_instances.png')
+    out = Compose(ID_PIPELINE)(sample)
+    assert out['gt_instance_labels'].tolist() == [1, 2]
+    assert _boxes(out) == [[0, 0, 1, 1], [3, 0, 3, 1]]
+    assert out['gt_instance_masks'][0].sum() == 3  # the boundary pixel inside object 1 is in no instance
+
+
+# --- the frame of the instances ------------------------------------------------------------
+
+
+def _image_and_mask(root: Path) -> dict:
+    """An 8x12 image and a mask with one class-1 object in its left half (a flip moves it)."""
+    seg = np.zeros((8, 12), np.uint8)
+    seg[1:5, 1:4] = 1
+    cv2.imwrite(str(root / 'a.png'), np.full((8, 12, 3), 90, np.uint8))
+    cv2.imwrite(str(root / 'a_mask.png'), seg)
+    return dict(img_path=str(root / 'a.png'), seg_map_path=str(root / 'a_mask.png'), seg_fields=[],
+                reduce_zero_label=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ('step', 'changed'),
+    [
+        (dict(type='RandomFlip', prob=1.0), r'gt_seg_map changed \(its values\); flip None -> True; '
+         r"flip_direction None -> 'horizontal'"),
+        (dict(type='RandomFlip', prob=0.0), r'flip None -> False'),  # no flip drawn: refused all the same
+        (dict(type='RandomRotate', prob=1.0, degree=(90, 90)), r'gt_seg_map changed \(its values\)'),
+        (dict(type='Resize', scale=(24, 16), keep_ratio=False), r'gt_instance_masks \(1, 8, 12\) are not in the '
+         r'frame of gt_seg_map \(16, 24\)'),
+        (dict(type='RandomCrop', crop_size=(6, 6)), r'are not in the frame of gt_seg_map \(6, 6\)'),
+    ],
+    ids=['flip', 'flip-drawn-none', 'rotate', 'resize', 'crop'],
+)  # fmt: skip
+def test_a_geometric_step_after_generate_instances_is_refused(tmp_path, step, changed):
+    pipeline = Compose(
+        [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='GenerateInstances'),
+            dict(type='SamplePrompts', box_jitter='none', num_pos_points=1, seed=0),
+            step,
+            dict(type='PackPromptedSegInputs'),
+        ]
+    )
+    with pytest.raises(
+        ValueError, match=rf'(?s)mask .*a_mask\.png \(image .*a\.png\): .*{changed}.*GenerateInstances'
+    ):
+        pipeline(_image_and_mask(tmp_path))
+
+
+def test_a_flip_before_generate_instances_moves_the_instances(tmp_path):
+    pipeline = Compose(
+        [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations'),
+            dict(type='RandomFlip', prob=1.0),
+            dict(type='GenerateInstances'),
+            dict(type='SamplePrompts', box_jitter='none', num_pos_points=1, seed=0),
+            dict(type='PhotoMetricDistortion'),  # photometric steps after it are fine
+            dict(type='PackPromptedSegInputs'),
+        ]
+    )
+    instances = pipeline(_image_and_mask(tmp_path))['data_samples'].gt_instances
+    assert instances.bboxes.tolist() == [[8, 1, 10, 4]]  # columns 1..3 of 12, mirrored
+    assert instances.prompt_boxes.tolist() == [[8, 1, 10, 4]]
+
+
+# --- through tools/train.py ------------------------------------------------------------------
+
+
+def _train_with_pipeline(tmp_path: Path, sam_checkpoint: Path, steps: str) -> None:
+    """tools/train.py, one iteration of the tiny prompted config on synthetic data, with ``steps`` between
+    LoadAnnotations and PackPromptedSegInputs in the training pipeline."""
+    from mmseg_sam.datasets import generate_synthetic_dataset
+    from tests.conftest import run_tool
+    from tests.tools.test_prompted_tools import prompted_config
+
+    root = tmp_path / 'data'
+    generate_synthetic_dataset(root, num_train=2, num_val=1, img_size=(64, 80), mode='binary', seed=0)
+    base = prompted_config(tmp_path / 'base.py', root, sam_checkpoint, dict(peft=None), {})
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(f"""
+_base_ = [{str(base)!r}]
+train_dataloader = dict(dataset=dict(pipeline=[
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), {steps},
+    dict(type='PackPromptedSegInputs')]))
+""")
+    run_tool('tools/train.py', cfg, '--work-dir', tmp_path / 'work')
+
+
+@pytest.mark.slow
+def test_tools_train_stops_on_a_flip_after_generate_instances(tmp_path, sam_checkpoint):
+    steps = """dict(type='Resize', scale=(64, 64), keep_ratio=False), dict(type='GenerateInstances'),
+    dict(type='SamplePrompts', box_jitter='none', num_pos_points=1), dict(type='RandomFlip', prob=1.0)"""
+    with pytest.raises(
+        ValueError,
+        match=r'(?s)image .*img_dir/train/\d+\.png.*a pipeline step after GenerateInstances moved the image and '
+        r'gt_seg_map but not the instance masks.*flip None -> True.*put GenerateInstances \(and SamplePrompts\) '
+        r'after every transform',
+    ):
+        _train_with_pipeline(tmp_path, sam_checkpoint, steps)
+    assert not list((tmp_path / 'work').glob('iter_*.pth'))
+
+
+@pytest.mark.slow
+def test_tools_train_names_min_area_when_no_image_has_an_instance(tmp_path, sam_checkpoint):
+    steps = """dict(type='Resize', scale=(64, 64), keep_ratio=False),
+    dict(type='GenerateInstances', min_area=100000, on_empty='skip'),
+    dict(type='SamplePrompts', box_jitter='none', num_pos_points=1)"""
+    with pytest.raises(
+        ValueError,
+        match=r'(?s)the pipeline dropped \(returned None for\) 1001 samples in a row, 2 distinct images of 2 '
+        r"\(.*img_dir/train/.*GenerateInstances\(on_empty='skip'\) drops every image without an instance of at "
+        r'least min_area=100000 pixels.*Lower min_area',
+    ):
+        _train_with_pipeline(tmp_path, sam_checkpoint, steps)

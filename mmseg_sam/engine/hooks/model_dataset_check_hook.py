@@ -42,7 +42,9 @@ def check_head_fits_dataset(model: nn.Module, dataset: Any, split: str) -> None:
     Raises:
         ValueError: an empty dataset (naming its folders); a head whose
             ``num_classes`` differs from the number of dataset classes, or a binary
-            head (``out_channels=1``) on a dataset of more than 2 classes.
+            head (``out_channels=1``) on a dataset of more than 2 classes. A prompted
+            head (one with ``predict_prompted``) takes no ``out_channels``: its
+            message names ``num_classes`` only.
     """
     model = unwrap_model(model)
     if len(dataset) == 0:
@@ -52,7 +54,9 @@ def check_head_fits_dataset(model: nn.Module, dataset: Any, split: str) -> None:
         return
     num = len(classes)
     for name, head in _heads(model):
-        if getattr(head, 'out_channels', None) == 1 and num > 2:
+        # a prompted head (one entry point per prompted sample) derives its channels from num_classes alone
+        prompted = callable(getattr(head, 'predict_prompted', None))
+        if getattr(head, 'out_channels', None) == 1 and num > 2 and not prompted:
             raise ValueError(
                 f'model.{name} has out_channels=1 (binary: one sigmoid foreground map) but the {split} dataset '
                 f'has {num} classes {tuple(classes)} ({_describe(dataset)}); set out_channels={num} and '
@@ -62,7 +66,7 @@ def check_head_fits_dataset(model: nn.Module, dataset: Any, split: str) -> None:
             raise ValueError(
                 f'model.{name}.num_classes={head.num_classes} but the {split} dataset has {num} classes '
                 f'{tuple(classes)} ({_describe(dataset)}); set model.{name}.num_classes={num} (background '
-                'included), or fix the dataset metainfo'
+                f'included; e.g. --cfg-options model.{name}.num_classes={num}), or fix the dataset metainfo'
             )
 
 
