@@ -200,3 +200,17 @@ def test_a_cvat_brush_project_through_tools_train(tmp_path, sam_checkpoint):
     cfg = _export_config(tmp_path, root, sam_checkpoint, 'instance', 4)
     assert run_tool('tools/train.py', cfg, '--work-dir', tmp_path / 'work') is None
     assert (tmp_path / 'work/iter_1.pth').is_file()
+
+
+def test_a_coco_dataset_that_drops_every_sample_names_its_crowd_annotations(tmp_path):
+    ann_file = exports.write_cvat_export(tmp_path)
+    cfg = exports.coco_dataset_cfg(tmp_path, ann_file, 'images', empty_segmentation='drop', max_refetch=5)
+    cfg['pipeline'][2] = dict(type='GenerateInstances', min_area=10**6, on_empty='skip')
+    dataset = DATASETS.build(cfg)
+    with pytest.raises(
+        ValueError,
+        match=r'(?s)dropped \(returned None for\) 6 samples in a row.*min_area=1000000.*2 of the 5 annotations of '
+        r".*instances_default\.json are crowd \(iscrowd=1\), which LoadCOCOInstances\(crowd='ignore'\) makes no "
+        r"instance: crowd='instance' makes each an instance",
+    ):
+        dataset[0]
