@@ -15,7 +15,11 @@ from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
 from mmseg_sam.datasets import (
+    BinaryForegroundDataset,
     CheckedSegDataset,
+    COCOInstanceSegDataset,
+    ConvertedBinaryDataset,
+    DrawKeyedDatasetMixin,
     DrawKeyedIndex,
     SeededDefaultSampler,
     SeededInfiniteSampler,
@@ -24,6 +28,7 @@ from mmseg_sam.datasets import (
 from mmseg_sam.datasets.seeded import keyed_global_rngs
 from mmseg_sam.engine.hooks import RNGStateHook
 
+REPO = Path(__file__).resolve().parents[2]
 METAINFO = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 255, 255]])
 # every random step of a prompted training pipeline: flip, the instances kept, jittered boxes, points
 PIPELINE = [
@@ -279,3 +284,24 @@ def test_dataloader_iterators_do_not_draw_from_the_main_stream(dataset):
     torch.manual_seed(0)
     iter(loader)  # num_workers=0: a new iterator (and base seed) at every epoch
     assert torch.equal(torch.rand(1), expected)
+
+
+@pytest.mark.parametrize(
+    'dataset_type',
+    [CheckedSegDataset, COCOInstanceSegDataset, BinaryForegroundDataset, ConvertedBinaryDataset],
+)
+def test_the_projects_datasets_use_draw_keys(dataset_type):
+    assert issubclass(dataset_type, DrawKeyedDatasetMixin) and dataset_type.uses_draw_keys
+
+
+PROMPTED_CONFIGS = sorted((REPO / 'configs/prompted').glob('*.py')) + sorted(
+    (REPO / 'configs/demo').glob('*prompted*.py')
+)
+
+
+@pytest.mark.parametrize('path', PROMPTED_CONFIGS, ids=lambda p: p.name)
+def test_prompted_configs_train_with_seeded_samplers_and_persistent_workers(path):
+    loader = Config.fromfile(path).train_dataloader
+    seeded = 'SeededInfiniteSampler' if 'demo' in path.parts else 'SeededDefaultSampler'
+    assert loader.sampler.type == seeded
+    assert loader.num_workers >= 2 and loader.persistent_workers

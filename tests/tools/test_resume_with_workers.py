@@ -2,7 +2,8 @@
 another number of workers, end with bitwise the parameters of an uninterrupted run.
 
 Two loops, each as a shipped prompted config runs it, on the tiny SAM: the COBOT LoRA config
-(epochs, ``SeededDefaultSampler``) and the prompted demo (iterations, ``SeededInfiniteSampler``),
+(epochs, ``SeededDefaultSampler``) and the prompted demo (iterations, ``SeededInfiniteSampler``;
+and with MMEngine's ``InfiniteSampler`` for contrast),
 with 2 persistent workers (the configs' 4 scaled down) and every random draw of prompted
 training: RandomFlip before GenerateInstances (which keeps a random ``max_instances``), shifted
 boxes, points, box or point first (``box_prob=0.5``) and a correction round.
@@ -20,7 +21,7 @@ from tests.tools.test_resume import MAX_ITERS, _train, _train_and_kill
 SHIPPED = REPO / 'configs/prompted/sam-vit-b_lora-qv-r4_box-20e_mmseg-layout-1024x1024.py'
 DEMO = REPO / 'configs/demo/sam-vit-small_prompted_lora-qv-r4_1k_demo-binary-128x128.py'
 EPOCHS = 3
-# per loop: the config, its schedule scaled down, the final checkpoint and the one the run is killed after
+# per loop: the config, its schedule scaled down, the final checkpoint
 LOOPS = {
     'epochs': dict(
         base=SHIPPED,
@@ -29,7 +30,6 @@ param_scheduler = [dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, be
                         convert_to_iter_based=True)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=2))""",
         final=f'epoch_{EPOCHS}.pth',
-        kill_after='epoch_1.pth',
     ),
     'iterations': dict(
         base=DEMO,
@@ -37,9 +37,11 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_ke
 param_scheduler = [dict(type='PolyLR', power=1.0, eta_min=0.0, begin=0, end={MAX_ITERS}, by_epoch=False)]
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_keep_ckpts=2))""",
         final=f'iter_{MAX_ITERS}.pth',
-        kill_after='iter_4.pth',
     ),
 }
+# the prompted demo with MMEngine's sampler: its replay on resume loads the trained batches through
+# the workers again (their streams end where they were), but the draws depend on the workers
+LOOPS['iterations-mmengine-sampler'] = dict(LOOPS['iterations'], sampler='InfiniteSampler')
 HEAD = dict(
     TINY_PROMPTED_HEAD,
     train_prompting=dict(box_prob=0.5, correction_rounds=1),
@@ -49,6 +51,8 @@ HEAD = dict(
 
 def write_config(path: Path, loop: str, data_root: Path, checkpoint: Path, num_workers: int) -> Path:
     """The ``loop``'s prompted config on the tiny SAM at 64x64 with ``num_workers`` persistent workers."""
+    sampler = LOOPS[loop].get('sampler')
+    sampler = f'\n    sampler=dict(type={sampler!r}, shuffle=True),' if sampler else ''
     path.write_text(f"""
 _base_ = [{str(LOOPS[loop]['base'])!r}]
 data_root = {str(data_root)!r}
@@ -72,7 +76,7 @@ test_pipeline = [
     dict(type='PackPromptedSegInputs')]
 metainfo = dict(classes=('background', 'foreground'), palette=[[0, 0, 0], [255, 64, 64]])
 train_dataloader = dict(
-    batch_size=2, num_workers={num_workers}, persistent_workers={num_workers > 0},
+    batch_size=2, num_workers={num_workers}, persistent_workers={num_workers > 0},{sampler}
     dataset=dict(data_root=data_root, img_suffix='.png', metainfo=metainfo, pipeline=train_pipeline))
 val_dataloader = dict(
     num_workers=0, persistent_workers=False,
@@ -116,7 +120,8 @@ def straight_run(request, tmp_path_factory, data, sam_checkpoint) -> tuple[str, 
 def test_sigkill_then_resume_with_workers_matches_an_uninterrupted_run(tmp_path, straight_run):
     loop, cfg, reference = straight_run
     work = tmp_path / 'killed'
-    _train_and_kill(cfg, work, after=LOOPS[loop]['kill_after'])
+    # killed once CheckpointHook has written the pointer --resume follows (it writes it after the first file)
+    _train_and_kill(cfg, work, after='last_checkpoint')
     assert not (work / LOOPS[loop]['final']).exists(), 'the run finished before it was killed'
     log = _train(cfg, work, '--resume')
     assert 'RNGStateHook: restored the RNG states of iteration' in log
@@ -129,4 +134,8 @@ def test_the_number_of_workers_does_not_change_the_parameters(tmp_path, straight
     loop, _, reference = straight_run
     cfg = write_config(tmp_path / 'cfg.py', loop, data, sam_checkpoint, num_workers=0)
     _train(cfg, tmp_path / 'work')
-    _assert_equal(_final_state(tmp_path / 'work', loop), reference)
+    state = _final_state(tmp_path / 'work', loop)
+    if LOOPS[loop].get('sampler') == 'InfiniteSampler':  # MMEngine's: each worker's own draws
+        assert sum(not torch.equal(state[k], reference[k]) for k in reference) > len(reference) // 2
+    else:
+        _assert_equal(state, reference)
