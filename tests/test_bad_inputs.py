@@ -378,6 +378,20 @@ def _diverging_run(ctx):
     _train(ctx, 'diverge', None, '--cfg-options', 'optim_wrapper.optimizer.lr=1e6')
 
 
+def _prompted_project(ctx, name: str, backbone: dict | None = None) -> Path:
+    """Synthetic binary data and the prompted demo config on the tiny SAM (tests/tools/test_prompted_tools.py)."""
+    from tests.tools.test_prompted_tools import prompted_config  # noqa: PLC0415  (a test module: only here)
+
+    root = ctx.tmp / name
+    generate_synthetic_dataset(root / 'data', num_train=2, num_val=1, img_size=(64, 80), mode='binary')
+    return prompted_config(root / 'cfg.py', root / 'data', ctx.sam, backbone or dict(peft=None), {})
+
+
+def _prompted_test(ctx, name: str, *argv, checkpoint: str = 'none', backbone: dict | None = None) -> None:
+    cfg = _prompted_project(ctx, name, backbone)
+    _tool('tools/test.py', cfg, checkpoint, '--work-dir', ctx.tmp / name / 'work', *argv)
+
+
 CASES = [
     # configuration
     (
@@ -981,6 +995,38 @@ CASES = [
         r"allow_other_sam_checkpoint must be True or False, got 'yes'",
     ),
     # prompted: pipelines, tools/train.py and tools/test.py
+    (
+        '--tta on a prompted config (tools/test.py)',
+        lambda ctx: _prompted_test(ctx, 'tta', '--tta'),
+        ValueError,
+        r'--tta does not apply to SAMPromptedEncoderDecoder: its predictions follow per-instance prompts',
+    ),
+    (
+        'zero-shot baseline without SAM weights (tools/test.py none)',
+        lambda ctx: _prompted_test(ctx, 'nosam', '--cfg-options', 'model.sam_checkpoint=None'),
+        ValueError,
+        r"none evaluates SAM's own weights, but the config names none: set model\.sam_checkpoint",
+    ),
+    (
+        '--out is a file on a prompted config (tools/test.py)',
+        lambda ctx: _prompted_test(
+            ctx, 'outfile', '--out', _write(ctx.tmp / 'out.png', np.zeros((2, 2), np.uint8))
+        ),
+        ValueError,
+        r'output_dir .*out\.png is a file, expected a folder',
+    ),
+    (
+        'SAMResizeLongestSide told to squash',
+        lambda ctx: Compose([dict(type='SAMResizeLongestSide', long_side=64, keep_ratio=False)]),
+        ValueError,
+        r'SAMResizeLongestSide sets keep_ratio itself .*got keep_ratio=False',
+    ),
+    (
+        'SAMResizeLongestSide of 0 pixels',
+        lambda ctx: Compose([dict(type='SAMResizeLongestSide', long_side=0)]),
+        ValueError,
+        r'long_side must be a positive int, got 0',
+    ),
 ]
 
 

@@ -13,6 +13,10 @@ log_processor = dict(by_epoch=False)
 log_level = 'INFO'
 load_from = None
 resume = False
+# A fixed seed: MMEngine seeds the dataloader before it reads a checkpoint, so only a fixed
+# seed lets --resume end with the same parameters as an uninterrupted run; set another value
+# (or --cfg-options randomness.seed=N) for other draws.
+randomness = dict(seed=0)
 tta_model = dict(
     type='SAMSegTTAModel'
 )  # merges probabilities; --tta flips horizontally unless tta_pipeline is set

@@ -195,6 +195,25 @@ def test_a_broken_last_checkpoint_pointer_is_repaired_before_resuming(tmp_path, 
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_10.pth')
 
 
+def test_a_missing_pointer_next_to_checkpoints_resumes_from_the_newest(tmp_path, caplog):
+    """A kill after iter_2.pth was written and before CheckpointHook wrote last_checkpoint: --resume resumes."""
+    for step in (1, 2):
+        torch.save({'meta': {'iter': step}}, tmp_path / f'iter_{step}.pth')
+    with caplog.at_level(logging.WARNING, logger='test'):
+        AtomicCheckpointWritesHook().before_run(
+            _hook_runner(tmp_path, CheckpointHook(interval=1, by_epoch=False))
+        )
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
+    assert 'last_checkpoint is missing; resuming from the newest checkpoint' in caplog.text
+
+
+def test_a_missing_pointer_without_checkpoints_starts_from_scratch(tmp_path):
+    AtomicCheckpointWritesHook().before_run(
+        _hook_runner(tmp_path, CheckpointHook(interval=1, by_epoch=False))
+    )
+    assert not (tmp_path / 'last_checkpoint').exists()
+
+
 def test_a_broken_pointer_without_checkpoints_is_an_error(tmp_path):
     (tmp_path / 'last_checkpoint').write_text('')
     with pytest.raises(FileNotFoundError, match=r'last_checkpoint is empty, and no checkpoint .*delete'):

@@ -1,7 +1,8 @@
 """Distributed prompted training weighs every instance of the global batch the same.
 
-Two processes with one image each (1 and 3 instances) against one process with both
-images: after DDP's gradient average the trainable parameters' gradients are equal.
+Two processes with one image each (1 and 3 instances), through the project's DDP wrapper,
+against one process with both images: the trainable parameters' gradients are equal, with
+the rounds in one graph and with each round back-propagated on its own (the default).
 """
 
 import multiprocessing
@@ -30,25 +31,33 @@ def _batch() -> tuple[torch.Tensor, list]:
     return (images.float() - MEAN) / STD, samples
 
 
-def _gradients(checkpoint: str, images: torch.Tensor, samples: list) -> dict[str, torch.Tensor]:
+def _gradients(
+    checkpoint: str, images: torch.Tensor, samples: list, round_memory: str, ddp: bool = False
+) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)  # the same LoRA initialisation in every process
-    model = MODELS.build(tiny_prompted_cfg(checkpoint, **LORA))
+    model = MODELS.build(tiny_prompted_cfg(checkpoint, head=dict(round_memory=round_memory), **LORA))
     model.train()
-    losses = model.loss(images, samples)
+    if ddp:
+        from mmseg_sam.engine import SAMDistributedDataParallel  # noqa: PLC0415
+
+        wrapped = SAMDistributedDataParallel(model)
+        assert wrapped.find_unused_parameters  # the prompt encoder's weights are conditionally used
+        losses = wrapped(images, samples, mode='loss')
+    else:
+        losses = model.loss(images, samples)
     sum(v for k, v in losses.items() if 'loss' in k).backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
 
 
-def _rank(rank: int, world_size: int, folder: str, checkpoint: str) -> None:
+def _rank(rank: int, world_size: int, folder: str, checkpoint: str, round_memory: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group('gloo', init_method=f'file://{folder}/store', rank=rank, world_size=world_size)
     try:
         images, samples = _batch()
-        grads = _gradients(checkpoint, images[rank : rank + 1], samples[rank : rank + 1])
-        for value in grads.values():  # what DDP does with the gradients: their mean over the processes
-            dist.all_reduce(value)
-            value /= world_size
+        grads = _gradients(
+            checkpoint, images[rank : rank + 1], samples[rank : rank + 1], round_memory, ddp=True
+        )
         if rank == 0:
             torch.save(grads, f'{folder}/grads.pth')
     finally:
@@ -56,12 +65,14 @@ def _rank(rank: int, world_size: int, folder: str, checkpoint: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_with_unequal_instance_counts(tmp_path: Path, sam_checkpoint):
+@pytest.mark.parametrize('round_memory', ['backward', 'keep'])
+def test_two_processes_equal_one_with_unequal_instance_counts(tmp_path: Path, sam_checkpoint, round_memory):
     images, samples = _batch()
-    expected = _gradients(str(sam_checkpoint), images, samples)
+    expected = _gradients(str(sam_checkpoint), images, samples, round_memory)
     context = multiprocessing.get_context('fork')  # the children reuse this process's imports
     procs = [
-        context.Process(target=_rank, args=(rank, 2, str(tmp_path), str(sam_checkpoint))) for rank in range(2)
+        context.Process(target=_rank, args=(rank, 2, str(tmp_path), str(sam_checkpoint), round_memory))
+        for rank in range(2)
     ]
     for proc in procs:
         proc.start()

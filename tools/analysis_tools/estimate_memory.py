@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import logging
+import random
 import sys
 import types
 import weakref
@@ -505,7 +507,9 @@ def measure(
     step) and the peak of that step above its start.
     """
     dtype = AMP_DTYPES[amp]
+    gc.collect()  # earlier garbage freed inside a measured phase would count against it
     torch.manual_seed(0)
+    random.seed(0)  # a prompted model's round plan: the same prompts and so the same weights used
     model = build_model(model_cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
     weights = storage_bytes(list(model.parameters()) + list(model.buffers()))

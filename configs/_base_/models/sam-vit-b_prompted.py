@@ -18,5 +18,9 @@ model = dict(
         # box IoU / Dice, and the click curve with NoC@85 / NoC@90 over 20 clicks
         test_prompting=dict(box=True, clicks=20),
         loss_decode=dict(type='PromptedMaskLoss', focal=20.0, dice=1.0, iou=1.0),  # SAM's 20 : 1
+        # each round back-propagated as soon as its loss is known, 4 instances per decoder call:
+        # SAM's 11 rounds at the memory of one box round, the same gradients (docs/prompted.md, Memory)
+        round_memory='backward',
+        instance_chunk=4,
     ),
 )

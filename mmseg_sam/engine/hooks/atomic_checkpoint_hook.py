@@ -37,7 +37,9 @@ class AtomicCheckpointWritesHook(Hook):
     pointer left empty by a crash between truncation and write, or naming a file
     that does not exist, is repaired to the newest checkpoint named like the
     CheckpointHook's ``filename_tmpl`` (with a warning), or refused with an error
-    if there is none. Temp files left by killed processes are removed before the run.
+    if there is none. A pointer that is missing while such checkpoints exist (a
+    kill after the first checkpoint's write and before the pointer's) is written
+    to the newest of them, with a warning, instead of a silent start from scratch. Temp files left by killed processes are removed before the run.
 
     Args:
         warn_single_ckpt: warn when a CheckpointHook keeps only one checkpoint
@@ -89,7 +91,14 @@ class AtomicCheckpointWritesHook(Hook):
     def _check_pointer(self, runner) -> None:
         pointer = Path(runner.work_dir) / _POINTER
         if not pointer.is_file():
-            return  # nothing to resume from: MMEngine starts from scratch
+            found = self._newest_checkpoint(runner)
+            if found is None:
+                return  # nothing to resume from: MMEngine starts from scratch
+            # killed after a checkpoint was written and before CheckpointHook wrote the pointer:
+            # MMEngine would start from scratch without a word
+            runner.logger.warning(f'{pointer} is missing; resuming from the newest checkpoint, {found}')
+            atomic_write(pointer, str(found).encode())
+            return
         target = pointer.read_text().strip()
         if target and Path(target).is_file():
             return

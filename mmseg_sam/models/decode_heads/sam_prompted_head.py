@@ -15,17 +15,20 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from ...utils.checkpoint import load_sam_component, load_strict
 from ..losses.prompted_mask_loss import PromptedMaskLoss
 from ..sam_modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from .clicks import next_clicks, sample_error_points
+from .round_gradients import RoundGradients, attach
 
 __all__ = ['SAMPromptedHead', 'PromptSet']
 
 _FREEZABLE = ('prompt_encoder', 'mask_decoder')
 _TRAIN_KEYS = dict(box_prob=1.0, correction_rounds=0, mask_only_rounds=0)
 _TEST_KEYS = dict(box=True, clicks=0)
+ROUND_MEMORY = ('backward', 'recompute', 'keep')
 
 
 class PromptSet:
@@ -60,6 +63,13 @@ class PromptSet:
     def with_mask(self, mask_input: Tensor | None) -> PromptSet:
         return PromptSet(self.points, self.boxes, mask_input)
 
+    def select(self, rows: slice) -> PromptSet:
+        """The prompts of instances ``rows`` only."""
+        points = None if self.points is None else (self.points[0][rows], self.points[1][rows])
+        boxes = None if self.boxes is None else self.boxes[rows]
+        mask_input = None if self.mask_input is None else self.mask_input[rows]
+        return PromptSet(points, boxes, mask_input)
+
 
 @MODELS.register_module()
 class SAMPromptedHead(BaseDecodeHead):
@@ -92,11 +102,34 @@ class SAMPromptedHead(BaseDecodeHead):
     round after the first gives the last round's low-resolution logits of its chosen
     mask (the highest predicted IoU) back as the mask prompt, detached, as SAM's
     recipe and micro-sam do. Every round's loss counts (mean over instances and
-    rounds); the image embedding gets the gradients of all rounds. Under distributed
-    training the divisor is the mean over processes of their instance-round counts
-    (mmdet's and Mask2Former's rule), so once DDP averages the gradients every
-    instance of the global batch weighs the same, however the instances are spread
-    over the processes.
+    rounds); the image embedding gets the gradients of all rounds.
+
+    Under distributed training the divisor is the mean over processes of their
+    instance-round counts (mmdet's and Mask2Former's rule), so once DDP averages the
+    gradients every instance of the global batch weighs the same, however the instances
+    are spread over the processes.
+
+    Memory: a round's decoder, upsampled logits and loss terms are needed only for its
+    own gradients, since the next round's mask prompt and point come from detached
+    outputs. ``round_memory`` says what becomes of them:
+
+    - ``'backward'`` (default): each round is back-propagated as soon as its loss is
+      known, into a detached copy of the image embedding and the head's weights, and its
+      activations freed; the summed gradients join the step's graph through one autograd
+      function (``round_gradients.py``), so the step keeps one backward through the
+      encoder, one optimizer update and one DDP all-reduce. Nothing is computed twice.
+      Under fp16 autocast (whose loss scale a round's own backward cannot know) the
+      rounds are recomputed instead, with a warning.
+    - ``'recompute'``: each round under non-reentrant activation checkpointing: its
+      activations are dropped after the forward and recomputed in the backward (the
+      decoder's forward runs twice).
+    - ``'keep'``: every round in one graph until the step's backward (the most memory).
+
+    All three give the same gradients (tested to 1e-5). ``instance_chunk`` bounds how
+    many instances one decoder call holds: a round's instances are decoded in chunks of
+    that many, after the round's points are drawn for all of them, so the peak stops
+    growing with the instances per image; the decoder treats instances independently,
+    so the gradients are the same.
 
     Evaluation (``test_prompting``): ``box=True`` segments every instance from its box
     (``pred_instances.box_masks``); ``clicks=K`` runs K simulated clicks per instance
@@ -121,6 +154,9 @@ class SAMPromptedHead(BaseDecodeHead):
             mask decoder, loaded strictly.
         freeze: parts kept frozen: ``'prompt_encoder'`` (MedSAM), ``'mask_decoder'``.
         train_prompting: ``box_prob``, ``correction_rounds``, ``mask_only_rounds``.
+        round_memory: ``'backward'``, ``'recompute'`` or ``'keep'`` (see Memory above).
+        instance_chunk: at most this many instances per decoder call in training; None
+            decodes all of an image's instances at once.
         test_prompting: ``box`` (bool) and ``clicks`` (int >= 0).
         loss_decode: a ``PromptedMaskLoss`` config.
         **kwargs: BaseDecodeHead arguments (``ignore_index``, ``in_index``, ...).
@@ -145,8 +181,22 @@ class SAMPromptedHead(BaseDecodeHead):
         test_prompting: Mapping[str, Any] | None = None,
         loss_decode: Mapping[str, Any] | None = None,
         in_index: int | Sequence[int] = -1,
+        round_memory: str = 'backward',
+        instance_chunk: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if round_memory not in ROUND_MEMORY:
+            raise ValueError(f'round_memory must be one of {ROUND_MEMORY}, got {round_memory!r}')
+        if instance_chunk is not None and (
+            isinstance(instance_chunk, bool) or not isinstance(instance_chunk, int) or instance_chunk < 1
+        ):
+            raise ValueError(
+                f'instance_chunk must be None (all instances in one decoder call) or an int >= 1, got '
+                f'{instance_chunk!r}'
+            )
+        self.round_memory = round_memory
+        self.instance_chunk = instance_chunk
+        self._told_fp16 = False
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f'num_classes must be an int >= 2 (background included), got {num_classes!r}')
         if not isinstance(image_size, int) or not isinstance(patch_size, int) or image_size % patch_size:
@@ -312,22 +362,9 @@ class SAMPromptedHead(BaseDecodeHead):
         """Prompted mask, IoU losses over every instance and round of the batch (see the class docstring)."""
         embedding = self._embedding(inputs)
         opts = self.train_prompting
-        total: dict[str, Tensor] = {}
-        count = 0
-        for i, sample in enumerate(batch_data_samples):
-            inst, valid, img_shape = _instances(sample, self.ignore_index)
-            if len(inst) == 0:
-                continue
-            gt = inst.masks.bool()
-            scale = _frame_scale(img_shape, gt.shape[-2:])
-            for keep, first, kept in self._first_prompt_groups(len(inst), gt.device):
-                prompts = _first_prompts(inst, keep, first, scale, sample)
-                terms = self._rounds(
-                    self.image_features(embedding, i), prompts, gt[keep], valid, img_shape, scale
-                )
-                for name, value in terms.items():
-                    total[name] = total[name] + value if name in total else value
-                count += kept * (1 + opts['correction_rounds'] + opts['mask_only_rounds'])
+        rounds = 1 + opts['correction_rounds'] + opts['mask_only_rounds']
+        batch = [(i, *_instances(sample, self.ignore_index)) for i, sample in enumerate(batch_data_samples)]
+        count = sum(len(inst) for _, inst, _, _ in batch) * rounds
         if count == 0:
             files = [
                 s.metainfo.get('seg_map_path', s.metainfo.get('img_path', '?')) for s in batch_data_samples
@@ -336,8 +373,49 @@ class SAMPromptedHead(BaseDecodeHead):
                 f'no instance to prompt in this batch ({files}): train with GenerateInstances(on_empty="skip") '
                 'so that images without instances are replaced'
             )
-        divisor = mean_count_over_processes(count, embedding.device)
+        flat = list(embedding) if isinstance(embedding, (list, tuple)) else [embedding]
+        divisor = mean_count_over_processes(count, flat[0].device)
+        mode = self._round_memory_now(embedding)
+        sink = None
+        if mode == 'backward':  # the rounds run on leaf copies of the embedding
+            sink = RoundGradients([*flat, *(p for p in self.parameters() if p.requires_grad)], divisor)
+            leaves = [sink.leaf(t) for t in flat]
+            embedding = leaves if isinstance(embedding, (list, tuple)) else leaves[0]
+        total: dict[str, Tensor] = {}
+        for i, inst, valid, img_shape in batch:
+            if len(inst) == 0:
+                continue
+            gt = inst.masks.bool()
+            scale = _frame_scale(img_shape, gt.shape[-2:])
+            for keep, first, _ in self._first_prompt_groups(len(inst), gt.device):
+                prompts = _first_prompts(inst, keep, first, scale, batch_data_samples[i])
+                terms = self._rounds(
+                    self.image_features(embedding, i), prompts, gt[keep], valid, img_shape, scale, mode, sink
+                )
+                for name, value in terms.items():
+                    total[name] = total[name] + value if name in total else value
+        if sink is not None:
+            return attach(total, sink)  # divided by the divisor already
         return {name: value / divisor for name, value in total.items()}
+
+    def _round_memory_now(self, embedding: Tensor | Sequence[Tensor]) -> str:
+        """``round_memory`` for this step: 'keep' without autograd; 'recompute' for 'backward' under fp16."""
+        if not torch.is_grad_enabled():
+            return 'keep'
+        device = (embedding[0] if isinstance(embedding, (list, tuple)) else embedding).device.type
+        if (
+            self.round_memory == 'backward'
+            and torch.is_autocast_enabled(device)
+            and torch.get_autocast_dtype(device) == torch.float16
+        ):
+            if not self._told_fp16:
+                MMLogger.get_current_instance().warning(
+                    "SAMPromptedHead round_memory='backward' under fp16 autocast: a round's own backward "
+                    "cannot apply the step's loss scale, so the rounds are recomputed ('recompute') instead"
+                )
+                self._told_fp16 = True
+            return 'recompute'
+        return self.round_memory
 
     def _first_prompt_groups(self, n: int, device: torch.device) -> list[tuple[Tensor | slice, str, int]]:
         """The instances whose first prompt is their box and those whose first prompt is their points.
@@ -373,32 +451,78 @@ class SAMPromptedHead(BaseDecodeHead):
         valid: Tensor,
         img_shape: tuple[int, int],
         scale: tuple[float, float],
+        mode: str = 'keep',
+        sink: RoundGradients | None = None,
     ) -> dict[str, Tensor]:
         """Summed (over instances and rounds) loss terms of one image's first prompt and its corrections."""
         sums: dict[str, Tensor] = {}
-        size = tuple(gt.shape[-2:])
         pred = torch.zeros_like(gt)  # the last round's masks (the first round has none)
         for adds_point in [None, *self._round_plan()]:
-            if adds_point:
+            if adds_point:  # drawn for every instance at once, before any chunking
                 points, labels = sample_error_points(pred, gt, valid)
                 prompts = prompts.add_points(_to_input(points, scale), labels)
-            multimask = prompts.ambiguous
-            low_res, iou_pred, *more = self.decode(embedding, prompts, multimask)
-            logits = self.postprocess(low_res, img_shape, size)  # (N, M, H, W)
-            terms = self.loss_decode.mask_terms(logits, gt, valid)
-            per_mask = sum(terms.values())  # (N, M)
-            best = per_mask.argmin(dim=1, keepdim=True)  # SAM: only the lowest of the multimask losses
+            terms, mask_input, pred = self._round(embedding, prompts, gt, valid, img_shape, mode, sink)
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0) + value.gather(1, best).sum()
-            iou_term = self.loss_decode.iou_term(iou_pred, logits, gt, valid)  # (N, M): every mask
-            sums['loss_iou'] = sums.get('loss_iou', 0) + iou_term.mean(dim=1).sum()
-            for name, value in self.extra_loss_terms(more).items():
                 sums[name] = sums.get(name, 0) + value
-            chosen = iou_pred.argmax(dim=1)  # the mask that goes on: the highest predicted IoU
-            rows = torch.arange(len(gt), device=gt.device)
-            prompts = prompts.with_mask(low_res[rows, chosen][:, None].detach())
-            pred = logits[rows, chosen].detach() > 0
+            prompts = prompts.with_mask(mask_input)
         return sums
+
+    def _round(
+        self,
+        embedding: Tensor,
+        prompts: PromptSet,
+        gt: Tensor,
+        valid: Tensor,
+        img_shape: tuple[int, int],
+        mode: str = 'keep',
+        sink: RoundGradients | None = None,
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """One round over every instance, in chunks of ``instance_chunk``; each chunk kept, recomputed in the
+        backward, or back-propagated at once into ``sink`` (``mode``, see ``round_memory``).
+
+        Returns:
+            tuple: the summed loss terms, the chosen masks' low-resolution logits (N, 1, 4h, 4w)
+            and their thresholded full-resolution masks (N, H, W), both detached.
+        """
+        n = len(gt)
+        chunk = self.instance_chunk or max(n, 1)
+        parts = []
+        for start in range(0, n, chunk):
+            rows = slice(start, start + chunk)
+            args = (embedding, prompts.select(rows), gt[rows], valid, img_shape)
+            if mode == 'recompute':
+                # A round draws no random number (its points are drawn above, SAM's decoders have no
+                # dropout): no RNG state to stash (5 KB of CPU state per call otherwise).
+                parts.append(
+                    activation_checkpoint(
+                        self._round_losses, *args, use_reentrant=False, preserve_rng_state=False
+                    )
+                )
+            else:
+                part = self._round_losses(*args)
+                parts.append(part if sink is None else (sink.collect(part[0]), *part[1:]))
+        if len(parts) == 1:
+            return parts[0]
+        terms = {name: sum(part[0][name] for part in parts) for name in parts[0][0]}
+        return terms, torch.cat([part[1] for part in parts]), torch.cat([part[2] for part in parts])
+
+    def _round_losses(
+        self, embedding: Tensor, prompts: PromptSet, gt: Tensor, valid: Tensor, img_shape: tuple[int, int]
+    ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+        """Decode, upsample and score one round of some instances: summed terms, next mask prompt, masks."""
+        low_res, iou_pred, *more = self.decode(embedding, prompts, prompts.ambiguous)
+        logits = self.postprocess(low_res, img_shape, tuple(gt.shape[-2:]))  # (N, M, H, W)
+        terms = self.loss_decode.mask_terms(logits, gt, valid)
+        per_mask = sum(terms.values())  # (N, M)
+        best = per_mask.argmin(dim=1, keepdim=True)  # SAM: only the lowest of the multimask losses
+        sums = {name: value.gather(1, best).sum() for name, value in terms.items()}
+        iou_term = self.loss_decode.iou_term(iou_pred, logits, gt, valid)  # (N, M): every mask
+        sums['loss_iou'] = iou_term.mean(dim=1).sum()
+        for name, value in self.extra_loss_terms(more).items():
+            sums[name] = sums[name] + value if name in sums else value
+        chosen = iou_pred.argmax(dim=1)  # the mask that goes on: the highest predicted IoU
+        rows = torch.arange(len(gt), device=gt.device)
+        return sums, low_res[rows, chosen][:, None].detach(), logits[rows, chosen].detach() > 0
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -525,7 +649,8 @@ class SAMPromptedHead(BaseDecodeHead):
     def extra_repr(self) -> str:
         return (
             f'image_size={self.image_size}, freeze={self.freeze}, train_prompting={self.train_prompting}, '
-            f'test_prompting={self.test_prompting}'
+            f'test_prompting={self.test_prompting}, round_memory={self.round_memory!r}, '
+            f'instance_chunk={self.instance_chunk}'
         )
 
 
