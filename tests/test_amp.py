@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,46 @@ def test_cpu_dtype_errors():
     params = nn.Linear(2, 2).parameters()
     with pytest.raises(ValueError, match=r"dtype must be one of \['bfloat16', 'float16'\], got 'float64'"):
         PortableAmpOptimWrapper(optimizer=torch.optim.SGD(params, lr=0.1), dtype='float64')
+
+
+@pytest.mark.parametrize(
+    ('capability', 'bf16', 'expected', 'said'),
+    [
+        (
+            (8, 0),
+            True,
+            torch.bfloat16,
+            r'--amp: bf16 on A100 \(compute capability 8\.0 >= 8\.0; no loss scale\)',
+        ),
+        ((9, 0), True, torch.bfloat16, r'bf16 on A100 \(compute capability 9\.0'),
+        (
+            (7, 5),
+            True,
+            torch.float16,
+            r'fp16 with a dynamic loss scale on A100 \(compute capability 7\.5 < 8\.0',
+        ),
+        ((8, 6), False, torch.float16, r'fp16 .*compute capability 8\.6'),
+    ],
+)
+def test_gpu_amp_picks_bf16_from_ampere(monkeypatch, capability, bf16, expected, said):
+    """On a CUDA GPU, --amp without a dtype: bf16 where the GPU has it (compute capability >= 8.0), else fp16.
+    (CUDA is faked: the choice reads only torch.cuda's capability queries.)"""
+    from mmseg_sam.engine.optimizers import portable_amp_optim_wrapper as module
+
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda *a: capability)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda *a: 'A100')
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    dtype, why = module.default_cuda_amp_dtype()
+    assert dtype == expected
+    assert re.search(said, why), why
+
+    seen = {}
+    monkeypatch.setattr(module, 'get_device', lambda: 'cuda')
+    monkeypatch.setattr(module.AmpOptimWrapper, '__init__', lambda self, **kw: seen.update(kw))
+    PortableAmpOptimWrapper(optimizer=None)
+    assert seen['dtype'] == expected
+    PortableAmpOptimWrapper(optimizer=None, dtype='float16')
+    assert seen['dtype'] == 'float16'  # an explicit dtype is kept
 
 
 @pytest.fixture(scope='module')

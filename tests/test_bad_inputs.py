@@ -1046,7 +1046,7 @@ def trained(tmp_path_factory, sam_checkpoint) -> tuple[Path, Path, Path]:
 
 def test_the_table_is_large_and_its_ids_unique():
     ids = [case[0] for case in CASES]
-    assert len(ids) >= 20 and len(set(ids)) == len(ids)
+    assert len(ids) >= 80 and len(set(ids)) == len(ids)
 
 
 @pytest.mark.slow

@@ -36,6 +36,8 @@ model = dict(
         iou_head_hidden_dim=64,
         train_prompting=dict(box_prob=0.5, correction_rounds=1),
         test_prompting=dict(box=True, clicks=5),
+        # a small model on CPU: one decoder call per round is faster, its memory is small anyway
+        instance_chunk=None,
     ),
 )
 train_pipeline = [

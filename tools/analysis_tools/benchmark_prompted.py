@@ -65,7 +65,9 @@ def main() -> None:
     )
     parser.add_argument('--arch', default=None, help='backbone arch, e.g. vit_b')
     parser.add_argument('--preset', default=None, help="PEFT preset replacing the config's (e.g. lora-qv-r4)")
-    parser.add_argument('--chunk', type=int, default=None, help='instance_chunk of the checkpointed step')
+    parser.add_argument(
+        '--chunk', type=int, default=None, help="instance_chunk of 'backward' and 'recompute' (0: none)"
+    )
     parser.add_argument('--batch', type=int, default=2)
     parser.add_argument('--instances', type=int, default=8)
     parser.add_argument('--rounds', type=int, default=8, help='correction rounds (2 mask-only rounds follow)')
@@ -84,8 +86,8 @@ def main() -> None:
     if args.preset:
         cfg.backbone.peft = None
         cfg.backbone.update(dict(preset(args.preset).backbone))
-    if args.chunk:
-        head.instance_chunk = args.chunk
+    if args.chunk is not None:
+        head.instance_chunk = args.chunk or None
     if args.img_size:
         cfg.backbone.img_size = head.image_size = args.img_size
         cfg.data_preprocessor.size = (args.img_size, args.img_size)

@@ -6,13 +6,37 @@ from typing import Any
 
 import torch
 from mmengine.device import get_device
+from mmengine.logging import MMLogger
 from mmengine.optim import AmpOptimWrapper
 from mmseg.registry import OPTIM_WRAPPERS
 from torch import nn
 
-__all__ = ['PortableAmpOptimWrapper']
+__all__ = ['PortableAmpOptimWrapper', 'default_cuda_amp_dtype']
 
 _CPU_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def default_cuda_amp_dtype() -> tuple[torch.dtype, str]:
+    """The autocast dtype for a CUDA GPU left to choose: bf16 from compute capability 8.0, else fp16.
+
+    bf16 has fp32's exponent range, so it needs no loss scale and does not overflow where
+    fp16 turns activations or gradients into inf / NaN (micro-sam moved its training to bf16
+    for this reason); GPUs before Ampere (compute capability below 8.0) emulate it slowly
+    or not at all, so they keep fp16 with its dynamic loss scale.
+
+    Returns:
+        The dtype and a sentence saying why, for the log.
+    """
+    major, minor = torch.cuda.get_device_capability()
+    name = torch.cuda.get_device_name()
+    if major >= 8 and torch.cuda.is_bf16_supported():
+        return (
+            torch.bfloat16,
+            f'--amp: bf16 on {name} (compute capability {major}.{minor} >= 8.0; no loss scale)',
+        )
+    return torch.float16, (
+        f'--amp: fp16 with a dynamic loss scale on {name} (compute capability {major}.{minor} < 8.0: no fast bf16)'
+    )
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -21,7 +45,8 @@ class PortableAmpOptimWrapper(AmpOptimWrapper):
 
     MMEngine 0.10.7's ``AmpOptimWrapper`` asserts that a GPU (or NPU/MLU/MUSA) is
     present and its autocast helper allows only bf16 on CPU. On an accelerator this
-    class is that wrapper, unchanged. On a CPU-only machine it trains under
+    class is that wrapper; on a CUDA GPU without a ``dtype`` it picks bf16 from compute
+    capability 8.0 and fp16 below (:func:`default_cuda_amp_dtype`), and logs the choice. On a CPU-only machine it trains under
     ``torch.autocast('cpu', dtype)``: ``bfloat16`` (the default; same exponent
     range as fp32, no loss scaling) or ``float16`` (with a CPU ``GradScaler`` that
     scales the loss, skips steps with inf/NaN gradients and adapts the scale, as on
@@ -30,8 +55,8 @@ class PortableAmpOptimWrapper(AmpOptimWrapper):
     Args:
         loss_scale: ``'dynamic'``, an initial scale (float, kept fixed) or a dict of
             ``GradScaler`` arguments, as for ``AmpOptimWrapper``.
-        dtype: ``'float16'``, ``'bfloat16'`` (or the torch dtypes); on GPU None
-            means torch's default (fp16), on CPU bf16.
+        dtype: ``'float16'``, ``'bfloat16'`` (or the torch dtypes); None: on a CUDA GPU
+            bf16 from compute capability 8.0, else fp16; on CPU bf16.
         use_fsdp: as for ``AmpOptimWrapper`` (accelerators only).
         **kwargs: OptimWrapper arguments (``optimizer``, ``clip_grad``, ...).
     """
@@ -45,6 +70,9 @@ class PortableAmpOptimWrapper(AmpOptimWrapper):
     ) -> None:
         self.device_type = get_device()
         if self.device_type != 'cpu':
+            if dtype is None and self.device_type == 'cuda':
+                dtype, why = default_cuda_amp_dtype()
+                MMLogger.get_current_instance().info(why)
             super().__init__(loss_scale=loss_scale, dtype=dtype, use_fsdp=use_fsdp, **kwargs)
             return
         if use_fsdp:
