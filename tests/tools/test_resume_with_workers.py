@@ -39,9 +39,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, max_ke
         final=f'iter_{MAX_ITERS}.pth',
     ),
 }
-# the prompted demo with MMEngine's sampler: its replay on resume loads the trained batches through
-# the workers again (their streams end where they were), but the draws depend on the workers
-LOOPS['iterations-mmengine-sampler'] = dict(LOOPS['iterations'], sampler='InfiniteSampler')
+# (MMEngine's own samplers, whose draws depend on the workers: tests/datasets/test_seeded_samples.py)
 HEAD = dict(
     TINY_PROMPTED_HEAD,
     train_prompting=dict(box_prob=0.5, correction_rounds=1),
