@@ -14,8 +14,9 @@ from torch import Tensor, nn
 from ...utils.checkpoint import load_strict
 from ...utils.sam2_checkpoint import load_sam2_component
 from ..sam2_modeling import Sam2Class, sam2_modeling
+from .prompt_set import PromptSet
 from .sam2_mask_decoder_head import load_no_mem_embed
-from .sam_prompted_head import PromptSet, SAMPromptedHead
+from .sam_prompted_head import SAMPromptedHead
 
 __all__ = ['SAM2PromptedHead']
 

@@ -21,6 +21,7 @@ from ...utils.checkpoint import load_sam_component, load_strict
 from ..losses.prompted_mask_loss import PromptedMaskLoss
 from ..sam_modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 from .clicks import next_clicks, sample_error_points
+from .prompt_set import PromptSet, first_prompts, frame_scale, sample_instances, to_input
 from .round_gradients import RoundGradients, attach
 
 __all__ = ['SAMPromptedHead', 'PromptSet']
@@ -29,46 +30,6 @@ _FREEZABLE = ('prompt_encoder', 'mask_decoder')
 _TRAIN_KEYS = dict(box_prob=1.0, correction_rounds=0, mask_only_rounds=0)
 _TEST_KEYS = dict(box=True, clicks=0)
 ROUND_MEMORY = ('backward', 'recompute', 'keep')
-
-
-class PromptSet:
-    """The prompts of one image's N instances in the model's input frame, as SAM's prompt encoder takes them.
-
-    Attributes:
-        points: ``(coords (N, K, 2), labels (N, K))`` or None.
-        boxes: (N, 4) xyxy or None.
-        mask_input: (N, 1, 4h, 4w) low-resolution logits or None.
-    """
-
-    def __init__(
-        self,
-        points: tuple[Tensor, Tensor] | None = None,
-        boxes: Tensor | None = None,
-        mask_input: Tensor | None = None,
-    ) -> None:
-        self.points, self.boxes, self.mask_input = points, boxes, mask_input
-
-    @property
-    def ambiguous(self) -> bool:
-        """A single point and nothing else: SAM predicts its three multimask outputs."""
-        return self.boxes is None and self.points is not None and self.points[0].shape[1] == 1
-
-    def add_points(self, coords: Tensor, labels: Tensor) -> PromptSet:
-        """These prompts with (N, k, 2) / (N, k) more points appended."""
-        if self.points is not None:
-            coords = torch.cat([self.points[0], coords], dim=1)
-            labels = torch.cat([self.points[1], labels], dim=1)
-        return PromptSet((coords, labels), self.boxes, self.mask_input)
-
-    def with_mask(self, mask_input: Tensor | None) -> PromptSet:
-        return PromptSet(self.points, self.boxes, mask_input)
-
-    def select(self, rows: slice) -> PromptSet:
-        """The prompts of instances ``rows`` only."""
-        points = None if self.points is None else (self.points[0][rows], self.points[1][rows])
-        boxes = None if self.boxes is None else self.boxes[rows]
-        mask_input = None if self.mask_input is None else self.mask_input[rows]
-        return PromptSet(points, boxes, mask_input)
 
 
 @MODELS.register_module()
@@ -363,7 +324,9 @@ class SAMPromptedHead(BaseDecodeHead):
         embedding = self._embedding(inputs)
         opts = self.train_prompting
         rounds = 1 + opts['correction_rounds'] + opts['mask_only_rounds']
-        batch = [(i, *_instances(sample, self.ignore_index)) for i, sample in enumerate(batch_data_samples)]
+        batch = [
+            (i, *sample_instances(sample, self.ignore_index)) for i, sample in enumerate(batch_data_samples)
+        ]
         count = sum(len(inst) for _, inst, _, _ in batch) * rounds
         if count == 0:
             files = [
@@ -386,9 +349,9 @@ class SAMPromptedHead(BaseDecodeHead):
             if len(inst) == 0:
                 continue
             gt = inst.masks.bool()
-            scale = _frame_scale(img_shape, gt.shape[-2:])
+            scale = frame_scale(img_shape, gt.shape[-2:])
             for keep, first, _ in self._first_prompt_groups(len(inst), gt.device):
-                prompts = _first_prompts(inst, keep, first, scale, batch_data_samples[i])
+                prompts = first_prompts(inst, keep, first, scale, batch_data_samples[i])
                 terms = self._rounds(
                     self.image_features(embedding, i), prompts, gt[keep], valid, img_shape, scale, mode, sink
                 )
@@ -460,7 +423,7 @@ class SAMPromptedHead(BaseDecodeHead):
         for adds_point in [None, *self._round_plan()]:
             if adds_point:  # drawn for every instance at once, before any chunking
                 points, labels = sample_error_points(pred, gt, valid)
-                prompts = prompts.add_points(_to_input(points, scale), labels)
+                prompts = prompts.add_points(to_input(points, scale), labels)
             terms, mask_input, pred = self._round(embedding, prompts, gt, valid, img_shape, mode, sink)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0) + value
@@ -533,15 +496,15 @@ class SAMPromptedHead(BaseDecodeHead):
         embedding = self._embedding(inputs)
         opts = self.test_prompting
         for i, sample in enumerate(batch_data_samples):
-            inst, valid, img_shape = _instances(sample, self.ignore_index)
+            inst, valid, img_shape = sample_instances(sample, self.ignore_index)
             gt = inst.masks.bool()
             n, size = len(inst), tuple(gt.shape[-2:])
-            scale = _frame_scale(img_shape, size)
+            scale = frame_scale(img_shape, size)
             pred = InstanceData(labels=inst.labels)
             emb = self.image_features(embedding, i)
             if opts['box']:
                 if n:
-                    prompts = _first_prompts(
+                    prompts = first_prompts(
                         inst, torch.ones(n, dtype=torch.bool, device=gt.device), 'box', scale, sample
                     )
                     low_res, iou_pred, *_ = self.decode(emb, prompts, multimask=False)
@@ -607,7 +570,7 @@ class SAMPromptedHead(BaseDecodeHead):
             points, labels = next_clicks(pred, gt, valid)
             all_points.append(points)
             all_labels.append(labels)
-            prompts = prompts.add_points(_to_input(points, scale), labels)
+            prompts = prompts.add_points(to_input(points, scale), labels)
             low_res, iou_pred, *_ = self.decode(embedding, prompts, multimask=prompts.ambiguous)
             chosen = iou_pred.argmax(dim=1)
             prompts = prompts.with_mask(low_res[rows, chosen][:, None])
@@ -693,59 +656,3 @@ def _check_prompting(train: Mapping[str, Any], test: Mapping[str, Any]) -> None:
         raise ValueError(f'test_prompting box must be True or False, got {test["box"]!r}')
     if not test['box'] and not test['clicks']:
         raise ValueError('test_prompting evaluates nothing: set box=True or clicks > 0')
-
-
-def _source(sample: Any) -> str:
-    return str(sample.metainfo.get('seg_map_path') or sample.metainfo.get('img_path') or '<unknown sample>')
-
-
-def _instances(sample: Any, ignore_index: int) -> tuple[InstanceData, Tensor, tuple[int, int]]:
-    """A sample's ``gt_instances``, its valid pixels (H, W) and the image's ``img_shape`` (pre-padding)."""
-    if 'gt_instances' not in sample:
-        raise ValueError(
-            f'{_source(sample)} has no gt_instances: a prompted model needs instances and prompts in its '
-            'pipeline (GenerateInstances or an instance loader, SamplePrompts, PackPromptedSegInputs)'
-        )
-    inst = sample.gt_instances
-    size = tuple(inst.masks.shape[-2:])
-    if 'gt_sem_seg' in sample:
-        label = sample.gt_sem_seg.data[0, : size[0], : size[1]]  # training batches pad gt_sem_seg
-        valid = label != ignore_index
-    else:
-        valid = torch.ones(size, dtype=torch.bool, device=inst.masks.device)
-    if tuple(valid.shape) != size:
-        raise ValueError(
-            f'{_source(sample)}: gt_sem_seg {tuple(valid.shape)} and the instance masks {size} are not one frame'
-        )
-    img_shape = tuple(sample.metainfo.get('img_shape', size))[:2]
-    return inst, valid, img_shape
-
-
-def _frame_scale(img_shape: tuple[int, int], size: Sequence[int]) -> tuple[float, float]:
-    """(x, y) factors from the masks' frame to the model input (``SamPredictor``'s ``apply_coords``)."""
-    return img_shape[1] / size[1], img_shape[0] / size[0]
-
-
-def _to_input(coords: Tensor, scale: tuple[float, float]) -> Tensor:
-    """(..., 2) (x, y) in the masks' frame -> the input frame."""
-    return coords * coords.new_tensor(scale)
-
-
-def _first_prompts(
-    inst: InstanceData, keep: Tensor, kind: str, scale: tuple[float, float], sample: Any
-) -> PromptSet:
-    """The sampled box or points of the instances where ``keep``, in the input frame."""
-    if kind == 'box':
-        if 'prompt_boxes' not in inst:
-            raise ValueError(
-                f'{_source(sample)}: box prompts asked for, but SamplePrompts gave no prompt_boxes'
-            )
-        boxes = inst.prompt_boxes[keep].float()  # (N, 4) xyxy
-        return PromptSet(boxes=_to_input(boxes.reshape(-1, 2, 2), scale).reshape(-1, 4))
-    if 'prompt_points' not in inst or inst.prompt_points.shape[1] == 0:
-        raise ValueError(
-            f'{_source(sample)}: point prompts asked for (train_prompting box_prob < 1), but SamplePrompts gave '
-            'no points: set num_pos_points >= 1'
-        )
-    coords = _to_input(inst.prompt_points[keep].float(), scale)
-    return PromptSet(points=(coords, inst.prompt_point_labels[keep].long()))

@@ -10,7 +10,8 @@ from mmseg.registry import MODELS
 from mmseg.utils import SampleList
 from torch import Tensor
 
-from ..decode_heads.sam_prompted_head import PromptSet, SAMPromptedHead
+from ..decode_heads.prompt_set import PromptSet
+from ..decode_heads.sam_prompted_head import SAMPromptedHead
 from .sam_encoder_decoder import SAMEncoderDecoder
 
 __all__ = ['SAMPromptedEncoderDecoder']
