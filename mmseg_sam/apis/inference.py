@@ -38,6 +38,7 @@ from ..engine.hooks.sam_checkpoint_hook import (
 __all__ = [
     'IMG_EXTENSIONS',
     'init_model',
+    'label_map_array',
     'list_images',
     'load_checkpoint',
     'load_checkpoint_to_model',
@@ -254,6 +255,22 @@ def list_images(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> list
     return list(found)
 
 
+def label_map_array(label_map: np.ndarray | torch.Tensor, what: str = 'mask') -> np.ndarray:
+    """A (H, W) or (1, H, W) array or tensor as an (H, W) numpy array.
+
+    Raises:
+        ValueError: another shape, naming ``what`` and the shape.
+    """
+    if isinstance(label_map, torch.Tensor):
+        label_map = label_map.detach().cpu().numpy()
+    label_map = np.asarray(label_map)
+    if label_map.ndim == 3 and label_map.shape[0] == 1:
+        label_map = label_map[0]  # (1, H, W) -> (H, W)
+    if label_map.ndim != 2:
+        raise ValueError(f'{what} must be (H, W) or (1, H, W), got shape {label_map.shape}')
+    return label_map
+
+
 def save_index_mask(
     mask: np.ndarray | torch.Tensor, path: str | os.PathLike, palette: Sequence[Sequence[int]] | None = None
 ) -> None:
@@ -265,13 +282,7 @@ def save_index_mask(
         palette: when given, a palette PNG (mode ``P``): pixel values stay class
             indices, viewers show the class colours.
     """
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[0] == 1:
-        mask = mask[0]  # (1, H, W) -> (H, W)
-    if mask.ndim != 2:
-        raise ValueError(f'mask must be (H, W) or (1, H, W), got shape {mask.shape}')
+    mask = label_map_array(mask)
     if mask.size and (mask.min() < 0 or mask.max() > 255):
         raise ValueError(f'class indices must fit in uint8 for a PNG, got range [{mask.min()}, {mask.max()}]')
     image = Image.fromarray(mask.astype(np.uint8))  # mode L

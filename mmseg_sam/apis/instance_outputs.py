@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .inference import label_map_array
+
 __all__ = ['mask_name', 'read_scores', 'save_instance_map', 'write_scores']
 
 
@@ -39,13 +41,7 @@ def save_instance_map(label_map: np.ndarray | torch.Tensor, num_objects: int, pa
     Returns:
         int: 8 or 16.
     """
-    if isinstance(label_map, torch.Tensor):
-        label_map = label_map.detach().cpu().numpy()
-    label_map = np.asarray(label_map)
-    if label_map.ndim == 3 and label_map.shape[0] == 1:
-        label_map = label_map[0]  # (1, H, W) -> (H, W)
-    if label_map.ndim != 2:
-        raise ValueError(f'a label map is (H, W) or (1, H, W), got shape {label_map.shape}')
+    label_map = label_map_array(label_map, 'a label map')
     if num_objects > 65535:
         raise ValueError(f'{num_objects} objects do not fit a 16-bit PNG (at most 65535)')
     if label_map.size and (label_map.min() < 0 or label_map.max() > num_objects):

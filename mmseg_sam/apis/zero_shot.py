@@ -16,7 +16,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 
 __all__ = ['zero_shot_config']
 
@@ -63,8 +63,6 @@ def zero_shot_config(cfg: Config) -> tuple[Config, str]:
         removed = f'without the PEFT method of backbone.peft ({_describe(peft)})'
     else:
         removed = 'with no PEFT method in the config'
-    if isinstance(backbone, ConfigDict):
-        model['backbone'] = backbone
     message = (
         f'zero-shot baseline: the model fine-tuning starts from, the weights of {source} {removed}; '
         'a fine-tuned checkpoint is scored against exactly this model'

@@ -104,19 +104,25 @@ class DrawKeyedDatasetMixin:
             return super().__getitem__(int(idx))  # type: ignore[misc]
 
 
-def _check_dataset(sampler: str, dataset: Sized) -> None:
-    if not getattr(dataset, 'uses_draw_keys', False):
-        raise ValueError(
-            f'{sampler} keys the random draws of every sample, but the dataset {type(dataset).__name__} does '
-            'not use the keys (it has no DrawKeyedDatasetMixin in its bases; a dataset wrapper such as '
-            'ConcatDataset or RepeatDataset passes plain indices on): derive the dataset from '
-            'mmseg_sam.datasets.DrawKeyedDatasetMixin (CheckedSegDataset and its subclasses are) or use '
-            "MMEngine's sampler"
-        )
+class _DrawKeySampler:
+    """What both seeded samplers share: the capability RNGStateHook reads, the dataset check."""
+
+    keys_draws: ClassVar[bool] = True  # read by RNGStateHook
+
+    def __init__(self, dataset: Sized, **kwargs: Any) -> None:
+        if not getattr(dataset, 'uses_draw_keys', False):
+            raise ValueError(
+                f'{type(self).__name__} keys the random draws of every sample, but the dataset '
+                f'{type(dataset).__name__} does not use the keys (it has no DrawKeyedDatasetMixin in its bases; a '
+                'dataset wrapper such as ConcatDataset or RepeatDataset passes plain indices on): derive the '
+                'dataset from mmseg_sam.datasets.DrawKeyedDatasetMixin (CheckedSegDataset and its subclasses are) '
+                "or use MMEngine's sampler"
+            )
+        super().__init__(dataset, **kwargs)  # type: ignore[call-arg]
 
 
 @DATA_SAMPLERS.register_module()
-class SeededDefaultSampler(DefaultSampler):
+class SeededDefaultSampler(_DrawKeySampler, DefaultSampler):
     """MMEngine's ``DefaultSampler`` (the same indices in the same order) yielding :class:`DrawKeyedIndex`.
 
     The key of the ``k``-th index of rank ``r`` is ``(seed, epoch, r + k * world_size)``:
@@ -132,12 +138,6 @@ class SeededDefaultSampler(DefaultSampler):
         ValueError: ``dataset`` does not use draw keys.
     """
 
-    keys_draws: ClassVar[bool] = True  # read by RNGStateHook
-
-    def __init__(self, dataset: Sized, **kwargs: Any) -> None:
-        _check_dataset(type(self).__name__, dataset)
-        super().__init__(dataset, **kwargs)
-
     def __iter__(self) -> Iterator[int]:
         seed, epoch, rank, world_size = self.seed, self.epoch, self.rank, self.world_size
         indices = super().__iter__()
@@ -145,7 +145,7 @@ class SeededDefaultSampler(DefaultSampler):
 
 
 @DATA_SAMPLERS.register_module()
-class SeededInfiniteSampler(InfiniteSampler):
+class SeededInfiniteSampler(_DrawKeySampler, InfiniteSampler):
     """MMEngine's ``InfiniteSampler`` (the same indices in the same order) yielding :class:`DrawKeyedIndex`.
 
     The sampler walks one endless sequence of passes over the dataset (each pass a
@@ -161,12 +161,6 @@ class SeededInfiniteSampler(InfiniteSampler):
     Raises:
         ValueError: ``dataset`` does not use draw keys.
     """
-
-    keys_draws: ClassVar[bool] = True  # read by RNGStateHook
-
-    def __init__(self, dataset: Sized, **kwargs: Any) -> None:
-        _check_dataset(type(self).__name__, dataset)
-        super().__init__(dataset, **kwargs)
 
     def _indices_of_rank(self) -> Iterator[int]:
         places = itertools.islice(enumerate(self._infinite_indices()), self.rank, None, self.world_size)
