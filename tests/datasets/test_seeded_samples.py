@@ -189,6 +189,7 @@ def _epoch(loader: DataLoader, epoch: int) -> dict[str, tuple]:
     return draws
 
 
+@pytest.mark.slow  # starts dataloader worker processes
 def test_each_epoch_draws_anew_with_non_persistent_workers(dataset):
     keyed = _loader(dataset, 'SeededDefaultSampler', num_workers=2, shuffle=False)
     first, second = _epoch(keyed, 0), _epoch(keyed, 1)
@@ -199,6 +200,7 @@ def test_each_epoch_draws_anew_with_non_persistent_workers(dataset):
     assert _epoch(plain, 0) == _epoch(plain, 1)
 
 
+@pytest.mark.slow  # starts dataloader worker processes
 @pytest.mark.filterwarnings('ignore:This DataLoader will create 3 worker processes')
 def test_draws_do_not_depend_on_the_workers(dataset):
     reference = [_epoch(_loader(dataset, 'SeededDefaultSampler', num_workers=0), e) for e in range(2)]

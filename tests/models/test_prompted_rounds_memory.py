@@ -96,6 +96,7 @@ def test_checkpointed_rounds_give_the_one_graph_gradients(sam_checkpoint, protoc
     _assert_same(_gradients(cfg(instance_chunk=2, round_memory='keep')), one_graph)
 
 
+@pytest.mark.slow  # 4 s: the fast tier keeps the fp32 equality on SAM above
 def test_checkpointed_rounds_with_encoder_checkpointing_and_bf16(sam_checkpoint):
     def cfg(**memory):
         head = dict(train_prompting=SAM_RECIPE, **memory)
@@ -116,6 +117,7 @@ def test_checkpointed_rounds_with_encoder_checkpointing_and_bf16(sam_checkpoint)
     _assert_same((decoder, {}), ({k: bf16[0][k] for k in decoder}, {}), rtol=0.05)
 
 
+@pytest.mark.slow  # 5 s for both protocols
 @pytest.mark.parametrize('protocol', [SAM_RECIPE, COBOT_PROTOCOL], ids=['sam-recipe', 'cobot-box'])
 def test_sam2_checkpointed_rounds_give_the_one_graph_gradients(sam2_checkpoint, protocol):
     def cfg(**memory):

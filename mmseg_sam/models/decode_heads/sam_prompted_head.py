@@ -86,7 +86,9 @@ class SAMPromptedHead(BaseDecodeHead):
       decoder's forward runs twice).
     - ``'keep'``: every round in one graph until the step's backward (the most memory).
 
-    All three give the same gradients (tested to 1e-5). ``instance_chunk`` bounds how
+    All three give the same gradients (tested to 1e-5; under bf16 autocast ``'backward'``
+    sums the decoder weights' per-round gradients in float32 where one graph sums them in
+    bf16, so those differ by that graph's bf16 rounding). ``instance_chunk`` bounds how
     many instances one decoder call holds: a round's instances are decoded in chunks of
     that many, after the round's points are drawn for all of them, so the peak stops
     growing with the instances per image; the decoder treats instances independently,
